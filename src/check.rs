@@ -1,0 +1,115 @@
+//! `pgt-proxy check-config`: the effective configuration, where each value came from, what
+//! the certificates say, and every error, as a report for a human.
+
+use std::fmt::Write;
+
+use openssl::x509::X509;
+
+use crate::config::{ConfigError, LoadedConfig};
+use crate::settings::Settings;
+use crate::tls;
+
+/// Key names whose values are secret and printed masked. None of today's keys hold a secret
+/// (keys are referenced by path), but a future password-like key must not leak here.
+fn is_secret(key: &str) -> bool {
+    key.contains("password") || key.contains("secret")
+}
+
+/// Builds the report; the boolean is true when the configuration is usable.
+pub fn report(
+    loaded: Result<&LoadedConfig, &[ConfigError]>,
+    settings: Option<Result<&Settings, &[ConfigError]>>,
+) -> (String, bool) {
+    let mut out = String::new();
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(errors) => {
+            print_errors(&mut out, errors);
+            return (out, false);
+        }
+    };
+    let _ = writeln!(
+        out,
+        "pgt-proxy {} with {}",
+        env!("CARGO_PKG_VERSION"),
+        openssl::version::version()
+    );
+    if loaded.files.is_empty() {
+        let _ = writeln!(
+            out,
+            "configuration files: none (defaults, environment and flags only)"
+        );
+    } else {
+        let _ = writeln!(out, "configuration files, in order:");
+        for f in &loaded.files {
+            let _ = writeln!(out, "  {}", f.display());
+        }
+    }
+    let _ = writeln!(out, "\neffective configuration:");
+    match toml::Table::try_from(&loaded.raw) {
+        Ok(table) => {
+            for (section, value) in &table {
+                let _ = writeln!(out, "[{section}]");
+                if let toml::Value::Table(keys) = value {
+                    for (name, value) in keys {
+                        let key = format!("{section}.{name}");
+                        let shown = if is_secret(&key) {
+                            "\"********\"".to_owned()
+                        } else {
+                            value.to_string()
+                        };
+                        let line = format!("{name} = {shown}");
+                        let _ = writeln!(out, "{line:<60} # {}", loaded.origin(&key));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  (cannot display: {e})");
+        }
+    }
+    let ok = match settings {
+        Some(Ok(settings)) => {
+            let _ = writeln!(out, "\ncertificates:");
+            if let Some(cert) = settings.acceptor.context().certificate() {
+                describe_cert(&mut out, "listen.certificate", cert);
+            }
+            if let Some(cert) = settings.connector.context().certificate() {
+                describe_cert(&mut out, "upstream.client_certificate", cert);
+            }
+            let _ = writeln!(out, "  upstream.ca: {}", loaded.raw.upstream.ca);
+            for w in &settings.warnings {
+                let _ = writeln!(out, "warning: {w}");
+            }
+            let _ = writeln!(out, "\nconfiguration OK");
+            true
+        }
+        Some(Err(errors)) => {
+            out.push('\n');
+            print_errors(&mut out, errors);
+            false
+        }
+        None => true,
+    };
+    (out, ok)
+}
+
+fn describe_cert(out: &mut String, key: &str, cert: &openssl::x509::X509Ref) {
+    let subject = tls::name_to_string(cert.subject_name());
+    let issuer = tls::name_to_string(cert.issuer_name());
+    let names = tls::certificate_names(cert).join(", ");
+    let days = tls::validity(cert).map(|(d, _)| d).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  {key}: subject {subject}; issuer {issuer}; names {names}; expires {} ({days} days); key matches",
+        cert.not_after()
+    );
+    let _: Option<X509> = None;
+}
+
+fn print_errors(out: &mut String, errors: &[ConfigError]) {
+    let _ = writeln!(out, "{} error(s):", errors.len());
+    for e in errors {
+        let _ = writeln!(out, "error: {e}");
+    }
+}

@@ -1,0 +1,159 @@
+//! The configuration keys, their types and defaults. Each field's doc comment is the
+//! reference text; `packaging/config.toml` and the README repeat it for users.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration as written, after layering. Unknown keys are errors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// The client-facing side.
+    pub listen: RawListen,
+    /// The PostgreSQL server the proxy connects to.
+    pub upstream: RawUpstream,
+    /// Logging.
+    pub log: RawLog,
+}
+
+/// `[listen]`: where clients connect and how their TLS is set up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawListen {
+    /// Socket addresses to listen on (`"0.0.0.0:5432"`, `"[::]:5432"`).
+    pub addresses: Vec<String>,
+    /// PEM file with the proxy's certificate first, then its intermediates.
+    pub certificate: PathBuf,
+    /// PEM private key of the certificate; must not be readable by group or others (0640 is
+    /// allowed when owned by root).
+    pub private_key: PathBuf,
+    /// Lowest TLS version accepted from clients: "1.2" (Mozilla intermediate) or "1.3"
+    /// (Mozilla modern).
+    pub min_tls_version: TlsVersion,
+    /// Accept PostgreSQL 17's direct TLS (`sslnegotiation=direct`, ALPN "postgresql").
+    pub direct_tls: bool,
+    /// Accept CancelRequests sent in plaintext (libpq before 17 sends them so).
+    pub plaintext_cancel: bool,
+    /// Most concurrent client connections; more get FATAL 53300.
+    pub max_connections: u32,
+    /// From accept until the client's TLS handshake completes.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// From the end of the TLS handshake until authentication completes.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// On SIGTERM, how long live sessions may run before the proxy exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Offer TLS session resumption (tickets and the session cache) to clients.
+    pub session_tickets: bool,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        Self {
+            addresses: vec!["0.0.0.0:5432".into()],
+            certificate: "/etc/pgt-proxy/tls/proxy.crt".into(),
+            private_key: "/etc/pgt-proxy/tls/proxy.key".into(),
+            min_tls_version: TlsVersion::V1_2,
+            direct_tls: true,
+            plaintext_cancel: true,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            startup_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            session_tickets: false,
+        }
+    }
+}
+
+/// `[upstream]`: the PostgreSQL server and how its certificate is verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    /// Host name or IP address; resolved again at every connect.
+    pub host: Option<String>,
+    /// TCP port.
+    pub port: u16,
+    /// Name the server certificate must carry (DNS or IP SAN); default: `host`.
+    pub tls_server_name: Option<String>,
+    /// Trust anchors: a PEM file, a directory of PEM files, or "system".
+    pub ca: String,
+    /// PEM client certificate chain to present to the upstream.
+    pub client_certificate: Option<PathBuf>,
+    /// Private key of `client_certificate`.
+    pub client_private_key: Option<PathBuf>,
+    /// "postgres" (SSLRequest first) or "direct" (ClientHello at once; PostgreSQL 17+).
+    pub tls_negotiation: TlsNegotiation,
+    /// Bound on resolving, connecting and the TLS handshake, per address tried.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: 5432,
+            tls_server_name: None,
+            ca: "system".into(),
+            client_certificate: None,
+            client_private_key: None,
+            tls_negotiation: TlsNegotiation::Postgres,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing filter directive
+    /// such as `"info,pgt_proxy::session=debug"`.
+    pub level: String,
+    /// "text" or "json".
+    pub format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Lowest TLS protocol version accepted from clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (Mozilla intermediate).
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3 only (Mozilla modern).
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// How the proxy starts TLS with the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsNegotiation {
+    /// SSLRequest, wait for 'S', then the handshake (every PostgreSQL version).
+    Postgres,
+    /// The ClientHello at once, with ALPN "postgresql" (PostgreSQL 17+).
+    Direct,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,108 @@
+//! The `pgt-proxy` binary: parse the command line, load and validate the configuration
+//! before binding anything, then run the server until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use pgt_proxy::cli::{Cli, Command};
+use pgt_proxy::config::{self, ConfigError};
+use pgt_proxy::settings::Settings;
+use pgt_proxy::{check, logging, server, session};
+
+/// sysexits.h: EX_UNAVAILABLE, a listening address could not be bound.
+const EX_UNAVAILABLE: u8 = 69;
+/// sysexits.h: EX_CONFIG.
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    // Only valid UTF-8 variables can be configuration; others are skipped, not a panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let loaded = config::load(&cli.overrides(), env);
+    let settings = loaded.as_ref().ok().map(Settings::from_config);
+
+    if cli.command == Some(Command::CheckConfig) {
+        let (text, ok) = check::report(
+            loaded.as_ref().map_err(Vec::as_slice),
+            settings.as_ref().map(|s| s.as_ref().map_err(Vec::as_slice)),
+        );
+        print!("{text}");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
+    let settings = match (loaded, settings) {
+        (Ok(_), Some(Ok(settings))) => settings,
+        (Err(errors), _) | (Ok(_), Some(Err(errors))) => return config_failure(&errors),
+        (Ok(_), None) => unreachable!("settings are built whenever loading succeeds"),
+    };
+    logging::init(&settings.log_level, settings.log_format);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgt-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match server::bind(&settings.listen.addresses).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        for l in &listeners {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(listen = %addr, "listening");
+            }
+        }
+        tracing::info!(
+            upstream = %format_args!("{}:{}", settings.upstream.host, settings.upstream.port),
+            openssl = openssl::version::version(),
+            "pgt-proxy {} ready", env!("CARGO_PKG_VERSION")
+        );
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let shared = session::Shared::new(settings);
+        server::run(listeners, shared, shutdown_signal()).await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn config_failure(errors: &[ConfigError]) -> ExitCode {
+    for e in errors {
+        eprintln!("pgt-proxy: configuration error: {e}");
+    }
+    eprintln!(
+        "pgt-proxy: {} configuration error(s); not starting (run `pgt-proxy check-config` for details)",
+        errors.len()
+    );
+    ExitCode::from(EX_CONFIG)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,149 @@
+//! The daemon shell: listening sockets, the accept loops, the connection limit and graceful
+//! shutdown, in the style of mini-redis's `server.rs`.
+//!
+//! Every accepted connection runs in its own task, tracked so shutdown can wait for them.
+//! The limit is a semaphore: a connection that gets no permit is answered FATAL 53300 by a
+//! small, separately bounded pool of refusal tasks, so a flood can neither exceed the limit
+//! nor pile up refusals. Accept errors (EMFILE, ENFILE, ENOBUFS) never stop the proxy: they
+//! are logged and retried with back-off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::session::{self, Shared};
+
+/// Most connections being refused (over the limit) at once; beyond it they are closed
+/// without a message, which only happens under a flood.
+const MAX_CONCURRENT_REFUSALS: usize = 64;
+/// Longest pause after repeated accept errors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A listening address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The socket error.
+    pub source: std::io::Error,
+}
+
+/// Binds every configured address; any failure is fatal at start.
+pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for &addr in addresses {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| BindError { addr, source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and waits up to
+/// `listen.shutdown_timeout` for sessions to end.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(shared.settings.listen.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
+    for listener in listeners {
+        let acceptor = Acceptor {
+            listener,
+            shared: Arc::clone(&shared),
+            limit: Arc::clone(&limit),
+            refusals: Arc::clone(&refusals),
+            token: token.clone(),
+            tracker: tracker.clone(),
+        };
+        tokio::spawn(acceptor.run());
+    }
+    shutdown.await;
+    token.cancel();
+    tracker.close();
+    let grace = shared.settings.listen.shutdown_timeout;
+    let active = shared.active.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        active,
+        "shutting down: no new connections; waiting up to {} for sessions",
+        humantime::format_duration(grace)
+    );
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        let left = shared.active.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            sessions = left,
+            "shutdown_timeout reached; closing the remaining sessions"
+        );
+    }
+}
+
+/// One listening socket's accept loop and what it needs to start sessions.
+struct Acceptor {
+    /// The bound socket.
+    listener: TcpListener,
+    /// Settings and registry every session uses.
+    shared: Arc<Shared>,
+    /// `listen.max_connections` permits, shared by all listeners.
+    limit: Arc<Semaphore>,
+    /// Bounds the tasks that answer 53300.
+    refusals: Arc<Semaphore>,
+    /// Cancelled on shutdown.
+    token: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+impl Acceptor {
+    async fn run(self) {
+        let local = self.listener.local_addr().ok();
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                _ = self.token.cancelled() => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(5);
+                    conn
+                }
+                Err(e) => {
+                    tracing::error!(listen = ?local, error = %e, "accept failed; retrying in {} ms", backoff.as_millis());
+                    tokio::select! {
+                        _ = self.token.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            crate::socket::tune(&tcp);
+            let shared = Arc::clone(&self.shared);
+            match Arc::clone(&self.limit).try_acquire_owned() {
+                Ok(permit) => {
+                    self.tracker
+                        .spawn(session::serve(tcp, peer, shared, permit));
+                }
+                Err(_) => match Arc::clone(&self.refusals).try_acquire_owned() {
+                    Ok(permit) => {
+                        self.tracker
+                            .spawn(session::refuse_too_many(tcp, peer, shared, permit));
+                    }
+                    Err(_) => {
+                        tracing::warn!(client_addr = %peer, "connection closed: over listen.max_connections and too many refusals in progress");
+                    }
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! What the proxy runs with: the user's configuration validated and resolved into parsed
+//! addresses, durations and built TLS contexts.
+//!
+//! `run`, `check-config` and (later) reload all go through [`Settings::from_config`], so a
+//! configuration that passes `check-config` is exactly one the proxy will start with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openssl::ssl::{SslAcceptor, SslConnector};
+
+use crate::config::schema::{LogFormat, TlsNegotiation};
+use crate::config::{ConfigError, LoadedConfig};
+use crate::tls::{self, TlsSetupError};
+
+/// The validated configuration and the TLS contexts built from it.
+pub struct Settings {
+    /// Client-facing settings.
+    pub listen: ListenSettings,
+    /// Upstream settings.
+    pub upstream: UpstreamSettings,
+    /// Logging filter directive (already checked to parse).
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Presents the proxy's certificate to clients.
+    pub acceptor: SslAcceptor,
+    /// Verifies the upstream.
+    pub connector: SslConnector,
+    /// Things worth telling the operator that do not stop the proxy (e.g. a certificate that
+    /// expires soon).
+    pub warnings: Vec<String>,
+}
+
+/// `[listen]`, validated.
+#[derive(Debug, Clone)]
+pub struct ListenSettings {
+    /// Addresses to bind.
+    pub addresses: Vec<SocketAddr>,
+    /// Accept direct TLS (ALPN "postgresql").
+    pub direct_tls: bool,
+    /// Accept plaintext CancelRequests.
+    pub plaintext_cancel: bool,
+    /// Concurrent connection limit.
+    pub max_connections: usize,
+    /// Accept to end of client TLS handshake.
+    pub handshake_timeout: Duration,
+    /// End of TLS handshake to end of authentication.
+    pub startup_timeout: Duration,
+    /// Drain time on SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+/// `[upstream]`, validated.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Host name or address, resolved at every connect.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Name the certificate must match.
+    pub server_name: String,
+    /// SSLRequest or direct TLS.
+    pub negotiation: TlsNegotiation,
+    /// Per-address bound on connect plus TLS handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Settings {
+    /// Validates `loaded` and builds the TLS contexts, reporting every problem found.
+    pub fn from_config(loaded: &LoadedConfig) -> Result<Settings, Vec<ConfigError>> {
+        let raw = &loaded.raw;
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut key_error = |key: &str, message: String| {
+            errors.push(ConfigError::Key {
+                origin: loaded.origin(key),
+                key: key.into(),
+                message,
+            })
+        };
+
+        let mut addresses = Vec::new();
+        for text in &raw.listen.addresses {
+            match text.parse::<SocketAddr>() {
+                Ok(a) => addresses.push(a),
+                Err(_) => key_error(
+                    "listen.addresses",
+                    format!(
+                        "{text:?} is not an IP socket address such as \"0.0.0.0:5432\" or \"[::]:5432\""
+                    ),
+                ),
+            }
+        }
+        if raw.listen.addresses.is_empty() {
+            key_error("listen.addresses", "at least one address is needed".into());
+        }
+        if raw.listen.max_connections == 0 {
+            key_error("listen.max_connections", "must be at least 1".into());
+        }
+        for (key, value) in [
+            ("listen.handshake_timeout", raw.listen.handshake_timeout),
+            ("listen.startup_timeout", raw.listen.startup_timeout),
+            ("upstream.connect_timeout", raw.upstream.connect_timeout),
+        ] {
+            if value.is_zero() {
+                key_error(key, "must be longer than 0s".into());
+            }
+        }
+        let host = match raw.upstream.host.as_deref().map(str::trim) {
+            Some(h) if !h.is_empty() => h.to_owned(),
+            _ => {
+                key_error(
+                    "upstream.host",
+                    "not set: name the PostgreSQL server (in the config file, \
+                     PGT_PROXY__UPSTREAM__HOST or --upstream-host)"
+                        .into(),
+                );
+                String::new()
+            }
+        };
+        if raw.upstream.port == 0 {
+            key_error("upstream.port", "must be 1 to 65535".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            key_error(
+                "log.level",
+                format!("{:?} is not a level or filter: {e}", raw.log.level),
+            );
+        }
+        let server_name = raw
+            .upstream
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| host.clone());
+
+        let tls_error = |errors: &mut Vec<ConfigError>, e: TlsSetupError| {
+            let origin = match &e {
+                TlsSetupError::Read { key, .. } | TlsSetupError::Content { key, .. } => {
+                    loaded.origin(key)
+                }
+                TlsSetupError::OpenSsl(_) => crate::config::Origin::Default,
+            };
+            errors.push(ConfigError::Tls {
+                origin,
+                message: e.to_string(),
+            });
+        };
+        let acceptor = tls::build_acceptor(&raw.listen)
+            .map_err(|e| tls_error(&mut errors, e))
+            .ok();
+        let connector = tls::build_connector(&raw.upstream)
+            .map_err(|e| tls_error(&mut errors, e))
+            .ok();
+        if let Some(cert) = acceptor.as_ref().and_then(|a| a.context().certificate()) {
+            check_validity(
+                "listen.certificate",
+                cert,
+                loaded,
+                &mut errors,
+                &mut warnings,
+            );
+        }
+        if let Some(cert) = connector.as_ref().and_then(|c| c.context().certificate()) {
+            check_validity(
+                "upstream.client_certificate",
+                cert,
+                loaded,
+                &mut errors,
+                &mut warnings,
+            );
+        }
+        match (acceptor, connector, errors.is_empty()) {
+            (Some(acceptor), Some(connector), true) => Ok(Settings {
+                listen: ListenSettings {
+                    addresses,
+                    direct_tls: raw.listen.direct_tls,
+                    plaintext_cancel: raw.listen.plaintext_cancel,
+                    max_connections: raw.listen.max_connections as usize,
+                    handshake_timeout: raw.listen.handshake_timeout,
+                    startup_timeout: raw.listen.startup_timeout,
+                    shutdown_timeout: raw.listen.shutdown_timeout,
+                },
+                upstream: UpstreamSettings {
+                    host,
+                    port: raw.upstream.port,
+                    server_name,
+                    negotiation: raw.upstream.tls_negotiation,
+                    connect_timeout: raw.upstream.connect_timeout,
+                },
+                log_level: raw.log.level.clone(),
+                log_format: raw.log.format,
+                acceptor,
+                connector,
+                warnings,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// An expired or not-yet-valid certificate of our own is an error (every handshake would
+/// fail); one expiring within 30 days is a warning.
+fn check_validity(
+    key: &'static str,
+    cert: &openssl::x509::X509Ref,
+    loaded: &LoadedConfig,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) {
+    let subject = tls::name_to_string(cert.subject_name());
+    match tls::validity(cert) {
+        Ok((days, _)) if days < 0 => errors.push(ConfigError::Tls {
+            origin: loaded.origin(key),
+            message: format!("{key}: certificate {subject} expired {} days ago", -days),
+        }),
+        Ok((_, false)) => errors.push(ConfigError::Tls {
+            origin: loaded.origin(key),
+            message: format!("{key}: certificate {subject} is not valid yet"),
+        }),
+        Ok((days, true)) if days < tls::EXPIRY_WARNING_DAYS => warnings.push(format!(
+            "{key}: certificate {subject} expires in {days} days"
+        )),
+        Ok(_) => {}
+        Err(e) => warnings.push(format!("{key}: cannot read validity dates: {e}")),
+    }
+}

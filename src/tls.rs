@@ -1,0 +1,339 @@
+//! Building the two OpenSSL contexts from files: the acceptor that presents the proxy's
+//! certificate to clients, and the connector that verifies the upstream.
+//!
+//! Policy lives here and nowhere else: protocol versions, cipher suites, groups, ALPN,
+//! renegotiation and resumption, the private-key permission rule, and trust-anchor loading.
+//! There is deliberately no way to build a connector that skips certificate or host name
+//! verification.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use openssl::asn1::Asn1Time;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{
+    AlpnError, SslAcceptor, SslConnector, SslMethod, SslMode, SslOptions, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
+};
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509, X509NameRef, X509Ref};
+
+use crate::config::schema::{RawListen, RawUpstream, TlsVersion};
+
+/// ALPN protocol id of PostgreSQL (wire format: length-prefixed).
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+const ALPN_WIRE: &[u8] = b"\x0apostgresql";
+
+/// TLS 1.2 suites: ECDHE key exchange with AEAD only (Mozilla "intermediate" without DHE).
+pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+/// TLS 1.3 suites (all three standard AEAD suites).
+pub const TLS13_CIPHERSUITES: &str =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+/// Key exchange groups, in preference order.
+pub const GROUPS: &str = "X25519:P-256:P-384";
+/// A certificate that expires sooner than this is worth a warning.
+pub const EXPIRY_WARNING_DAYS: i32 = 30;
+
+/// A TLS setup failure, naming the key and file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A file could not be read.
+    #[error("{key} {}: cannot read: {source}", path.display())]
+    Read {
+        /// Config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// A file's content is unusable.
+    #[error("{key} {}: {message}", path.display())]
+    Content {
+        /// Config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// OpenSSL refused a setting (should not happen with the built-in policy).
+    #[error("TLS setup: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+}
+
+/// A loaded certificate chain and its key, checked to match.
+pub struct Identity {
+    /// Leaf first, then intermediates.
+    pub chain: Vec<X509>,
+    /// The leaf's private key.
+    pub key: PKey<Private>,
+}
+
+/// Builds the client-facing acceptor from `[listen]`.
+pub fn build_acceptor(listen: &RawListen) -> Result<SslAcceptor, TlsSetupError> {
+    let identity = load_identity(
+        ("listen.certificate", &listen.certificate),
+        ("listen.private_key", &listen.private_key),
+    )?;
+    let mut b = match listen.min_tls_version {
+        TlsVersion::V1_2 => SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?,
+        TlsVersion::V1_3 => SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?,
+    };
+    if listen.min_tls_version == TlsVersion::V1_2 {
+        b.set_cipher_list(TLS12_CIPHERS)?;
+    }
+    b.set_ciphersuites(TLS13_CIPHERSUITES)?;
+    b.set_groups_list(GROUPS)?;
+    b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
+    // Idle sessions should not keep 2 x 16 KiB of record buffers each.
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    if !listen.session_tickets {
+        b.set_options(SslOptions::NO_TICKET);
+        b.set_num_tickets(0)?;
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    }
+    b.set_certificate(&identity.chain[0])?;
+    for extra in &identity.chain[1..] {
+        b.add_extra_chain_cert(extra.clone())?;
+    }
+    b.set_private_key(&identity.key)?;
+    b.check_private_key()?;
+    // PostgreSQL 17's rule: a client that offers ALPN must offer "postgresql". A client that
+    // offers none is let through here; direct TLS then refuses it after the handshake.
+    b.set_alpn_select_callback(|_, client| {
+        openssl::ssl::select_next_proto(ALPN_WIRE, client).ok_or(AlpnError::ALERT_FATAL)
+    });
+    Ok(b.build())
+}
+
+/// Builds the upstream connector from `[upstream]`: full chain verification against the
+/// configured trust anchors; host name checks are added per connection (see
+/// [`crate::upstream`]).
+pub fn build_connector(upstream: &RawUpstream) -> Result<SslConnector, TlsSetupError> {
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_cipher_list(TLS12_CIPHERS)?;
+    b.set_ciphersuites(TLS13_CIPHERSUITES)?;
+    b.set_groups_list(GROUPS)?;
+    b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    b.set_verify(SslVerifyMode::PEER);
+    b.set_cert_store(load_trust_anchors("upstream.ca", &upstream.ca)?);
+    // Every PostgreSQL 17+ server requires it for direct TLS; older ones ignore it.
+    b.set_alpn_protos(ALPN_WIRE)?;
+    match (&upstream.client_certificate, &upstream.client_private_key) {
+        (Some(cert), Some(key)) => {
+            let identity = load_identity(
+                ("upstream.client_certificate", cert),
+                ("upstream.client_private_key", key),
+            )?;
+            b.set_certificate(&identity.chain[0])?;
+            for extra in &identity.chain[1..] {
+                b.add_extra_chain_cert(extra.clone())?;
+            }
+            b.set_private_key(&identity.key)?;
+            b.check_private_key()?;
+        }
+        (None, None) => {}
+        (Some(path), None) | (None, Some(path)) => {
+            return Err(TlsSetupError::Content {
+                key: "upstream.client_certificate",
+                path: path.clone(),
+                message: "upstream.client_certificate and upstream.client_private_key must be \
+                          set together"
+                    .into(),
+            });
+        }
+    }
+    Ok(b.build())
+}
+
+/// Loads a PEM chain and its private key, enforcing the key permission rule and that the
+/// key belongs to the leaf.
+pub fn load_identity(
+    (cert_key, cert_path): (&'static str, &Path),
+    (key_key, key_path): (&'static str, &Path),
+) -> Result<Identity, TlsSetupError> {
+    let pem = read(cert_key, cert_path)?;
+    let chain = X509::stack_from_pem(&pem).map_err(|e| content(cert_key, cert_path, e))?;
+    if chain.is_empty() {
+        return Err(TlsSetupError::Content {
+            key: cert_key,
+            path: cert_path.into(),
+            message: "no PEM certificate found".into(),
+        });
+    }
+    check_key_permissions(key_key, key_path)?;
+    let key_pem = read(key_key, key_path)?;
+    let key = PKey::private_key_from_pem(&key_pem).map_err(|e| content(key_key, key_path, e))?;
+    let leaf_key = chain[0].public_key()?;
+    if !key.public_eq(&leaf_key) {
+        return Err(TlsSetupError::Content {
+            key: key_key,
+            path: key_path.into(),
+            message: format!(
+                "private key does not match the certificate in {}",
+                cert_path.display()
+            ),
+        });
+    }
+    Ok(Identity { chain, key })
+}
+
+/// PostgreSQL's rule for its own key file: no group or other access, except group read
+/// when the file is owned by root (so root:pgt-proxy 0640 works for a service user).
+pub fn check_key_permissions(key: &'static str, path: &Path) -> Result<(), TlsSetupError> {
+    let meta = fs::metadata(path).map_err(|source| TlsSetupError::Read {
+        key,
+        path: path.into(),
+        source,
+    })?;
+    let mode = meta.mode() & 0o777;
+    let allowed_extra = if meta.uid() == 0 { 0o040 } else { 0 };
+    if mode & 0o077 & !allowed_extra != 0 {
+        return Err(TlsSetupError::Content {
+            key,
+            path: path.into(),
+            message: format!(
+                "private key file has group or world access (mode {mode:04o}); it must be \
+                 u=rw (0600) or less, or u=rw,g=r (0640) or less when owned by root"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Loads trust anchors: "system" (OpenSSL's default paths), a PEM file, or a directory
+/// whose every regular file is read as PEM certificates.
+pub fn load_trust_anchors(key: &'static str, spec: &str) -> Result<X509Store, TlsSetupError> {
+    let mut store = X509StoreBuilder::new()?;
+    if spec == "system" {
+        store.set_default_paths()?;
+        return Ok(store.build());
+    }
+    let path = Path::new(spec);
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = fs::read_dir(path)
+            .map_err(|source| TlsSetupError::Read {
+                key,
+                path: path.into(),
+                source,
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut count = 0;
+    for file in &files {
+        let pem = read(key, file)?;
+        for cert in X509::stack_from_pem(&pem).map_err(|e| content(key, file, e))? {
+            store.add_cert(cert)?;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(TlsSetupError::Content {
+            key,
+            path: path.into(),
+            message: "no PEM certificate found".into(),
+        });
+    }
+    Ok(store.build())
+}
+
+/// Days until `cert` expires (negative once expired) and whether it is valid yet.
+pub fn validity(cert: &X509Ref) -> Result<(i32, bool), openssl::error::ErrorStack> {
+    let now = Asn1Time::days_from_now(0)?;
+    let until_expiry = now.diff(cert.not_after())?;
+    let since_start = cert.not_before().diff(&now)?;
+    let started = since_start.days > 0 || (since_start.days == 0 && since_start.secs >= 0);
+    Ok((until_expiry.days, started))
+}
+
+/// A distinguished name as `CN=db, O=Example`.
+pub fn name_to_string(name: &X509NameRef) -> String {
+    name.entries()
+        .map(|e| {
+            let field = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{field}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The names a certificate is valid for: its DNS and IP SANs, else its CN.
+pub fn certificate_names(cert: &X509Ref) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(sans) = cert.subject_alt_names() {
+        for san in &sans {
+            if let Some(dns) = san.dnsname() {
+                names.push(format!("DNS:{dns}"));
+            } else if let Some(ip) = san.ipaddress() {
+                let ip = match ip.len() {
+                    4 => <[u8; 4]>::try_from(ip).map(std::net::IpAddr::from).ok(),
+                    16 => <[u8; 16]>::try_from(ip).map(std::net::IpAddr::from).ok(),
+                    _ => None,
+                };
+                if let Some(ip) = ip {
+                    names.push(format!("IP:{ip}"));
+                }
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in cert
+            .subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        {
+            if let Ok(cn) = cn.data().to_string() {
+                names.push(format!("CN:{cn}"));
+            }
+        }
+    }
+    names
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    fs::read(path).map_err(|source| TlsSetupError::Read {
+        key,
+        path: path.into(),
+        source,
+    })
+}
+
+fn content(key: &'static str, path: &Path, e: openssl::error::ErrorStack) -> TlsSetupError {
+    TlsSetupError::Content {
+        key,
+        path: path.into(),
+        message: format!("not a valid PEM file: {e}"),
+    }
+}
+
+/// OpenSSL's error without the source-file noise, or the IO error behind it.
+pub fn describe_ssl_error(e: &openssl::ssl::Error) -> String {
+    if let Some(first) = e.ssl_error().and_then(|stack| stack.errors().first()) {
+        return first
+            .reason()
+            .map(str::to_owned)
+            .unwrap_or_else(|| first.to_string());
+    }
+    if let Some(io) = e.io_error() {
+        return io.to_string();
+    }
+    match e.code() {
+        openssl::ssl::ErrorCode::SYSCALL | openssl::ssl::ErrorCode::ZERO_RETURN => {
+            "the peer closed the connection".into()
+        }
+        _ => e.to_string(),
+    }
+}

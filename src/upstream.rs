@@ -1,0 +1,334 @@
+//! The upstream leg: pgt-proxy as a TLS client of the PostgreSQL server.
+//!
+//! Resolves the host at every connect (so DNS-based failover is followed), tries each
+//! address in turn, negotiates TLS the PostgreSQL way (SSLRequest, then 'S') or directly,
+//! and verifies the chain and the host name. Nothing is relayed over a connection this module
+//! has not verified; a failure says which check failed so the client's error is useful.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslVerifyMode};
+use openssl::x509::X509VerifyResult;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_openssl::SslStream;
+
+use crate::config::schema::TlsNegotiation;
+use crate::protocol::sqlstate::{SqlState, UNABLE_TO_CONNECT};
+use crate::protocol::startup::SSL_REQUEST;
+use crate::settings::UpstreamSettings;
+use crate::tls;
+
+/// A verified TLS connection to the upstream.
+pub struct Upstream {
+    /// The TLS stream, handshake done and verified.
+    pub stream: SslStream<TcpStream>,
+    /// The address it reached (cancel requests go to the same one).
+    pub addr: SocketAddr,
+}
+
+/// Why the upstream leg could not be set up. The client receives FATAL 08001 with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// DNS resolution failed or gave no address.
+    #[error("could not resolve upstream host \"{host}\": {reason}")]
+    Resolve {
+        /// The configured host.
+        host: String,
+        /// Resolver's answer.
+        reason: String,
+    },
+    /// TCP connect failed.
+    #[error("could not connect to upstream server {addr}: {source}")]
+    Connect {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The attempt did not finish within `upstream.connect_timeout`.
+    #[error("timed out after {} connecting to upstream server {addr}", humantime::format_duration(*limit))]
+    Timeout {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The configured limit.
+        limit: Duration,
+    },
+    /// The server answered the SSLRequest with something other than 'S'.
+    #[error("upstream server does not support TLS ({addr} answered {answer} to SSLRequest)")]
+    NoTls {
+        /// The server.
+        addr: SocketAddr,
+        /// What it answered, described.
+        answer: String,
+    },
+    /// Bytes followed the server's 'S' before the handshake (CVE-2021-23222 pattern).
+    #[error(
+        "upstream server {addr} sent unencrypted data after accepting TLS; refusing the connection (possible man-in-the-middle)"
+    )]
+    DataAfterTlsAnswer {
+        /// The server.
+        addr: SocketAddr,
+    },
+    /// The certificate chain did not verify.
+    #[error(
+        "upstream server certificate not trusted ({addr}): {reason} (certificate subject: {subject})"
+    )]
+    Untrusted {
+        /// The server.
+        addr: SocketAddr,
+        /// OpenSSL's verify reason.
+        reason: String,
+        /// Subject of the certificate that failed.
+        subject: String,
+    },
+    /// The certificate is valid but for another name.
+    #[error(
+        "upstream server certificate does not match the expected host name ({addr}): expected \"{expected}\", certificate is for {found}"
+    )]
+    HostnameMismatch {
+        /// The server.
+        addr: SocketAddr,
+        /// `upstream.tls_server_name` (or `upstream.host`).
+        expected: String,
+        /// The names in the certificate.
+        found: String,
+    },
+    /// The TLS handshake failed for another reason (protocol, cipher, alert, EOF).
+    #[error("TLS handshake with upstream server {addr} failed: {detail}")]
+    Handshake {
+        /// The server.
+        addr: SocketAddr,
+        /// OpenSSL's description.
+        detail: String,
+    },
+    /// Every resolved address failed.
+    #[error("{}", Joined(.0))]
+    AllFailed(Vec<UpstreamError>),
+}
+
+struct Joined<'a>(&'a [UpstreamError]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamError {
+    /// SQLSTATE the client receives.
+    pub fn sqlstate(&self) -> SqlState {
+        UNABLE_TO_CONNECT
+    }
+
+    /// A hint for the DBA reading the client's error.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            UpstreamError::Untrusted { .. } => Some(
+                "Check upstream.ca in the pgt-proxy configuration: it must hold the CA that issued the server's certificate.",
+            ),
+            UpstreamError::HostnameMismatch { .. } => Some(
+                "Set upstream.tls_server_name to a name the server's certificate carries, or reissue the certificate.",
+            ),
+            UpstreamError::NoTls { .. } => Some(
+                "Enable ssl on the PostgreSQL server; pgt-proxy only connects with verified TLS.",
+            ),
+            UpstreamError::AllFailed(all) => all.last().and_then(UpstreamError::hint),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves the upstream and connects to the first address that gives a verified session.
+pub async fn connect(
+    settings: &UpstreamSettings,
+    connector: &SslConnector,
+) -> Result<Upstream, UpstreamError> {
+    let resolve_error = |reason: String| UpstreamError::Resolve {
+        host: settings.host.clone(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = timeout(
+        settings.connect_timeout,
+        tokio::net::lookup_host((settings.host.as_str(), settings.port)),
+    )
+    .await
+    .map_err(|_| resolve_error("timed out".into()))?
+    .map_err(|e| resolve_error(e.to_string()))?
+    .collect();
+    if addrs.is_empty() {
+        return Err(resolve_error("no address found".into()));
+    }
+    let mut errors = Vec::new();
+    for addr in addrs {
+        match connect_addr(addr, settings, connector).await {
+            Ok(stream) => return Ok(Upstream { stream, addr }),
+            Err(e) => {
+                tracing::debug!(upstream = %addr, error = %e, "upstream address failed");
+                errors.push(e);
+            }
+        }
+    }
+    Err(if errors.len() == 1 {
+        errors.remove(0)
+    } else {
+        UpstreamError::AllFailed(errors)
+    })
+}
+
+/// Connects to one address, negotiates and verifies TLS, all within `connect_timeout`.
+pub async fn connect_addr(
+    addr: SocketAddr,
+    settings: &UpstreamSettings,
+    connector: &SslConnector,
+) -> Result<SslStream<TcpStream>, UpstreamError> {
+    timeout(
+        settings.connect_timeout,
+        connect_addr_inner(addr, settings, connector),
+    )
+    .await
+    .unwrap_or(Err(UpstreamError::Timeout {
+        addr,
+        limit: settings.connect_timeout,
+    }))
+}
+
+async fn connect_addr_inner(
+    addr: SocketAddr,
+    settings: &UpstreamSettings,
+    connector: &SslConnector,
+) -> Result<SslStream<TcpStream>, UpstreamError> {
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+    crate::socket::tune(&tcp);
+    if settings.negotiation == TlsNegotiation::Postgres {
+        negotiate_ssl_request(&mut tcp, addr).await?;
+    }
+    handshake(tcp, addr, &settings.server_name, connector).await
+}
+
+/// Sends SSLRequest and requires a lone 'S'.
+async fn negotiate_ssl_request(tcp: &mut TcpStream, addr: SocketAddr) -> Result<(), UpstreamError> {
+    let io_error = |source| UpstreamError::Connect { addr, source };
+    tcp.write_all(&SSL_REQUEST).await.map_err(io_error)?;
+    // Read more than one byte on purpose: a server (or a man in the middle) that sends
+    // anything after 'S' before our ClientHello would have those bytes read as if they came
+    // through TLS.
+    let mut answer = [0u8; 64];
+    let n = tcp.read(&mut answer).await.map_err(io_error)?;
+    match (n, answer[0]) {
+        (0, _) => Err(UpstreamError::NoTls {
+            addr,
+            answer: "nothing (it closed the connection)".into(),
+        }),
+        (1, b'S') => Ok(()),
+        (_, b'S') => Err(UpstreamError::DataAfterTlsAnswer { addr }),
+        (_, b'N') => Err(UpstreamError::NoTls {
+            addr,
+            answer: "'N'".into(),
+        }),
+        (_, b'E') => Err(UpstreamError::NoTls {
+            addr,
+            answer: "an error message".into(),
+        }),
+        (_, other) => Err(UpstreamError::NoTls {
+            addr,
+            answer: format!("unexpected byte 0x{other:02x}"),
+        }),
+    }
+}
+
+/// What the verify callback saw first go wrong.
+struct VerifyFailure {
+    error: X509VerifyResult,
+    subject: String,
+    names: String,
+}
+
+/// The TLS handshake with chain and host name verification.
+async fn handshake(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    server_name: &str,
+    connector: &SslConnector,
+) -> Result<SslStream<TcpStream>, UpstreamError> {
+    let openssl_error = |e: openssl::error::ErrorStack| UpstreamError::Handshake {
+        addr,
+        detail: e.to_string(),
+    };
+    // `into_ssl` sets SNI (for names, not addresses) and the host or IP that
+    // X509_verify_cert must match; verification itself is always on.
+    let mut ssl = connector
+        .configure()
+        .map_err(openssl_error)?
+        .into_ssl(server_name)
+        .map_err(openssl_error)?;
+    let failure: Arc<Mutex<Option<VerifyFailure>>> = Arc::default();
+    let seen = Arc::clone(&failure);
+    ssl.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+        if !ok {
+            let mut slot = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                let (subject, names) = ctx
+                    .current_cert()
+                    .map(|c| {
+                        (
+                            tls::name_to_string(c.subject_name()),
+                            tls::certificate_names(c).join(", "),
+                        )
+                    })
+                    .unwrap_or_default();
+                *slot = Some(VerifyFailure {
+                    error: ctx.error(),
+                    subject,
+                    names,
+                });
+            }
+        }
+        ok
+    });
+    let mut stream = SslStream::new(ssl, tcp).map_err(openssl_error)?;
+    match Pin::new(&mut stream).connect().await {
+        Ok(()) => Ok(stream),
+        Err(e) => {
+            let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Err(match failure {
+                Some(f)
+                    if f.error.as_raw() == openssl_sys::X509_V_ERR_HOSTNAME_MISMATCH
+                        || f.error.as_raw() == openssl_sys::X509_V_ERR_IP_ADDRESS_MISMATCH =>
+                {
+                    UpstreamError::HostnameMismatch {
+                        addr,
+                        expected: server_name.to_owned(),
+                        found: if f.names.is_empty() {
+                            "no name".into()
+                        } else {
+                            f.names
+                        },
+                    }
+                }
+                Some(f) => UpstreamError::Untrusted {
+                    addr,
+                    reason: f.error.error_string().to_owned(),
+                    subject: f.subject,
+                },
+                None => UpstreamError::Handshake {
+                    addr,
+                    detail: tls::describe_ssl_error(&e),
+                },
+            })
+        }
+    }
+}
