@@ -1,0 +1,205 @@
+//! The real `pgt-proxy` binary, started with a generated configuration and certificates.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::pki::{Ca, Issued, Validity};
+use super::{die_with_parent, wait_for};
+
+/// The certificates a proxy test needs, written to a temporary directory.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    /// The private CA that issued the database server's certificate.
+    pub upstream_ca: Ca,
+    pub upstream_ca_path: PathBuf,
+    /// The database server's certificate (DNS:localhost, IP:127.0.0.1).
+    pub server: Issued,
+    /// The CA clients use to verify the proxy.
+    pub proxy_ca: Ca,
+    pub proxy_ca_path: PathBuf,
+    /// The proxy's certificate (DNS:localhost, IP:127.0.0.1, IP:::1) and key.
+    pub proxy: Issued,
+    pub proxy_cert_path: PathBuf,
+    pub proxy_key_path: PathBuf,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let dir = tempfile::Builder::new().prefix("pgt-pki-").tempdir().unwrap();
+        let upstream_ca = Ca::new("Test Upstream CA");
+        let upstream_ca_path = upstream_ca.write_cert(&dir.path().join("upstream-ca.pem"));
+        let server = upstream_ca.issue("localhost", &["DNS:localhost", "IP:127.0.0.1"], Validity::Current);
+        let proxy_ca = Ca::new("Test Proxy CA");
+        let proxy_ca_path = proxy_ca.write_cert(&dir.path().join("proxy-ca.pem"));
+        let proxy = proxy_ca.issue("localhost", &["DNS:localhost", "IP:127.0.0.1", "IP:::1"], Validity::Current);
+        let (proxy_cert_path, proxy_key_path) = proxy.write(dir.path(), "proxy");
+        TestPki {
+            dir,
+            upstream_ca,
+            upstream_ca_path,
+            server,
+            proxy_ca,
+            proxy_ca_path,
+            proxy,
+            proxy_cert_path,
+            proxy_key_path,
+        }
+    }
+}
+
+/// A proxy configuration as TOML keys, with test-friendly defaults.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    keys: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl ProxyConfig {
+    /// Listens on a free port of 127.0.0.1, relays to 127.0.0.1:`upstream_port`.
+    pub fn new(pki: &TestPki, upstream_port: u16) -> ProxyConfig {
+        let q = |p: &PathBuf| format!("{:?}", p.display().to_string());
+        ProxyConfig { keys: BTreeMap::new() }
+            .set("listen.addresses", r#"["127.0.0.1:0"]"#)
+            .set("listen.certificate", &q(&pki.proxy_cert_path))
+            .set("listen.private_key", &q(&pki.proxy_key_path))
+            .set("listen.handshake_timeout", r#""5s""#)
+            .set("listen.startup_timeout", r#""10s""#)
+            .set("listen.shutdown_timeout", r#""2s""#)
+            .set("upstream.host", r#""127.0.0.1""#)
+            .set("upstream.port", &upstream_port.to_string())
+            .set("upstream.ca", &q(&pki.upstream_ca_path))
+            .set("upstream.connect_timeout", r#""5s""#)
+    }
+
+    /// Sets `section.key` to a TOML value (`"\"text\""`, `5`, `true`, `[..]`).
+    pub fn set(mut self, key: &str, toml_value: &str) -> ProxyConfig {
+        let (section, name) = key.split_once('.').unwrap();
+        self.keys
+            .entry(section.into())
+            .or_default()
+            .insert(name.into(), toml_value.into());
+        self
+    }
+
+    /// Removes `section.key`.
+    pub fn unset(mut self, key: &str) -> ProxyConfig {
+        let (section, name) = key.split_once('.').unwrap();
+        if let Some(s) = self.keys.get_mut(section) {
+            s.remove(name);
+        }
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (section, keys) in &self.keys {
+            out.push_str(&format!("[{section}]\n"));
+            for (k, v) in keys {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// A running proxy; SIGTERM on drop.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// Path of the binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pgt-proxy"))
+}
+
+impl Proxy {
+    /// Starts the proxy and waits until it logs that it is ready.
+    pub fn start(config: &ProxyConfig) -> Proxy {
+        Self::try_start(config).unwrap_or_else(|log| panic!("proxy did not start:\n{log}"))
+    }
+
+    /// Starts the proxy; on failure returns its log.
+    pub fn try_start(config: &ProxyConfig) -> Result<Proxy, String> {
+        let dir = tempfile::Builder::new().prefix("pgt-proxy-").tempdir().unwrap();
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config.render()).unwrap();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        die_with_parent(&mut cmd, libc::SIGKILL);
+        let mut child = cmd.spawn().expect("start pgt-proxy");
+        let log_path = dir.path().join("proxy.log");
+        let addr = wait_for("the proxy to be ready", Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Err(format!("exited with {status}:\n{text}")));
+            }
+            if !text.contains("ready") {
+                return None;
+            }
+            let at = text.find("listen=")? + "listen=".len();
+            let addr = text[at..].split_whitespace().next()?;
+            Some(Ok(addr.parse::<SocketAddr>().unwrap()))
+        })?;
+        Ok(Proxy {
+            child,
+            addr,
+            dir,
+            config_path,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains every one of `needles`, and returns that line.
+    pub fn wait_log(&self, needles: &[&str]) -> String {
+        wait_for(&format!("a proxy log line with {needles:?}"), Duration::from_secs(15), || {
+            self.log()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_owned)
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGKILL);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
