@@ -42,7 +42,10 @@ fn psql_verify_full_through_the_proxy() {
     ] {
         assert!(line.contains(field), "no {field} in {line}");
     }
-    assert!(!proxy.log().contains(ALICE_PASSWORD), "the password reached the log");
+    assert!(
+        !proxy.log().contains(ALICE_PASSWORD),
+        "the password reached the log"
+    );
     drop(pg);
 }
 
@@ -62,11 +65,16 @@ fn default_channel_binding_gets_the_explanatory_error() {
     let (pki, _pg, proxy) = setup();
     // libpq's default channel_binding=prefer picks SCRAM-SHA-256-PLUS when the server
     // offers it, which PostgreSQL does over TLS.
-    let info = conninfo(&proxy, &pki, "alice", ALICE_PASSWORD).replace("channel_binding=disable", "");
+    let info =
+        conninfo(&proxy, &pki, "alice", ALICE_PASSWORD).replace("channel_binding=disable", "");
     let err = psql_err(&info, "select 1");
     assert!(err.contains("channel binding"), "{err}");
     assert!(err.contains("channel_binding=disable"), "{err}");
-    proxy.wait_log(&["session refused", "SCRAM-SHA-256-PLUS", "sqlstate=\"28000\""]);
+    proxy.wait_log(&[
+        "session refused",
+        "SCRAM-SHA-256-PLUS",
+        "sqlstate=\"28000\"",
+    ]);
 }
 
 #[test]
@@ -82,10 +90,17 @@ with psycopg.connect(os.environ["PGT_CONNINFO"]) as conn:
         &conninfo(&proxy, &pki, "alice", ALICE_PASSWORD),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut lines = stdout.lines();
     let libpq: u32 = lines.next().unwrap().parse().unwrap();
-    assert!(libpq >= 170000, "psycopg bundles libpq {libpq}, expected 17+");
+    assert!(
+        libpq >= 170000,
+        "psycopg bundles libpq {libpq}, expected 17+"
+    );
     assert_eq!(lines.next(), Some("alice"));
 }
 
@@ -110,7 +125,9 @@ async fn rust_client_and_a_100_mb_copy_round_trip() {
     let sink = client.copy_in("copy blob from stdin").await.unwrap();
     futures_util::pin_mut!(sink);
     for chunk in sent.chunks(64 * 1024) {
-        sink.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
     }
     let rows = sink.finish().await.unwrap();
     assert_eq!(rows, i);
@@ -137,7 +154,9 @@ fn max_connections_refuses_with_53300() {
         .spawn()
         .unwrap();
     common::wait_for("the first session", Duration::from_secs(10), || {
-        (pg.admin("select count(*) from pg_stat_activity where query like 'select pg_sleep%'") == "1").then_some(())
+        (pg.admin("select count(*) from pg_stat_activity where query like 'select pg_sleep%'")
+            == "1")
+            .then_some(())
     });
     let out = common::clients::psql(&info, "select 1");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -148,7 +167,10 @@ fn max_connections_refuses_with_53300() {
     holder.wait().unwrap();
     // The slot frees once the holder is gone.
     common::wait_for("the slot to free", Duration::from_secs(10), || {
-        common::clients::psql(&info, "select 1").status.success().then_some(())
+        common::clients::psql(&info, "select 1")
+            .status
+            .success()
+            .then_some(())
     });
 }
 
@@ -182,7 +204,10 @@ print("closed in", round(time.monotonic() - start, 3))
     let mut pid = String::new();
     stdout.read_line(&mut pid).unwrap();
     let pid = pid.trim();
-    assert_eq!(pg.admin(&format!("select pg_terminate_backend({pid})")), "t");
+    assert_eq!(
+        pg.admin(&format!("select pg_terminate_backend({pid})")),
+        "t"
+    );
     // The proxy must close the client's connection as soon as the server ends the session.
     proxy.wait_log(&["session ended: server closed"]);
     let started = Instant::now();
@@ -191,6 +216,9 @@ print("closed in", round(time.monotonic() - start, 3))
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(child.wait().unwrap().success());
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(rest.contains("error: 57P01 terminating connection due to administrator command"), "{rest}");
+    assert!(
+        rest.contains("error: 57P01 terminating connection due to administrator command"),
+        "{rest}"
+    );
     assert!(rest.contains("closed in"), "{rest}");
 }

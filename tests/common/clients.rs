@@ -19,7 +19,17 @@ pub fn conninfo(proxy: &Proxy, pki: &TestPki, user: &str, password: &str) -> Str
 /// Runs psql with `conninfo` and one SQL command; unaligned, tuples only, no psqlrc.
 pub fn psql(conninfo: &str, sql: &str) -> Output {
     Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            conninfo,
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql is installed (Debian package postgresql-client)")
 }

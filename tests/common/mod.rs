@@ -10,6 +10,7 @@ pub mod clients;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
+pub mod raw;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;

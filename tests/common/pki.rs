@@ -67,7 +67,8 @@ fn builder(cn: &str, key: &PKey<Private>, validity: Validity) -> X509Builder {
         Validity::Current => (now - day, now + 365 * day),
         Validity::Expired => (now - 30 * day, now - day),
     };
-    b.set_not_before(&Asn1Time::from_unix(from).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(from).unwrap())
+        .unwrap();
     b.set_not_after(&Asn1Time::from_unix(to).unwrap()).unwrap();
     b
 }
@@ -85,8 +86,15 @@ impl Ca {
         b.set_issuer_name(&subject).unwrap();
         b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
             .unwrap();
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
-            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
         let ski = SubjectKeyIdentifier::new()
             .build(&b.x509v3_context(None, None))
             .unwrap();
@@ -108,8 +116,15 @@ impl Ca {
         b.set_issuer_name(self.issued.cert.subject_name()).unwrap();
         b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
             .unwrap();
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
-            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
         self.sign(&mut b);
         let mut chain = vec![];
         chain.extend(self.issued.chain.iter().cloned());

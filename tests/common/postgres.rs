@@ -61,9 +61,18 @@ fn postgres_ids() -> Option<(u32, u32)> {
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
-    let out = Command::new("id").args(["-u", "postgres"]).output().unwrap();
-    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("a 'postgres' user (created by Debian's postgresql package)");
-    let out = Command::new("id").args(["-g", "postgres"]).output().unwrap();
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .unwrap();
+    let uid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a 'postgres' user (created by Debian's postgresql package)");
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .unwrap();
     let gid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     Some((uid, gid))
 }
@@ -97,19 +106,36 @@ impl Postgres {
     /// Starts a server as `options` say.
     pub fn start_with(options: PgOptions<'_>) -> Postgres {
         let ids = postgres_ids();
-        let dir = tempfile::Builder::new().prefix("pgt-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgt-pg-")
+            .tempdir()
+            .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let data = dir.path().join("data");
         chown_tree(dir.path(), ids);
         let mut initdb = Command::new(bindir().join("initdb"));
         initdb
-            .args(["--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "-D"])
+            .args([
+                "--no-sync",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         as_postgres(&mut initdb);
         let out = initdb.output().expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         let port = free_port();
         let mut conf = vec![
@@ -149,7 +175,10 @@ impl Postgres {
 
         let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
         let mut cmd = Command::new(bindir().join("postgres"));
-        cmd.arg("-D").arg(&data).stdout(log.try_clone().unwrap()).stderr(log);
+        cmd.arg("-D")
+            .arg(&data)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         as_postgres(&mut cmd);
         die_with_parent(&mut cmd, libc::SIGQUIT);
         let child = cmd.spawn().expect("start postgres");
@@ -159,9 +188,11 @@ impl Postgres {
             dir,
             child,
         };
-        wait_for("PostgreSQL to accept connections", Duration::from_secs(30), || {
-            pg.try_admin("select 1").ok()
-        });
+        wait_for(
+            "PostgreSQL to accept connections",
+            Duration::from_secs(30),
+            || pg.try_admin("select 1").ok(),
+        );
         pg.admin(&format!(
             "create role alice login password '{ALICE_PASSWORD}'; create role trusted login; \
              create role bob login password 'bob-pw'; grant create on schema public to public;"
@@ -171,7 +202,18 @@ impl Postgres {
 
     fn try_admin(&self, sql: &str) -> Result<String, String> {
         let out: Output = Command::new("psql")
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-h"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-h",
+            ])
             .arg(&self.socket_dir)
             .args(["-p", &self.port.to_string(), "-c", sql])
             .output()
@@ -185,7 +227,8 @@ impl Postgres {
 
     /// Runs SQL as the superuser over the Unix socket and returns the unaligned output.
     pub fn admin(&self, sql: &str) -> String {
-        self.try_admin(sql).unwrap_or_else(|e| panic!("admin SQL {sql:?} failed: {e}"))
+        self.try_admin(sql)
+            .unwrap_or_else(|e| panic!("admin SQL {sql:?} failed: {e}"))
     }
 
     /// The server's log so far.

@@ -28,13 +28,24 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new() -> TestPki {
-        let dir = tempfile::Builder::new().prefix("pgt-pki-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgt-pki-")
+            .tempdir()
+            .unwrap();
         let upstream_ca = Ca::new("Test Upstream CA");
         let upstream_ca_path = upstream_ca.write_cert(&dir.path().join("upstream-ca.pem"));
-        let server = upstream_ca.issue("localhost", &["DNS:localhost", "IP:127.0.0.1"], Validity::Current);
+        let server = upstream_ca.issue(
+            "localhost",
+            &["DNS:localhost", "IP:127.0.0.1"],
+            Validity::Current,
+        );
         let proxy_ca = Ca::new("Test Proxy CA");
         let proxy_ca_path = proxy_ca.write_cert(&dir.path().join("proxy-ca.pem"));
-        let proxy = proxy_ca.issue("localhost", &["DNS:localhost", "IP:127.0.0.1", "IP:::1"], Validity::Current);
+        let proxy = proxy_ca.issue(
+            "localhost",
+            &["DNS:localhost", "IP:127.0.0.1", "IP:::1"],
+            Validity::Current,
+        );
         let (proxy_cert_path, proxy_key_path) = proxy.write(dir.path(), "proxy");
         TestPki {
             dir,
@@ -60,17 +71,19 @@ impl ProxyConfig {
     /// Listens on a free port of 127.0.0.1, relays to 127.0.0.1:`upstream_port`.
     pub fn new(pki: &TestPki, upstream_port: u16) -> ProxyConfig {
         let q = |p: &PathBuf| format!("{:?}", p.display().to_string());
-        ProxyConfig { keys: BTreeMap::new() }
-            .set("listen.addresses", r#"["127.0.0.1:0"]"#)
-            .set("listen.certificate", &q(&pki.proxy_cert_path))
-            .set("listen.private_key", &q(&pki.proxy_key_path))
-            .set("listen.handshake_timeout", r#""5s""#)
-            .set("listen.startup_timeout", r#""10s""#)
-            .set("listen.shutdown_timeout", r#""2s""#)
-            .set("upstream.host", r#""127.0.0.1""#)
-            .set("upstream.port", &upstream_port.to_string())
-            .set("upstream.ca", &q(&pki.upstream_ca_path))
-            .set("upstream.connect_timeout", r#""5s""#)
+        ProxyConfig {
+            keys: BTreeMap::new(),
+        }
+        .set("listen.addresses", r#"["127.0.0.1:0"]"#)
+        .set("listen.certificate", &q(&pki.proxy_cert_path))
+        .set("listen.private_key", &q(&pki.proxy_key_path))
+        .set("listen.handshake_timeout", r#""5s""#)
+        .set("listen.startup_timeout", r#""10s""#)
+        .set("listen.shutdown_timeout", r#""2s""#)
+        .set("upstream.host", r#""127.0.0.1""#)
+        .set("upstream.port", &upstream_port.to_string())
+        .set("upstream.ca", &q(&pki.upstream_ca_path))
+        .set("upstream.connect_timeout", r#""5s""#)
     }
 
     /// Sets `section.key` to a TOML value (`"\"text\""`, `5`, `true`, `[..]`).
@@ -125,7 +138,10 @@ impl Proxy {
 
     /// Starts the proxy; on failure returns its log.
     pub fn try_start(config: &ProxyConfig) -> Result<Proxy, String> {
-        let dir = tempfile::Builder::new().prefix("pgt-proxy-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgt-proxy-")
+            .tempdir()
+            .unwrap();
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config.render()).unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
@@ -174,12 +190,16 @@ impl Proxy {
 
     /// Waits until a log line contains every one of `needles`, and returns that line.
     pub fn wait_log(&self, needles: &[&str]) -> String {
-        wait_for(&format!("a proxy log line with {needles:?}"), Duration::from_secs(15), || {
-            self.log()
-                .lines()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-                .map(str::to_owned)
-        })
+        wait_for(
+            &format!("a proxy log line with {needles:?}"),
+            Duration::from_secs(15),
+            || {
+                self.log()
+                    .lines()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .map(str::to_owned)
+            },
+        )
     }
 
     /// Sends SIGTERM and waits for the exit status.
