@@ -89,3 +89,33 @@ pub async fn rust_connect(
     });
     Ok(client)
 }
+
+/// Connects with psycopg (libpq 18) and returns `Ok(current_user)` or `Err((sqlstate, message))`.
+pub fn psycopg_connect(conninfo: &str) -> Result<String, (String, String)> {
+    let out = python(
+        r#"
+import os, sys, psycopg
+try:
+    with psycopg.connect(os.environ["PGT_CONNINFO"]) as conn:
+        print("ok", conn.execute("select current_user").fetchone()[0])
+except psycopg.OperationalError as e:
+    diag = getattr(e, "diag", None)
+    print("error", e.sqlstate or "")
+    print(str(e))
+"#,
+        conninfo,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (first, rest) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+    match first.split_once(' ') {
+        Some(("ok", user)) => Ok(user.to_owned()),
+        Some(("error", code)) => Err((code.to_owned(), rest.to_owned())),
+        _ if first == "error" => Err((String::new(), rest.to_owned())),
+        _ => panic!("unexpected output {stdout}"),
+    }
+}

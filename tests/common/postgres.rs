@@ -21,6 +21,8 @@ pub struct PgOptions<'a> {
     pub tls: Option<&'a Issued>,
     /// Extra postgresql.conf lines.
     pub conf: Vec<String>,
+    /// pg_hba.conf lines placed before the standard ones.
+    pub hba: Vec<String>,
 }
 
 /// A running server, stopped on drop.
@@ -100,6 +102,7 @@ impl Postgres {
         Self::start_with(PgOptions {
             tls: Some(server),
             conf: Vec::new(),
+            hba: Vec::new(),
         })
     }
 
@@ -162,9 +165,11 @@ impl Postgres {
         std::fs::write(data.join("postgresql.conf"), text).unwrap();
         // `trusted` logs in without a password over TLS (for raw-protocol tests); everyone
         // else uses scram-sha-256 over TLS; plaintext TCP is rejected.
+        let mut hba = options.hba.join("\n");
+        hba.push('\n');
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\n\
+            hba + "local all all trust\n\
              hostssl all trusted 127.0.0.1/32 trust\n\
              hostssl all all 127.0.0.1/32 scram-sha-256\n\
              host all trusted 127.0.0.1/32 trust\n\

@@ -1,0 +1,226 @@
+//! The upstream leg: every verification failure reaches the client as FATAL 08001 with the
+//! reason, and the ways of reaching a server (direct TLS, several addresses, a client
+//! certificate) work.
+
+mod common;
+
+use common::clients::{conninfo, psql_ok, psycopg_connect, rust_connect};
+use common::pki::{Ca, Validity};
+use common::postgres::{ALICE_PASSWORD, PgOptions, Postgres, free_port};
+use common::proxy::{Proxy, ProxyConfig, TestPki};
+
+/// Connects through `proxy` with the Rust client and returns the server-side error's
+/// (SQLSTATE, message and hint), checking that psql shows the same message.
+fn refused(proxy: &Proxy, pki: &TestPki) -> (String, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = match rt.block_on(rust_connect(proxy, pki, "alice", ALICE_PASSWORD)) {
+        Ok(_) => panic!("the connection must fail"),
+        Err(e) => e,
+    };
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not an ErrorResponse: {err}"));
+    assert_eq!(db.severity(), "FATAL");
+    let text = format!("{} {}", db.message(), db.hint().unwrap_or(""));
+    let (_, psycopg_message) =
+        psycopg_connect(&conninfo(proxy, pki, "alice", ALICE_PASSWORD)).unwrap_err();
+    assert!(psycopg_message.contains(db.message()), "{psycopg_message}");
+    (db.code().code().to_owned(), text)
+}
+
+#[test]
+fn untrusted_upstream_ca() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let other = Ca::new("Some Other CA").write_cert(&pki.dir.path().join("other.pem"));
+    let proxy = Proxy::start(
+        &ProxyConfig::new(&pki, pg.port)
+            .set("upstream.ca", &format!("{:?}", other.display().to_string())),
+    );
+    let (code, message) = refused(&proxy, &pki);
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains("upstream server certificate not trusted"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unable to get local issuer certificate"),
+        "{message}"
+    );
+    assert!(message.contains("CN=localhost"), "{message}");
+    assert!(
+        message.contains("upstream.ca"),
+        "the hint names the key: {message}"
+    );
+    proxy.wait_log(&["session refused", "not trusted", "sqlstate=\"08001\""]);
+}
+
+#[test]
+fn host_name_mismatch() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let proxy = Proxy::start(
+        &ProxyConfig::new(&pki, pg.port).set("upstream.tls_server_name", "\"db.example.com\""),
+    );
+    let (code, message) = refused(&proxy, &pki);
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains(
+            "expected \"db.example.com\", certificate is for DNS:localhost, IP:127.0.0.1"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn expired_upstream_certificate() {
+    let pki = TestPki::new();
+    let expired = pki.upstream_ca.issue(
+        "localhost",
+        &["DNS:localhost", "IP:127.0.0.1"],
+        Validity::Expired,
+    );
+    let pg = Postgres::start(&expired);
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, pg.port));
+    let (code, message) = refused(&proxy, &pki);
+    assert_eq!(code, "08001");
+    assert!(message.contains("certificate has expired"), "{message}");
+}
+
+#[test]
+fn upstream_without_tls() {
+    let pki = TestPki::new();
+    let pg = Postgres::start_with(PgOptions {
+        tls: None,
+        conf: vec![],
+        hba: vec![],
+    });
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, pg.port));
+    let (code, message) = refused(&proxy, &pki);
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains("upstream server does not support TLS"),
+        "{message}"
+    );
+    assert!(message.contains("answered 'N'"), "{message}");
+}
+
+#[test]
+fn upstream_down() {
+    let pki = TestPki::new();
+    let port = free_port();
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
+    let (code, message) = refused(&proxy, &pki);
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains(&format!(
+            "could not connect to upstream server 127.0.0.1:{port}"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("refused"), "{message}");
+}
+
+#[tokio::test]
+async fn unencrypted_bytes_after_the_servers_s_are_refused() {
+    // A hostile upstream (CVE-2021-23222 pattern): 'S' plus bytes in the same packet.
+    let pki = TestPki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut req = [0u8; 8];
+            if s.read_exact(&mut req).await.is_ok() {
+                let _ = s.write_all(b"SR\0\0\0\x08\0\0\0\0").await;
+            }
+        }
+    });
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
+    let (code, message) = tokio::task::spawn_blocking(move || refused(&proxy, &pki))
+        .await
+        .unwrap();
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains("sent unencrypted data after accepting TLS"),
+        "{message}"
+    );
+}
+
+#[test]
+fn several_addresses_are_tried_in_turn() {
+    // "localhost" resolves to ::1 and 127.0.0.1; the server listens on 127.0.0.1 only.
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let proxy =
+        Proxy::start(&ProxyConfig::new(&pki, pg.port).set("upstream.host", "\"localhost\""));
+    assert_eq!(
+        psql_ok(&conninfo(&proxy, &pki, "alice", ALICE_PASSWORD), "select 1"),
+        "1"
+    );
+}
+
+#[test]
+fn direct_tls_negotiation_to_the_upstream() {
+    // PostgreSQL 15 has no direct TLS, so the upstream here is a second pgt-proxy, which
+    // accepts direct TLS with ALPN exactly as PostgreSQL 17 does.
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let inner = Proxy::start(&ProxyConfig::new(&pki, pg.port));
+    let outer = Proxy::start(
+        &ProxyConfig::new(&pki, inner.port())
+            .set("upstream.tls_negotiation", "\"direct\"")
+            .set("upstream.tls_server_name", "\"localhost\"")
+            .set(
+                "upstream.ca",
+                &format!("{:?}", pki.proxy_ca_path.display().to_string()),
+            ),
+    );
+    assert_eq!(
+        psql_ok(
+            &conninfo(&outer, &pki, "alice", ALICE_PASSWORD),
+            "select current_user"
+        ),
+        "alice"
+    );
+    // The inner proxy saw a direct-TLS client (no SSLRequest) and accepted it.
+    inner.wait_log(&["session ended", "user=\"alice\""]);
+    assert!(!inner.log().contains("without ALPN"));
+}
+
+#[test]
+fn client_certificate_for_the_upstream() {
+    let pki = TestPki::new();
+    let pg = Postgres::start_with(PgOptions {
+        tls: Some(&pki.server),
+        conf: vec![format!("ssl_ca_file = '{}'", {
+            // The server must be able to read the CA file: put a copy in its directory.
+            pki.upstream_ca_path.display()
+        })],
+        hba: vec!["hostssl all bob 127.0.0.1/32 cert clientcert=verify-full".into()],
+    });
+    let client_cert = pki.upstream_ca.issue("bob", &[], Validity::Current);
+    let (cert, key) = client_cert.write(pki.dir.path(), "bob");
+    let proxy = Proxy::start(
+        &ProxyConfig::new(&pki, pg.port)
+            .set(
+                "upstream.client_certificate",
+                &format!("{:?}", cert.display().to_string()),
+            )
+            .set(
+                "upstream.client_private_key",
+                &format!("{:?}", key.display().to_string()),
+            ),
+    );
+    // bob has no password login: the server accepts him by the proxy's client certificate.
+    assert_eq!(
+        psql_ok(
+            &conninfo(&proxy, &pki, "bob", "unused"),
+            "select current_user"
+        ),
+        "bob"
+    );
+}
