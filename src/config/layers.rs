@@ -311,7 +311,8 @@ fn check_key(key: &str, value: &Value) -> Result<(), String> {
         .map_err(|e| describe(&e))
 }
 
-/// The config crate's message without the parts our own message already gives.
+/// The config crate's message without the parts our own message already gives (the key
+/// and origin are named by [`ConfigError`] itself).
 fn describe(e: &config::ConfigError) -> String {
     match e {
         config::ConfigError::Type {
@@ -319,7 +320,13 @@ fn describe(e: &config::ConfigError) -> String {
             expected,
             ..
         } => format!("expected {expected}, found {unexpected}"),
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            match text.rfind(" for key `") {
+                Some(at) if text.ends_with('`') => text[..at].to_owned(),
+                _ => text,
+            }
+        }
     }
 }
 

@@ -127,33 +127,66 @@ impl Default for RawLog {
     }
 }
 
-/// Lowest TLS protocol version accepted from clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TlsVersion {
-    /// TLS 1.2 and 1.3 (Mozilla intermediate).
-    #[serde(rename = "1.2")]
-    V1_2,
-    /// TLS 1.3 only (Mozilla modern).
-    #[serde(rename = "1.3")]
-    V1_3,
+/// Defines a closed set of string values: (de)serialized as text, and an unknown value is
+/// reported as `"x" is not one of: a, b` rather than in serde's internal terms.
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                match text.as_str() {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(format!(
+                        "{text:?} is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                match value {
+                    $($name::$variant => $text.into(),)+
+                }
+            }
+        }
+    };
 }
 
-/// How the proxy starts TLS with the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsNegotiation {
-    /// SSLRequest, wait for 'S', then the handshake (every PostgreSQL version).
-    Postgres,
-    /// The ClientHello at once, with ALPN "postgresql" (PostgreSQL 17+).
-    Direct,
+string_enum! {
+    /// Lowest TLS protocol version accepted from clients.
+    TlsVersion {
+        /// TLS 1.2 and 1.3 (Mozilla intermediate).
+        V1_2 = "1.2",
+        /// TLS 1.3 only (Mozilla modern).
+        V1_3 = "1.3",
+    }
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+string_enum! {
+    /// How the proxy starts TLS with the upstream.
+    TlsNegotiation {
+        /// SSLRequest, wait for 'S', then the handshake (every PostgreSQL version).
+        Postgres = "postgres",
+        /// The ClientHello at once, with ALPN "postgresql" (PostgreSQL 17+).
+        Direct = "direct",
+    }
+}
+
+string_enum! {
+    /// Log line format.
+    LogFormat {
+        /// Human-readable lines.
+        Text = "text",
+        /// One JSON object per line.
+        Json = "json",
+    }
 }

@@ -1,0 +1,358 @@
+//! The binary's configuration behaviour as an operator meets it: layers and their origins in
+//! `check-config`, every kind of error naming its file, variable or flag, the private-key
+//! permission rule, certificate checks, `--version` and exit codes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::pki::Validity;
+use common::proxy::{ProxyConfig, TestPki, binary};
+
+/// Runs the binary with `args`, a clean environment plus `env`.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write_config(pki: &TestPki, config: &ProxyConfig) -> std::path::PathBuf {
+    let path = pki.dir.path().join("config.toml");
+    std::fs::write(&path, config.render()).unwrap();
+    path
+}
+
+#[test]
+fn check_config_shows_each_layer_and_origin() {
+    let pki = TestPki::new();
+    let path = write_config(&pki, &ProxyConfig::new(&pki, 5432));
+    let conf_d = pki.dir.path().join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    std::fs::write(
+        conf_d.join("10-timeouts.toml"),
+        "[listen]\nstartup_timeout = \"30s\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        conf_d.join("20-more.toml"),
+        "[listen]\nstartup_timeout = \"45s\"\n",
+    )
+    .unwrap();
+    std::fs::write(conf_d.join("README"), "not toml, ignored").unwrap();
+    let out = run(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--upstream-port",
+            "6543",
+            "check-config",
+        ],
+        &[("PGT_PROXY__LISTEN__MAX_CONNECTIONS", "7")],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let line = |key: &str| {
+        t.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} in {t}"))
+            .to_owned()
+    };
+    assert!(
+        line("startup_timeout").contains("\"45s\"")
+            && line("startup_timeout").ends_with("conf.d/20-more.toml")
+    );
+    assert!(
+        line("max_connections").contains("7")
+            && line("max_connections")
+                .ends_with("environment variable PGT_PROXY__LISTEN__MAX_CONNECTIONS")
+    );
+    assert!(line("port").contains("6543") && line("port").ends_with("flag --upstream-port"));
+    assert!(line("host").ends_with(path.to_str().unwrap()));
+    assert!(line("direct_tls").ends_with("# default"));
+    assert!(
+        t.contains("listen.certificate: subject CN=localhost"),
+        "{t}"
+    );
+    assert!(t.contains("configuration OK"), "{t}");
+}
+
+#[test]
+fn errors_name_their_origin_and_key() {
+    let pki = TestPki::new();
+    let path = write_config(
+        &pki,
+        &ProxyConfig::new(&pki, 5432).set("listen.max_conections", "5"),
+    );
+    let conf_d = pki.dir.path().join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    std::fs::write(conf_d.join("50-bad.toml"), "[upstream]\nport = \"five\"\n").unwrap();
+    let out = run(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--log-format",
+            "xml",
+            "check-config",
+        ],
+        &[("PGT_PROXY__LISTEN__HANDSHAKE_TIMEOUT", "soon")],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for expected in [
+        format!("error: {}: listen.max_conections: unknown field", path.display()),
+        format!("error: {}: upstream.port:", conf_d.join("50-bad.toml").display()),
+        "error: environment variable PGT_PROXY__LISTEN__HANDSHAKE_TIMEOUT: listen.handshake_timeout:".into(),
+        "error: flag --log-format: log.format: \"xml\" is not one of: text, json".into(),
+    ] {
+        assert!(t.contains(&expected), "missing {expected:?} in\n{t}");
+    }
+    // `run` refuses with EX_CONFIG and the same errors on stderr.
+    let out = run(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).contains("listen.max_conections: unknown field"));
+}
+
+#[test]
+fn missing_upstream_host_and_bad_addresses() {
+    let pki = TestPki::new();
+    let path = write_config(
+        &pki,
+        &ProxyConfig::new(&pki, 5432)
+            .unset("upstream.host")
+            .set("listen.addresses", "[\"localhost:5432\"]"),
+    );
+    let out = run(&["--config", path.to_str().unwrap(), "check-config"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t.contains("error: default: upstream.host: not set"), "{t}");
+    assert!(
+        t.contains("listen.addresses: \"localhost:5432\" is not an IP socket address"),
+        "{t}"
+    );
+}
+
+#[test]
+fn private_key_permission_rule() {
+    let pki = TestPki::new();
+    let path = write_config(&pki, &ProxyConfig::new(&pki, 5432));
+    let key = &pki.proxy_key_path;
+    let set_mode =
+        |mode| std::fs::set_permissions(key, std::fs::Permissions::from_mode(mode)).unwrap();
+    let check = || run(&["--config", path.to_str().unwrap(), "check-config"], &[]);
+
+    set_mode(0o644);
+    let out = check();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("private key file has group or world access (mode 0644)"),
+        "{t}"
+    );
+    assert!(t.contains("listen.private_key"), "{t}");
+    let out = run(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(78), "run refuses too");
+
+    // 0640 is allowed only for a root-owned file, as PostgreSQL's rule.
+    set_mode(0o640);
+    let root_owned = std::fs::metadata(key)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap();
+    assert_eq!(check().status.success(), root_owned);
+
+    set_mode(0o600);
+    assert!(check().status.success());
+}
+
+#[test]
+fn certificate_problems_are_named() {
+    let pki = TestPki::new();
+    let dir = pki.dir.path();
+    // A key that belongs to another certificate.
+    let other = pki
+        .proxy_ca
+        .issue("other", &["DNS:other"], Validity::Current);
+    let (_, other_key) = other.write(dir, "other");
+    let config = ProxyConfig::new(&pki, 5432).set(
+        "listen.private_key",
+        &format!("{:?}", other_key.display().to_string()),
+    );
+    let out = run(
+        &[
+            "--config",
+            write_config(&pki, &config).to_str().unwrap(),
+            "check-config",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out).contains("private key does not match the certificate"),
+        "{}",
+        text(&out)
+    );
+
+    // An expired certificate of our own.
+    let expired = pki
+        .proxy_ca
+        .issue("localhost", &["DNS:localhost"], Validity::Expired);
+    let (cert, key) = expired.write(dir, "expired");
+    let config = ProxyConfig::new(&pki, 5432)
+        .set(
+            "listen.certificate",
+            &format!("{:?}", cert.display().to_string()),
+        )
+        .set(
+            "listen.private_key",
+            &format!("{:?}", key.display().to_string()),
+        );
+    let out = run(
+        &[
+            "--config",
+            write_config(&pki, &config).to_str().unwrap(),
+            "check-config",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out).contains("listen.certificate: certificate CN=localhost expired"),
+        "{}",
+        text(&out)
+    );
+
+    // A missing CA file and a file that is not PEM.
+    std::fs::write(dir.join("junk.pem"), "hello").unwrap();
+    let config = ProxyConfig::new(&pki, 5432).set(
+        "upstream.ca",
+        &format!("{:?}", dir.join("junk.pem").display().to_string()),
+    );
+    let out = run(
+        &[
+            "--config",
+            write_config(&pki, &config).to_str().unwrap(),
+            "check-config",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out).contains("upstream.ca") && text(&out).contains("no PEM certificate found"),
+        "{}",
+        text(&out)
+    );
+    let config = ProxyConfig::new(&pki, 5432).set("upstream.ca", "\"/nonexistent/ca.pem\"");
+    let out = run(
+        &[
+            "--config",
+            write_config(&pki, &config).to_str().unwrap(),
+            "check-config",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out).contains("upstream.ca /nonexistent/ca.pem: cannot read"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn ca_directory_and_system_store_are_accepted() {
+    let pki = TestPki::new();
+    let cas = pki.dir.path().join("cas");
+    std::fs::create_dir(&cas).unwrap();
+    std::fs::copy(&pki.upstream_ca_path, cas.join("a.pem")).unwrap();
+    for ca in [cas.display().to_string(), "system".to_owned()] {
+        let config = ProxyConfig::new(&pki, 5432).set("upstream.ca", &format!("{ca:?}"));
+        let out = run(
+            &[
+                "--config",
+                write_config(&pki, &config).to_str().unwrap(),
+                "check-config",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{ca}: {}", text(&out));
+    }
+}
+
+#[test]
+fn environment_and_pgt_proxy_flags_alone_can_configure_it() {
+    let pki = TestPki::new();
+    let out = run(
+        &[
+            "--config",
+            "/nonexistent-is-fine-only-when-default/config.toml",
+            "check-config",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an explicit --config must exist"
+    );
+    assert!(text(&out).contains("cannot read"));
+    let p = |p: &Path| p.display().to_string();
+    let out = run(
+        &[
+            "check-config",
+            "--server-certificate-path",
+            &p(&pki.proxy_cert_path),
+            "--server-private-key-path",
+            &p(&pki.proxy_key_path),
+            "--server-port",
+            "6432",
+            "--client-connection-host-or-ip",
+            "db.internal",
+            "--client-connection-port",
+            "5433",
+            "--client-tls-validation-host",
+            "db.example.com",
+            "--client-ca-roots-path",
+            &p(&pki.upstream_ca_path),
+        ],
+        &[("PGT_PROXY__LOG__LEVEL", "debug")],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("addresses = [\"0.0.0.0:6432\"]"), "{t}");
+    assert!(t.contains("tls_server_name = \"db.example.com\""), "{t}");
+    assert!(t.contains("level = \"debug\""), "{t}");
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"], &[]);
+    let t = text(&out);
+    assert!(out.status.success());
+    assert!(
+        t.starts_with("pgt-proxy ") && t.contains("OpenSSL 3."),
+        "{t}"
+    );
+    let out = run(&["--help"], &[]);
+    let t = text(&out);
+    for section in [
+        "check-config",
+        "CONFIGURATION",
+        "EXAMPLES",
+        "FILES",
+        "EXIT STATUS",
+        "--client-ca-roots-path",
+    ] {
+        assert!(t.contains(section), "--help lacks {section}");
+    }
+    assert_eq!(run(&["--no-such-flag"], &[]).status.code(), Some(2));
+}
