@@ -261,3 +261,21 @@ async fn an_empty_connection_is_logged_at_debug_only() {
         proxy.log()
     );
 }
+
+#[tokio::test]
+async fn a_client_that_never_authenticates_is_dropped_at_startup_timeout() {
+    let (pki, _pg, proxy) = setup_with(|c| c.set("listen.startup_timeout", "\"1s\""));
+    let mut tls = raw::tls_via_ssl_request(proxy.addr, &pki).await;
+    let start = Instant::now();
+    let messages = raw::read_until_ready(&mut tls).await;
+    let waited = start.elapsed();
+    let (tag, body) = messages.last().expect("an ErrorResponse");
+    assert_eq!(*tag, b'E');
+    let (code, message) = raw::error_fields(body);
+    assert_eq!(code, "08006");
+    assert!(message.contains("listen.startup_timeout"), "{message}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}

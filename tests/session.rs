@@ -222,3 +222,28 @@ print("closed in", round(time.monotonic() - start, 3))
     );
     assert!(rest.contains("closed in"), "{rest}");
 }
+
+#[test]
+fn protocol_3_2_is_negotiated_through_the_proxy() {
+    // libpq 18 asks for protocol 3.2; PostgreSQL 15 answers NegotiateProtocolVersion, which
+    // the proxy relays like any other startup message.
+    let (pki, _pg, proxy) = setup();
+    let info = format!(
+        "{} max_protocol_version=latest",
+        conninfo(&proxy, &pki, "alice", ALICE_PASSWORD)
+    );
+    let out = python(
+        r#"
+import os, psycopg
+with psycopg.connect(os.environ["PGT_CONNINFO"]) as conn:
+    print(conn.pgconn.protocol_version, conn.execute("select current_user").fetchone()[0])
+"#,
+        &info,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3 alice");
+}
