@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::pki::Validity;
-use common::proxy::{ProxyConfig, TestPki, binary};
+use common::proxy::{ProxyConfig, TestPki, binary, toml_path};
 
 /// Runs the binary with `args`, a clean environment plus `env`.
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -29,6 +29,13 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Writes `config` and runs check-config on it; returns (success, all output).
+fn check_config(pki: &TestPki, config: &ProxyConfig) -> (bool, String) {
+    let path = write_config(pki, config);
+    let out = run(&["--config", path.to_str().unwrap(), "check-config"], &[]);
+    (out.status.success(), text(&out))
 }
 
 fn write_config(pki: &TestPki, config: &ProxyConfig) -> std::path::PathBuf {
@@ -187,22 +194,11 @@ fn certificate_problems_are_named() {
         .proxy_ca
         .issue("other", &["DNS:other"], Validity::Current);
     let (_, other_key) = other.write(dir, "other");
-    let config = ProxyConfig::new(&pki, 5432).set(
-        "listen.private_key",
-        &format!("{:?}", other_key.display().to_string()),
-    );
-    let out = run(
-        &[
-            "--config",
-            write_config(&pki, &config).to_str().unwrap(),
-            "check-config",
-        ],
-        &[],
-    );
+    let config = ProxyConfig::new(&pki, 5432).set("listen.private_key", &toml_path(&other_key));
+    let (_, t) = check_config(&pki, &config);
     assert!(
-        text(&out).contains("private key does not match the certificate"),
-        "{}",
-        text(&out)
+        t.contains("private key does not match the certificate"),
+        "{t}"
     );
 
     // An expired certificate of our own.
@@ -211,60 +207,27 @@ fn certificate_problems_are_named() {
         .issue("localhost", &["DNS:localhost"], Validity::Expired);
     let (cert, key) = expired.write(dir, "expired");
     let config = ProxyConfig::new(&pki, 5432)
-        .set(
-            "listen.certificate",
-            &format!("{:?}", cert.display().to_string()),
-        )
-        .set(
-            "listen.private_key",
-            &format!("{:?}", key.display().to_string()),
-        );
-    let out = run(
-        &[
-            "--config",
-            write_config(&pki, &config).to_str().unwrap(),
-            "check-config",
-        ],
-        &[],
-    );
+        .set("listen.certificate", &toml_path(&cert))
+        .set("listen.private_key", &toml_path(&key));
+    let (_, t) = check_config(&pki, &config);
     assert!(
-        text(&out).contains("listen.certificate: certificate CN=localhost expired"),
-        "{}",
-        text(&out)
+        t.contains("listen.certificate: certificate CN=localhost expired"),
+        "{t}"
     );
 
     // A missing CA file and a file that is not PEM.
     std::fs::write(dir.join("junk.pem"), "hello").unwrap();
-    let config = ProxyConfig::new(&pki, 5432).set(
-        "upstream.ca",
-        &format!("{:?}", dir.join("junk.pem").display().to_string()),
-    );
-    let out = run(
-        &[
-            "--config",
-            write_config(&pki, &config).to_str().unwrap(),
-            "check-config",
-        ],
-        &[],
-    );
+    let config = ProxyConfig::new(&pki, 5432).set("upstream.ca", &toml_path(&dir.join("junk.pem")));
+    let (_, t) = check_config(&pki, &config);
     assert!(
-        text(&out).contains("upstream.ca") && text(&out).contains("no PEM certificate found"),
-        "{}",
-        text(&out)
+        t.contains("upstream.ca") && t.contains("no PEM certificate found"),
+        "{t}"
     );
     let config = ProxyConfig::new(&pki, 5432).set("upstream.ca", "\"/nonexistent/ca.pem\"");
-    let out = run(
-        &[
-            "--config",
-            write_config(&pki, &config).to_str().unwrap(),
-            "check-config",
-        ],
-        &[],
-    );
+    let (_, t) = check_config(&pki, &config);
     assert!(
-        text(&out).contains("upstream.ca /nonexistent/ca.pem: cannot read"),
-        "{}",
-        text(&out)
+        t.contains("upstream.ca /nonexistent/ca.pem: cannot read"),
+        "{t}"
     );
 }
 
@@ -274,17 +237,9 @@ fn ca_directory_and_system_store_are_accepted() {
     let cas = pki.dir.path().join("cas");
     std::fs::create_dir(&cas).unwrap();
     std::fs::copy(&pki.upstream_ca_path, cas.join("a.pem")).unwrap();
-    for ca in [cas.display().to_string(), "system".to_owned()] {
-        let config = ProxyConfig::new(&pki, 5432).set("upstream.ca", &format!("{ca:?}"));
-        let out = run(
-            &[
-                "--config",
-                write_config(&pki, &config).to_str().unwrap(),
-                "check-config",
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "{ca}: {}", text(&out));
+    for ca in [toml_path(&cas), "\"system\"".to_owned()] {
+        let (ok, t) = check_config(&pki, &ProxyConfig::new(&pki, 5432).set("upstream.ca", &ca));
+        assert!(ok, "{ca}: {t}");
     }
 }
 

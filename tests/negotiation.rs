@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::clients::{conninfo, psql_err, python};
+use common::clients::{conninfo, psql_err, psycopg_connect};
 use common::postgres::{ALICE_PASSWORD, Postgres};
 use common::proxy::{Proxy, ProxyConfig, TestPki};
 use common::raw::{self, GSSENC_REQUEST, SSL_REQUEST};
@@ -85,20 +85,7 @@ fn direct_tls_with_alpn_is_accepted() {
         "{} sslnegotiation=direct",
         conninfo(&proxy, &pki, "alice", ALICE_PASSWORD)
     );
-    let out = python(
-        r#"
-import os, psycopg
-with psycopg.connect(os.environ["PGT_CONNINFO"]) as conn:
-    print(conn.execute("select current_user").fetchone()[0])
-"#,
-        &info,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice");
+    assert_eq!(psycopg_connect(&info), Ok("alice".to_owned()));
 }
 
 #[tokio::test]

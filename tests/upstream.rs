@@ -7,7 +7,7 @@ mod common;
 use common::clients::{conninfo, psql_ok, psycopg_connect, rust_connect};
 use common::pki::{Ca, Validity};
 use common::postgres::{ALICE_PASSWORD, PgOptions, Postgres, free_port};
-use common::proxy::{Proxy, ProxyConfig, TestPki};
+use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
 
 /// Connects through `proxy` with the Rust client and returns the server-side error's
 /// (SQLSTATE, message and hint), checking that psql shows the same message.
@@ -36,10 +36,8 @@ fn untrusted_upstream_ca() {
     let pki = TestPki::new();
     let pg = Postgres::start(&pki.server);
     let other = Ca::new("Some Other CA").write_cert(&pki.dir.path().join("other.pem"));
-    let proxy = Proxy::start(
-        &ProxyConfig::new(&pki, pg.port)
-            .set("upstream.ca", &format!("{:?}", other.display().to_string())),
-    );
+    let proxy =
+        Proxy::start(&ProxyConfig::new(&pki, pg.port).set("upstream.ca", &toml_path(&other)));
     let (code, message) = refused(&proxy, &pki);
     assert_eq!(code, "08001");
     assert!(
@@ -174,10 +172,7 @@ fn direct_tls_negotiation_to_the_upstream() {
         &ProxyConfig::new(&pki, inner.port())
             .set("upstream.tls_negotiation", "\"direct\"")
             .set("upstream.tls_server_name", "\"localhost\"")
-            .set(
-                "upstream.ca",
-                &format!("{:?}", pki.proxy_ca_path.display().to_string()),
-            ),
+            .set("upstream.ca", &toml_path(&pki.proxy_ca_path)),
     );
     assert_eq!(
         psql_ok(
@@ -206,14 +201,8 @@ fn client_certificate_for_the_upstream() {
     let (cert, key) = client_cert.write(pki.dir.path(), "bob");
     let proxy = Proxy::start(
         &ProxyConfig::new(&pki, pg.port)
-            .set(
-                "upstream.client_certificate",
-                &format!("{:?}", cert.display().to_string()),
-            )
-            .set(
-                "upstream.client_private_key",
-                &format!("{:?}", key.display().to_string()),
-            ),
+            .set("upstream.client_certificate", &toml_path(&cert))
+            .set("upstream.client_private_key", &toml_path(&key)),
     );
     // bob has no password login: the server accepts him by the proxy's client certificate.
     assert_eq!(

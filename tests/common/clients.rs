@@ -99,7 +99,6 @@ try:
     with psycopg.connect(os.environ["PGT_CONNINFO"]) as conn:
         print("ok", conn.execute("select current_user").fetchone()[0])
 except psycopg.OperationalError as e:
-    diag = getattr(e, "diag", None)
     print("error", e.sqlstate or "")
     print(str(e))
 "#,

@@ -73,6 +73,21 @@ fn builder(cn: &str, key: &PKey<Private>, validity: Validity) -> X509Builder {
     b
 }
 
+/// The extensions that make a certificate a CA.
+fn ca_extensions(b: &mut X509Builder) {
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+}
+
 impl Ca {
     /// A self-signed root.
     pub fn new(cn: &str) -> Ca {
@@ -84,17 +99,7 @@ impl Ca {
             n.build()
         };
         b.set_issuer_name(&subject).unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+        ca_extensions(&mut b);
         let ski = SubjectKeyIdentifier::new()
             .build(&b.x509v3_context(None, None))
             .unwrap();
@@ -114,17 +119,7 @@ impl Ca {
         let key = new_key();
         let mut b = builder(cn, &key, Validity::Current);
         b.set_issuer_name(self.issued.cert.subject_name()).unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+        ca_extensions(&mut b);
         self.sign(&mut b);
         let mut chain = vec![];
         chain.extend(self.issued.chain.iter().cloned());

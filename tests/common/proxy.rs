@@ -61,6 +61,11 @@ impl TestPki {
     }
 }
 
+/// A path as a TOML string value.
+pub fn toml_path(path: &std::path::Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
 /// A proxy configuration as TOML keys, with test-friendly defaults.
 #[derive(Clone)]
 pub struct ProxyConfig {
@@ -70,7 +75,7 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// Listens on a free port of 127.0.0.1, relays to 127.0.0.1:`upstream_port`.
     pub fn new(pki: &TestPki, upstream_port: u16) -> ProxyConfig {
-        let q = |p: &PathBuf| format!("{:?}", p.display().to_string());
+        let q = |p: &PathBuf| toml_path(p);
         ProxyConfig {
             keys: BTreeMap::new(),
         }
