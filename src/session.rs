@@ -227,9 +227,15 @@ async fn refuse_over_limit(
     let opening = timeout_at(deadline, client::negotiate(&mut tcp, &settings.listen))
         .await
         .map_err(|_| timed_out())??;
-    let Opening::Tls { prefix, direct } = opening else {
-        // A plaintext cancel over the limit is still just a cancel, and costs no session.
-        return Err(SessionError::TooManyConnections);
+    // Cancels are served at the limit too: that is exactly when every slot may be running a
+    // query someone wants to stop (PostgreSQL does the same).
+    let (prefix, direct) = match opening {
+        Opening::PlainCancel { pid, key } => {
+            let result = cancel_request(shared, pid, &key, record).await;
+            drop(tcp);
+            return result;
+        }
+        Opening::Tls { prefix, direct } => (prefix, direct),
     };
     let mut client = timeout_at(
         deadline,
@@ -238,9 +244,18 @@ async fn refuse_over_limit(
     .await
     .map_err(|_| timed_out())??;
     record.client_tls = Some(describe_tls(client.ssl()));
-    let error = SessionError::TooManyConnections;
-    send_error(&mut client, &error).await;
-    Err(error)
+    let startup_deadline = tokio::time::Instant::now() + settings.listen.startup_timeout;
+    let first = timeout_at(
+        startup_deadline,
+        read_startup(&mut client, &mut FrameReader::new()),
+    )
+    .await;
+    if let Ok(Ok(StartupPacket::Cancel { pid, key })) = first {
+        let result = cancel_request(shared, pid, &key, record).await;
+        let _ = client.shutdown().await;
+        return result;
+    }
+    fail(&mut client, SessionError::TooManyConnections).await
 }
 
 /// Negotiates with the client, connects upstream, authenticates, relays.
@@ -613,9 +628,14 @@ fn log_end(peer: SocketAddr, started: Instant, r: &Record, result: &Result<Finis
         }
         Err(e) => {
             let sqlstate = e.outcome_sqlstate().unwrap_or_default();
+            let outcome = if sqlstate.is_empty() {
+                "refused"
+            } else {
+                sqlstate.as_str()
+            };
             line!(
                 warn,
-                "refused",
+                outcome,
                 sqlstate.as_str(),
                 format_args!("session refused: {e}")
             );

@@ -149,8 +149,9 @@ fn max_connections_refuses_with_53300() {
     let proxy = Proxy::start(&ProxyConfig::new(&pki, pg.port).set("listen.max_connections", "1"));
     let info = conninfo(&proxy, &pki, "alice", ALICE_PASSWORD);
     // Hold the one slot with a session that sleeps.
-    let mut holder = std::process::Command::new("psql")
+    let holder = std::process::Command::new("psql")
         .args(["-X", "-d", &info, "-c", "select pg_sleep(30)"])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     common::wait_for("the first session", Duration::from_secs(10), || {
@@ -162,9 +163,23 @@ fn max_connections_refuses_with_53300() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("too many connections"), "{err}");
-    proxy.wait_log(&["session refused", "sqlstate=\"53300\""]);
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    proxy.wait_log(&["session refused", "outcome=53300", "sqlstate=\"53300\""]);
+    // Cancels still get through at the limit, when they matter most: Ctrl-C in the psql
+    // that holds the only slot cancels its query.
+    let sent = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(holder.id() as i32, libc::SIGINT) };
+    let out = holder.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("canceling statement due to user request"),
+        "{err}"
+    );
     // The slot frees once the holder is gone.
     common::wait_for("the slot to free", Duration::from_secs(10), || {
         common::clients::psql(&info, "select 1")

@@ -195,16 +195,17 @@ impl Proxy {
 
     /// Waits until a log line contains every one of `needles`, and returns that line.
     pub fn wait_log(&self, needles: &[&str]) -> String {
-        wait_for(
-            &format!("a proxy log line with {needles:?}"),
-            Duration::from_secs(15),
-            || {
-                self.log()
-                    .lines()
-                    .find(|l| needles.iter().all(|n| l.contains(n)))
-                    .map(str::to_owned)
-            },
-        )
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("no proxy log line with {needles:?} within 15s; the log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.
