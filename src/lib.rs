@@ -17,6 +17,7 @@
 //! - [`relay`]: bytes both ways after authentication.
 //! - [`cancel`]: the cancel-key registry and cancel forwarding.
 //! - [`server`]: listeners, accept loops, the connection limit, graceful shutdown.
+//! - [`service`]: systemd notifications, status, watchdog, reload on SIGHUP.
 //! - [`cli`], [`check`], [`logging`]: the binary's command line, `check-config` report, and
 //!   log output.
 
@@ -31,6 +32,7 @@ pub mod prefixed;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod settings;
 pub mod socket;

@@ -2,9 +2,11 @@
 //! before binding anything, then run the server until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use pgt_proxy::cli::{Cli, Command};
 use pgt_proxy::config::{self, ConfigError};
+use pgt_proxy::service::{self, Service};
 use pgt_proxy::settings::Settings;
 use pgt_proxy::{check, logging, server, session};
 
@@ -15,17 +17,24 @@ const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    // Only valid UTF-8 variables can be configuration; others are skipped, not a panic.
-    let env = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let loaded = config::load(&cli.overrides(), env);
-    let settings = loaded.as_ref().ok().map(Settings::from_config);
+    let overrides = cli.overrides();
+    // Start-up, check-config and every reload load the configuration the same way.
+    let load = move || {
+        // Only valid UTF-8 variables can be configuration; others are skipped, not a panic.
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let loaded = config::load(&overrides, env)?;
+        let settings = Settings::from_config(&loaded);
+        Ok::<_, Vec<ConfigError>>((loaded, settings))
+    };
 
     if cli.command == Some(Command::CheckConfig) {
-        let (text, ok) = check::report(
-            loaded.as_ref().map_err(Vec::as_slice),
-            settings.as_ref().map(|s| s.as_ref().map_err(Vec::as_slice)),
-        );
+        let (text, ok) = match load() {
+            Err(errors) => check::report(Err(&errors), None),
+            Ok((loaded, settings)) => {
+                check::report(Ok(&loaded), Some(settings.as_ref().map_err(Vec::as_slice)))
+            }
+        };
         print!("{text}");
         return if ok {
             ExitCode::SUCCESS
@@ -34,10 +43,9 @@ fn main() -> ExitCode {
         };
     }
 
-    let settings = match (loaded, settings) {
-        (Ok(_), Some(Ok(settings))) => settings,
-        (Err(errors), _) | (Ok(_), Some(Err(errors))) => return config_failure(&errors),
-        (Ok(_), None) => unreachable!("settings are built whenever loading succeeds"),
+    let settings = match load() {
+        Ok((_, Ok(settings))) => settings,
+        Err(errors) | Ok((_, Err(errors))) => return config_failure(&errors),
     };
     logging::init(&settings.log_level, settings.log_format);
     for warning in &settings.warnings {
@@ -69,12 +77,23 @@ fn main() -> ExitCode {
         tracing::info!(
             upstream = %format_args!("{}:{}", settings.upstream.host, settings.upstream.port),
             openssl = openssl::version::version(),
-            "pgt-proxy {} ready", env!("CARGO_PKG_VERSION")
+            "pgt-proxy {} ready",
+            env!("CARGO_PKG_VERSION")
         );
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         let shared = session::Shared::new(settings);
-        server::run(listeners, shared, shutdown_signal()).await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let service = Service::new(Arc::clone(&shared), listeners.len());
+        tokio::spawn(Arc::clone(&service).report_status());
+        tokio::spawn(Arc::clone(&service).feed_watchdog());
+        tokio::spawn(
+            Arc::clone(&service)
+                .reload_on_sighup(move || load().and_then(|(_, settings)| settings)),
+        );
+        service.ready();
+        server::run(listeners, shared, async {
+            shutdown_signal().await;
+            service::notify(&[sd_notify::NotifyState::Stopping]);
+        })
+        .await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })

@@ -5,14 +5,23 @@
 //! ErrorResponse included) is written to the client before the client's connection is
 //! closed; when the client ends it, the upstream connection is closed at once. Leaving one
 //! leg open is what makes drivers hang in close().
+//!
+//! On a shutdown past `listen.shutdown_timeout`, the relay finishes the server message the
+//! client is in the middle of receiving, sends FATAL 57P01 and closes both legs: the
+//! ErrorResponse lands between messages, never inside one.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::error_response::encode_fatal;
+use crate::protocol::message::MessageTracker;
+use crate::protocol::sqlstate::ADMIN_SHUTDOWN;
 
 /// One TLS record's worth of plaintext: a read fills at most one record, a write makes one.
 const BUFFER_SIZE: usize = 16 * 1024;
@@ -21,6 +30,10 @@ const BUFFER_SIZE: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 /// The most bytes dropped while lingering.
 const LINGER_BYTES: usize = 1 << 20;
+/// On shutdown, how long the server may take to complete the message in flight.
+const FINISH_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
+/// PostgreSQL's own text for 57P01.
+pub const ADMIN_SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
 
 /// Which side ended the session.
 #[derive(Debug)]
@@ -33,6 +46,8 @@ pub enum Ended {
     ClientError(io::Error),
     /// A read or write on the upstream connection failed.
     ServerError(io::Error),
+    /// The proxy is shutting down; the client was sent FATAL 57P01.
+    Shutdown,
 }
 
 /// What the relay did.
@@ -61,6 +76,8 @@ struct Pipe {
     eof: bool,
     need_flush: bool,
     total: u64,
+    /// Message boundaries of what was written, for the direction toward the client.
+    tracker: Option<MessageTracker>,
 }
 
 impl Pipe {
@@ -76,7 +93,18 @@ impl Pipe {
             eof: false,
             need_flush: false,
             total: 0,
+            tracker: None,
         }
+    }
+
+    /// Accounts for `n` bytes written from `pos`.
+    fn wrote(&mut self, n: usize) {
+        if let Some(tracker) = &mut self.tracker {
+            tracker.feed(&self.buf[self.pos..self.pos + n]);
+        }
+        self.pos += n;
+        self.total += n as u64;
+        self.need_flush = true;
     }
 
     /// Copies until the reader ends (then flushes and shuts the writer down) or an error.
@@ -125,9 +153,7 @@ impl Pipe {
                 if n == 0 {
                     return Poll::Ready(Err(PipeError::Write(io::ErrorKind::WriteZero.into())));
                 }
-                self.pos += n;
-                self.total += n as u64;
-                self.need_flush = true;
+                self.wrote(n);
             }
             if self.eof {
                 ready!(writer.as_mut().poll_shutdown(cx)).map_err(PipeError::Write)?;
@@ -135,15 +161,57 @@ impl Pipe {
             }
         }
     }
+
+    /// Copies only until the writer's side is at a message boundary, then flushes.
+    fn poll_to_boundary<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<Result<(), PipeError>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            let (at_boundary, limit) = match &self.tracker {
+                Some(t) => (t.at_boundary(), t.until_boundary()),
+                None => (true, 0),
+            };
+            if at_boundary {
+                ready!(writer.as_mut().poll_flush(cx)).map_err(PipeError::Write)?;
+                return Poll::Ready(Ok(()));
+            }
+            if self.pos == self.cap {
+                self.pos = 0;
+                self.cap = 0;
+                let mut read_buf = ReadBuf::new(&mut self.buf);
+                ready!(reader.as_mut().poll_read(cx, &mut read_buf)).map_err(PipeError::Read)?;
+                self.cap = read_buf.filled().len();
+                if self.cap == 0 {
+                    return Poll::Ready(Err(PipeError::Read(io::ErrorKind::UnexpectedEof.into())));
+                }
+            }
+            let end = self.cap.min(self.pos + limit);
+            let n = ready!(writer.as_mut().poll_write(cx, &self.buf[self.pos..end]))
+                .map_err(PipeError::Write)?;
+            if n == 0 {
+                return Poll::Ready(Err(PipeError::Write(io::ErrorKind::WriteZero.into())));
+            }
+            self.wrote(n);
+        }
+    }
 }
 
-/// Relays until one side ends. `client_pending` and `upstream_pending` are bytes each side
-/// sent that were read during the startup phase and are still to be delivered.
+/// Relays until one side ends or `terminate` is cancelled. `client_pending` and
+/// `upstream_pending` are bytes each side sent that were read during the startup phase and
+/// are still to be delivered; `upstream_pending` starts at a message boundary.
 pub async fn relay<C, U>(
     client: &mut C,
     upstream: &mut U,
     client_pending: Vec<u8>,
     upstream_pending: Vec<u8>,
+    terminate: &CancellationToken,
 ) -> RelayOutcome
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -151,7 +219,14 @@ where
 {
     let mut up = Pipe::new(client_pending);
     let mut down = Pipe::new(upstream_pending);
+    down.tracker = Some(MessageTracker::default());
+    let terminated = terminate.cancelled();
+    let mut terminated = std::pin::pin!(terminated);
     let ended = poll_fn(|cx| {
+        // First, so that data arriving with the signal is not relayed past a boundary.
+        if terminated.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ended::Shutdown);
+        }
         if let Poll::Ready(r) = down.poll_copy(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))
         {
             return Poll::Ready(match r {
@@ -170,8 +245,28 @@ where
         Poll::Pending
     })
     .await;
-    if matches!(ended, Ended::ByServer) {
-        linger(client).await;
+    match ended {
+        Ended::ByServer => linger(client).await,
+        Ended::Shutdown => {
+            let finished = tokio::time::timeout(
+                FINISH_MESSAGE_LIMIT,
+                poll_fn(|cx| {
+                    down.poll_to_boundary(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))
+                }),
+            )
+            .await;
+            // Mid-message with no way to finish it: closing is all that is left.
+            if let Ok(Ok(())) = finished {
+                let fatal = encode_fatal(ADMIN_SHUTDOWN, ADMIN_SHUTDOWN_MESSAGE, None, None);
+                let _ = tokio::time::timeout(FINISH_MESSAGE_LIMIT, async {
+                    client.write_all(&fatal).await?;
+                    client.shutdown().await
+                })
+                .await;
+            }
+            let _ = upstream.shutdown().await;
+        }
+        _ => {}
     }
     RelayOutcome {
         ended,
@@ -211,6 +306,7 @@ mod tests {
                 &mut upstream_side,
                 b"early".to_vec(),
                 b"hello ".to_vec(),
+                &CancellationToken::new(),
             )
             .await
         });
@@ -237,7 +333,14 @@ mod tests {
         let (mut client_side, mut client_peer) = duplex(64);
         let (mut upstream_side, mut upstream_peer) = duplex(64);
         let task = tokio::spawn(async move {
-            relay(&mut client_side, &mut upstream_side, Vec::new(), Vec::new()).await
+            relay(
+                &mut client_side,
+                &mut upstream_side,
+                Vec::new(),
+                Vec::new(),
+                &CancellationToken::new(),
+            )
+            .await
         });
         client_peer.write_all(b"X\0\0\0\x04").await.unwrap();
         client_peer.shutdown().await.unwrap();
@@ -246,5 +349,48 @@ mod tests {
         assert_eq!(got, b"X\0\0\0\x04");
         let outcome = task.await.unwrap();
         assert!(matches!(outcome.ended, Ended::ByClient));
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_the_message_in_flight_then_sends_57p01() {
+        let (mut client_side, mut client_peer) = duplex(1024);
+        let (mut upstream_side, mut upstream_peer) = duplex(1024);
+        let terminate = CancellationToken::new();
+        let token = terminate.clone();
+        let task = tokio::spawn(async move {
+            relay(
+                &mut client_side,
+                &mut upstream_side,
+                Vec::new(),
+                Vec::new(),
+                &token,
+            )
+            .await
+        });
+        // A DataRow of 10 body bytes, of which the server has sent only 7 so far.
+        let row = [b"D\0\0\0\x0e".as_slice(), b"0123456789"].concat();
+        upstream_peer.write_all(&row[..12]).await.unwrap();
+        let mut first = [0u8; 12];
+        client_peer.read_exact(&mut first).await.unwrap();
+        terminate.cancel();
+        // The rest of the row, and more that must not reach the client.
+        upstream_peer.write_all(&row[12..]).await.unwrap();
+        upstream_peer
+            .write_all(b"C\0\0\0\x0dSELECT 1\0")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(&rest[..3], &row[12..]);
+        let (frame, used) = crate::protocol::message::parse_frame(&rest[3..], 1000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.tag, b'E');
+        assert_eq!(used, rest.len() - 3, "nothing after the ErrorResponse");
+        assert_eq!(
+            crate::protocol::error_response::sqlstate_of(frame.body).as_deref(),
+            Some("57P01")
+        );
+        assert!(matches!(task.await.unwrap().ended, Ended::Shutdown));
     }
 }

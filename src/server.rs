@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -23,6 +24,8 @@ use crate::session::{self, Shared};
 const MAX_CONCURRENT_REFUSALS: usize = 64;
 /// Longest pause after repeated accept errors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// After `shutdown_timeout`, how long sessions get to deliver their 57P01 and close.
+const TERMINATE_LIMIT: Duration = Duration::from_secs(5);
 
 /// A listening address that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +49,8 @@ pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, BindErro
     Ok(listeners)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and waits up to
-/// `listen.shutdown_timeout` for sessions to end.
+/// Serves until `shutdown` resolves, then stops accepting at once, lets sessions run for up
+/// to `listen.shutdown_timeout`, and then ends the remaining ones with FATAL 57P01.
 pub async fn run(
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
@@ -55,7 +58,8 @@ pub async fn run(
 ) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(shared.settings.listen.max_connections));
+    let max_connections = shared.settings.load().listen.max_connections;
+    let limit = Arc::new(Semaphore::new(max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
     for listener in listeners {
         let acceptor = Acceptor {
@@ -66,24 +70,32 @@ pub async fn run(
             token: token.clone(),
             tracker: tracker.clone(),
         };
+        shared.accepting.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(acceptor.run());
     }
     shutdown.await;
     token.cancel();
     tracker.close();
-    let grace = shared.settings.listen.shutdown_timeout;
-    let active = shared.active.load(std::sync::atomic::Ordering::Relaxed);
+    let grace = shared.settings.load().listen.shutdown_timeout;
+    let active = shared.active.load(Ordering::Relaxed);
     tracing::info!(
         active,
-        "shutting down: no new connections; waiting up to {} for sessions",
+        "shutting down: no new connections; sessions may finish within {}",
         humantime::format_duration(grace)
     );
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        let left = shared.active.load(std::sync::atomic::Ordering::Relaxed);
+        let left = shared.active.load(Ordering::Relaxed);
         tracing::warn!(
             sessions = left,
-            "shutdown_timeout reached; closing the remaining sessions"
+            "listen.shutdown_timeout reached; ending the remaining sessions with FATAL 57P01"
         );
+        shared.terminate.cancel();
+        if tokio::time::timeout(TERMINATE_LIMIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions still open after 57P01; closing them");
+        }
     }
 }
 
@@ -105,6 +117,15 @@ struct Acceptor {
 
 impl Acceptor {
     async fn run(self) {
+        // The watchdog pings only while every accept loop runs: one that ended means the
+        // proxy no longer serves that address, and systemd should restart it.
+        struct Running<'a>(&'a Shared);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.accepting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _running = Running(&self.shared);
         let local = self.listener.local_addr().ok();
         let mut backoff = Duration::from_millis(5);
         loop {

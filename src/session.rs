@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use openssl::ssl::SslRef;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{self, CancelOutcome, CancelRegistry};
 use crate::client::{self, ClientError, ClientStream, Opening};
@@ -33,26 +35,36 @@ use crate::relay::{self, Ended};
 use crate::settings::Settings;
 use crate::upstream::{self, Upstream, UpstreamError};
 
-/// What every session shares: settings, the cancel registry and counters.
+/// What every session shares: settings, the cancel registry, counters, and the signal that
+/// ends sessions at shutdown.
 pub struct Shared {
-    /// The running configuration.
-    pub settings: Settings,
+    /// The running configuration. A reload swaps it whole; each connection takes the
+    /// snapshot current at accept and keeps it to the end, so a reload never changes a live
+    /// session.
+    pub settings: ArcSwap<Settings>,
     /// Live sessions' cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// Sessions currently open.
     pub active: AtomicUsize,
     /// Sessions served since start.
     pub total: AtomicU64,
+    /// Cancelled when `listen.shutdown_timeout` has run out: remaining sessions get FATAL
+    /// 57P01 and end.
+    pub terminate: CancellationToken,
+    /// Accept loops running (the watchdog pings only while all are).
+    pub accepting: AtomicUsize,
 }
 
 impl Shared {
     /// Wraps settings with an empty registry and zeroed counters.
     pub fn new(settings: Settings) -> Arc<Self> {
         Arc::new(Self {
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             cancels: Arc::default(),
             active: AtomicUsize::new(0),
             total: AtomicU64::new(0),
+            terminate: CancellationToken::new(),
+            accepting: AtomicUsize::new(0),
         })
     }
 }
@@ -110,6 +122,9 @@ pub enum SessionError {
     /// More than `listen.max_connections` clients.
     #[error("refused: too many connections (listen.max_connections)")]
     TooManyConnections,
+    /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
+    #[error("proxy shutting down (listen.shutdown_timeout reached)")]
+    Shutdown,
 }
 
 impl SessionError {
@@ -132,6 +147,12 @@ impl SessionError {
             SessionError::UpstreamProtocol(_) | SessionError::UpstreamClosed | SessionError::UpstreamIo(_) => (
                 sqlstate::CONNECTION_FAILURE,
                 self.to_string(),
+                None,
+                None,
+            ),
+            SessionError::Shutdown => (
+                sqlstate::ADMIN_SHUTDOWN,
+                relay::ADMIN_SHUTDOWN_MESSAGE.into(),
                 None,
                 None,
             ),
@@ -196,7 +217,8 @@ pub async fn serve(
     shared.total.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let mut record = Record::default();
-    let result = open(tcp, &shared, &mut record).await;
+    let settings = shared.settings.load_full();
+    let result = open(tcp, &shared, &settings, &mut record).await;
     log_end(peer, started, &record, &result);
     shared.active.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
@@ -211,7 +233,8 @@ pub async fn refuse_too_many(
 ) {
     let started = Instant::now();
     let mut record = Record::default();
-    let result = refuse_over_limit(tcp, &shared, &mut record).await;
+    let settings = shared.settings.load_full();
+    let result = refuse_over_limit(tcp, &shared, &settings, &mut record).await;
     log_end(peer, started, &record, &result);
     drop(permit);
 }
@@ -219,9 +242,9 @@ pub async fn refuse_too_many(
 async fn refuse_over_limit(
     mut tcp: TcpStream,
     shared: &Shared,
+    settings: &Settings,
     record: &mut Record,
 ) -> Result<Finish, SessionError> {
-    let settings = &shared.settings;
     let deadline = tokio::time::Instant::now() + settings.listen.handshake_timeout;
     let timed_out = || ClientError::HandshakeTimeout(settings.listen.handshake_timeout);
     let opening = timeout_at(deadline, client::negotiate(&mut tcp, &settings.listen))
@@ -231,7 +254,7 @@ async fn refuse_over_limit(
     // query someone wants to stop (PostgreSQL does the same).
     let (prefix, direct) = match opening {
         Opening::PlainCancel { pid, key } => {
-            let result = cancel_request(shared, pid, &key, record).await;
+            let result = cancel_request(shared, settings, pid, &key, record).await;
             drop(tcp);
             return result;
         }
@@ -251,7 +274,7 @@ async fn refuse_over_limit(
     )
     .await;
     if let Ok(Ok(StartupPacket::Cancel { pid, key })) = first {
-        let result = cancel_request(shared, pid, &key, record).await;
+        let result = cancel_request(shared, settings, pid, &key, record).await;
         let _ = client.shutdown().await;
         return result;
     }
@@ -262,9 +285,9 @@ async fn refuse_over_limit(
 async fn open(
     mut tcp: TcpStream,
     shared: &Shared,
+    settings: &Settings,
     record: &mut Record,
 ) -> Result<Finish, SessionError> {
-    let settings = &shared.settings;
     let listen = &settings.listen;
     let handshake_deadline = tokio::time::Instant::now() + listen.handshake_timeout;
     let timed_out = || ClientError::HandshakeTimeout(listen.handshake_timeout);
@@ -275,7 +298,7 @@ async fn open(
         Opening::PlainCancel { pid, key } => {
             // The client's connection stays open until the cancel is handed over: its close
             // is what tells libpq the request was delivered.
-            let result = cancel_request(shared, pid, &key, record).await;
+            let result = cancel_request(shared, settings, pid, &key, record).await;
             drop(tcp);
             return result;
         }
@@ -317,7 +340,7 @@ async fn open(
             unreachable!("read_startup returns only these two")
         };
         drop(upstream);
-        let result = cancel_request(shared, pid, &key, record).await;
+        let result = cancel_request(shared, settings, pid, &key, record).await;
         let _ = client.shutdown().await;
         return result;
     };
@@ -342,11 +365,13 @@ async fn open(
     record.upstream = Some(addr);
     record.upstream_tls = Some(describe_tls(server.ssl()));
 
-    let auth = timeout_at(
-        startup_deadline,
-        authenticate(&mut client, &mut server, &startup, from_client),
-    )
-    .await;
+    let auth = tokio::select! {
+        auth = timeout_at(
+            startup_deadline,
+            authenticate(&mut client, &mut server, &startup, from_client),
+        ) => auth,
+        _ = shared.terminate.cancelled() => return fail(&mut client, SessionError::Shutdown).await,
+    };
     let auth = match auth {
         Ok(Ok(auth)) => auth,
         Ok(Err(e)) => return fail(&mut client, e).await,
@@ -363,6 +388,7 @@ async fn open(
         &mut server,
         auth.client_pending,
         auth.upstream_pending,
+        &shared.terminate,
     )
     .await;
     record.from_client = outcome.from_client;
@@ -555,12 +581,13 @@ async fn send_error(client: &mut ClientStream, error: &SessionError) {
 
 async fn cancel_request(
     shared: &Shared,
+    settings: &Settings,
     pid: i32,
     key: &[u8],
     record: &mut Record,
 ) -> Result<Finish, SessionError> {
     record.backend_pid = Some(pid);
-    match cancel::forward(&shared.cancels, &shared.settings, pid, key).await {
+    match cancel::forward(&shared.cancels, settings, pid, key).await {
         Ok(outcome) => Ok(Finish::Cancel(outcome)),
         Err(e) => Err(SessionError::Upstream(e)),
     }
@@ -598,6 +625,7 @@ fn log_end(peer: SocketAddr, started: Instant, r: &Record, result: &Result<Finis
                 Ended::ByServer => "server closed".to_string(),
                 Ended::ClientError(e) => format!("client connection lost: {e}"),
                 Ended::ServerError(e) => format!("upstream connection lost: {e}"),
+                Ended::Shutdown => "proxy shutting down (57P01 sent)".to_string(),
             };
             line!(
                 info,

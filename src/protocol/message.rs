@@ -184,6 +184,63 @@ pub fn parse_backend_key_data(body: &[u8]) -> Result<BackendKeyData<'_>, Protoco
     })
 }
 
+/// Follows message boundaries in a relayed byte stream without buffering it.
+///
+/// The relay feeds it every byte it writes toward the client; at shutdown it tells whether
+/// the client has received whole messages only, and how many more bytes complete the current
+/// one, so an ErrorResponse can be inserted between messages and never inside one.
+#[derive(Debug, Clone, Default)]
+pub struct MessageTracker {
+    /// Header bytes (tag and length) seen of the current message: 0 to 4; 0 with no body
+    /// left means the stream is at a boundary.
+    header_seen: u8,
+    /// The length field's bytes so far.
+    length: [u8; 4],
+    /// Body bytes still to come of the current message.
+    body_left: usize,
+}
+
+impl MessageTracker {
+    /// Accounts for `data`, the next bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                data = &data[n..];
+                continue;
+            }
+            if self.header_seen > 0 {
+                self.length[usize::from(self.header_seen) - 1] = data[0];
+            }
+            self.header_seen += 1;
+            data = &data[1..];
+            if self.header_seen == 5 {
+                // A length below 4 is a protocol violation; count it as an empty body so the
+                // tracker stays well defined (the client will report the error).
+                let length = i32::from_be_bytes(self.length).max(4) as usize;
+                self.body_left = length - 4;
+                self.header_seen = 0;
+            }
+        }
+    }
+
+    /// Whether every message so far is complete.
+    pub fn at_boundary(&self) -> bool {
+        self.header_seen == 0 && self.body_left == 0
+    }
+
+    /// How many more bytes can be written without passing the next boundary: the rest of the
+    /// body, or of the header (whose length field is not known yet).
+    pub fn until_boundary(&self) -> usize {
+        if self.header_seen > 0 {
+            5 - usize::from(self.header_seen)
+        } else {
+            self.body_left
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +294,32 @@ mod tests {
         let body = b"SCRAM-SHA-256-PLUS\0\0\0\0\x05p=tls";
         assert_eq!(sasl_initial_mechanism(body), Ok(SCRAM_SHA_256_PLUS));
         assert!(sasl_initial_mechanism(b"SCRAM").is_err());
+    }
+
+    #[test]
+    fn tracker_finds_boundaries_whatever_the_split() {
+        let stream = [msg(b'D', b"hello"), msg(b'C', b""), msg(b'Z', b"I")].concat();
+        let boundaries = [0, 10, 15, 21];
+        for split in 0..=stream.len() {
+            let mut t = MessageTracker::default();
+            t.feed(&stream[..split]);
+            assert_eq!(
+                t.at_boundary(),
+                boundaries.contains(&split),
+                "split at {split}"
+            );
+            // Writing until_boundary() bytes repeatedly always lands on the next boundary.
+            let mut at = split;
+            while !t.at_boundary() {
+                let n = t.until_boundary();
+                assert!(n > 0);
+                t.feed(&stream[at..at + n]);
+                at += n;
+            }
+            assert!(boundaries.contains(&at), "split {split} reached {at}");
+            t.feed(&stream[at..]);
+            assert!(t.at_boundary());
+        }
     }
 
     #[test]

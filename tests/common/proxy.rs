@@ -143,6 +143,16 @@ impl Proxy {
 
     /// Starts the proxy; on failure returns its log.
     pub fn try_start(config: &ProxyConfig) -> Result<Proxy, String> {
+        Self::try_start_env(config, &[])
+    }
+
+    /// Starts the proxy with extra environment variables.
+    pub fn start_env(config: &ProxyConfig, env: &[(&str, &str)]) -> Proxy {
+        Self::try_start_env(config, env).unwrap_or_else(|log| panic!("proxy did not start:\n{log}"))
+    }
+
+    /// Starts the proxy with extra environment variables; on failure returns its log.
+    pub fn try_start_env(config: &ProxyConfig, env: &[(&str, &str)]) -> Result<Proxy, String> {
         let dir = tempfile::Builder::new()
             .prefix("pgt-proxy-")
             .tempdir()
@@ -154,6 +164,7 @@ impl Proxy {
         cmd.arg("--config")
             .arg(&config_path)
             .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -206,6 +217,19 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` to the proxy.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits for the proxy to exit.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -121,3 +121,14 @@ pub async fn read_to_close<R: AsyncReadExt + Unpin>(r: &mut R) -> Vec<u8> {
     let _ = r.read_to_end(&mut all).await;
     all
 }
+
+/// SHA-256 fingerprint of the certificate a TLS server at `addr` presents after SSLRequest.
+pub async fn served_fingerprint(addr: SocketAddr, pki: &TestPki) -> Vec<u8> {
+    let tls = tls_via_ssl_request(addr, pki).await;
+    tls.ssl()
+        .peer_certificate()
+        .unwrap()
+        .digest(openssl::hash::MessageDigest::sha256())
+        .unwrap()
+        .to_vec()
+}

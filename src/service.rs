@@ -1,0 +1,154 @@
+//! The systemd side of the daemon: readiness and stopping notifications, a one-line STATUS,
+//! watchdog pings, and configuration reload on SIGHUP.
+//!
+//! Every notification is best effort: without NOTIFY_SOCKET (not under systemd) they are
+//! no-ops. Reload goes through the same loading and validation as start-up, and swaps the
+//! settings (TLS contexts included) in one atomic store: new connections use the new ones,
+//! live sessions keep what they started with, and a broken configuration changes nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+use crate::config::ConfigError;
+use crate::session::Shared;
+use crate::settings::Settings;
+
+/// How often STATUS is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sends `states` to the service manager, if there is one.
+pub fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// The service's state shown in STATUS.
+pub struct Service {
+    shared: Arc<Shared>,
+    last_reload: Mutex<String>,
+    listeners: usize,
+}
+
+impl Service {
+    /// Tracks `shared`, which serves `listeners` listening sockets.
+    pub fn new(shared: Arc<Shared>, listeners: usize) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            last_reload: Mutex::new("none".into()),
+            listeners,
+        })
+    }
+
+    /// E.g. `3 active sessions, 120 served; last reload: ok`.
+    pub fn status(&self) -> String {
+        let last = self
+            .last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        format!(
+            "{} active sessions, {} served; last reload: {last}",
+            self.shared.active.load(Ordering::Relaxed),
+            self.shared.total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Tells systemd the proxy is ready (listeners bound, everything loaded).
+    pub fn ready(&self) {
+        notify(&[NotifyState::Ready, NotifyState::Status(&self.status())]);
+    }
+
+    /// Refreshes STATUS every few seconds, for `systemctl status`.
+    pub async fn report_status(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(STATUS_INTERVAL);
+        loop {
+            tick.tick().await;
+            notify(&[NotifyState::Status(&self.status())]);
+        }
+    }
+
+    /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while every accept loop runs. It runs on the
+    /// async runtime, so a stalled runtime stops the pings too.
+    pub async fn feed_watchdog(self: Arc<Self>) {
+        let Some(period) = sd_notify::watchdog_enabled() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(period / 2);
+        loop {
+            tick.tick().await;
+            if self.shared.accepting.load(Ordering::Relaxed) == self.listeners {
+                notify(&[NotifyState::Watchdog]);
+            } else {
+                tracing::error!("an accept loop has stopped; no longer feeding the watchdog");
+            }
+        }
+    }
+
+    /// Reloads on every SIGHUP with `load`, the same function start-up used.
+    pub async fn reload_on_sighup(
+        self: Arc<Self>,
+        load: impl Fn() -> Result<Settings, Vec<ConfigError>>,
+    ) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; reload is unavailable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            self.reload(&load);
+        }
+    }
+
+    /// One reload: RELOADING=1, load and validate everything, swap or keep, READY=1.
+    pub fn reload(&self, load: &impl Fn() -> Result<Settings, Vec<ConfigError>>) {
+        let mut states = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        notify(&states);
+        tracing::info!("SIGHUP received: reloading the configuration");
+        let outcome = match load() {
+            Ok(new) => {
+                let old = self.shared.settings.load();
+                let mut restart = Vec::new();
+                if new.listen.addresses != old.listen.addresses {
+                    restart.push("listen.addresses");
+                }
+                if new.listen.max_connections != old.listen.max_connections {
+                    restart.push("listen.max_connections");
+                }
+                if new.log_level != old.log_level || new.log_format != old.log_format {
+                    restart.push("log.level/log.format");
+                }
+                for warning in &new.warnings {
+                    tracing::warn!("{warning}");
+                }
+                self.shared.settings.store(Arc::new(new));
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        "configuration reloaded, but {} changed and apply only after a restart",
+                        restart.join(", ")
+                    );
+                }
+                tracing::info!("configuration reloaded; new connections use it");
+                "ok".to_owned()
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!("reload failed: {e}");
+                }
+                tracing::error!(
+                    "reload failed with {} error(s); still serving with the previous configuration",
+                    errors.len()
+                );
+                format!("reload failed: {}", errors[0])
+            }
+        };
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
+        notify(&[NotifyState::Ready, NotifyState::Status(&self.status())]);
+    }
+}
