@@ -47,7 +47,14 @@ fn main() -> ExitCode {
         Ok((_, Ok(settings))) => settings,
         Err(errors) | Ok((_, Err(errors))) => return config_failure(&errors),
     };
-    logging::init(&settings.log_level, settings.log_format);
+    let log_warning = logging::init(
+        &settings.log_level,
+        settings.log_format,
+        settings.log_target,
+    );
+    if let Some(warning) = log_warning {
+        tracing::warn!("{warning}");
+    }
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }

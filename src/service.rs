@@ -121,8 +121,11 @@ impl Service {
                 if new.listen.max_connections != old.listen.max_connections {
                     restart.push("listen.max_connections");
                 }
-                if new.log_level != old.log_level || new.log_format != old.log_format {
-                    restart.push("log.level/log.format");
+                if new.log_level != old.log_level
+                    || new.log_format != old.log_format
+                    || new.log_target != old.log_target
+                {
+                    restart.push("log.*");
                 }
                 for warning in &new.warnings {
                     tracing::warn!("{warning}");

@@ -188,6 +188,7 @@ impl SessionError {
 #[derive(Debug, Default)]
 struct Record {
     client_tls: Option<String>,
+    client_tls_version: Option<&'static str>,
     upstream: Option<SocketAddr>,
     upstream_tls: Option<String>,
     user: Option<String>,
@@ -267,6 +268,7 @@ async fn refuse_over_limit(
     .await
     .map_err(|_| timed_out())??;
     record.client_tls = Some(describe_tls(client.ssl()));
+    record.client_tls_version = Some(client.ssl().version_str());
     let startup_deadline = tokio::time::Instant::now() + settings.listen.startup_timeout;
     let first = timeout_at(
         startup_deadline,
@@ -321,6 +323,7 @@ async fn open(
     };
     let (mut client, upstream) = tokio::try_join!(client_leg, upstream_leg)?;
     record.client_tls = Some(describe_tls(client.ssl()));
+    record.client_tls_version = Some(client.ssl().version_str());
 
     let startup_deadline = tokio::time::Instant::now() + listen.startup_timeout;
     let startup_timeout = SessionError::StartupTimeout(listen.startup_timeout);
@@ -602,6 +605,7 @@ fn describe_tls(ssl: &SslRef) -> String {
 fn log_end(peer: SocketAddr, started: Instant, r: &Record, result: &Result<Finish, SessionError>) {
     let duration_ms = started.elapsed().as_millis() as u64;
     let client_tls = r.client_tls.as_deref().unwrap_or("none");
+    let tls_version = r.client_tls_version.unwrap_or("none");
     let upstream_tls = r.upstream_tls.as_deref().unwrap_or("none");
     let upstream = r.upstream.map(|a| a.to_string()).unwrap_or_default();
     let user = r.user.as_deref().unwrap_or("");
@@ -611,7 +615,7 @@ fn log_end(peer: SocketAddr, started: Instant, r: &Record, result: &Result<Finis
     macro_rules! line {
         ($level:ident, $outcome:expr, $sqlstate:expr, $msg:expr) => {
             tracing::$level!(
-                client_addr = %peer, client_tls, upstream = %upstream, upstream_tls, user,
+                client_addr = %peer, tls_version, client_tls, upstream = %upstream, upstream_tls, user,
                 database, application_name, backend_pid, outcome = %$outcome,
                 sqlstate = $sqlstate, duration_ms, bytes_from_client = r.from_client,
                 bytes_to_client = r.to_client, "{}", $msg

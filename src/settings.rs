@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use openssl::ssl::{SslAcceptor, SslConnector};
 
-use crate::config::schema::{LogFormat, TlsNegotiation};
+use crate::config::schema::{LogFormat, LogTarget, TlsNegotiation};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::tls::{self, TlsSetupError};
 
@@ -23,6 +23,8 @@ pub struct Settings {
     pub log_level: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Where logs go.
+    pub log_target: LogTarget,
     /// Presents the proxy's certificate to clients.
     pub acceptor: SslAcceptor,
     /// Verifies the upstream.
@@ -190,6 +192,7 @@ impl Settings {
                 },
                 log_level: raw.log.level.clone(),
                 log_format: raw.log.format,
+                log_target: raw.log.target,
                 acceptor,
                 connector,
                 warnings,

@@ -114,8 +114,11 @@ pub struct RawLog {
     /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing filter directive
     /// such as `"info,pgt_proxy::session=debug"`.
     pub level: String,
-    /// "text" or "json".
+    /// "text" or "json" (on stderr; the journal always gets structured fields).
     pub format: LogFormat,
+    /// "auto" (the journal when stderr is connected to it, as under systemd), "journald" or
+    /// "stderr".
+    pub target: LogTarget,
 }
 
 impl Default for RawLog {
@@ -123,6 +126,7 @@ impl Default for RawLog {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
+            target: LogTarget::Auto,
         }
     }
 }
@@ -188,5 +192,17 @@ string_enum! {
         Text = "text",
         /// One JSON object per line.
         Json = "json",
+    }
+}
+
+string_enum! {
+    /// Where log events go.
+    LogTarget {
+        /// The journal when stderr is connected to it (JOURNAL_STREAM matches), else stderr.
+        Auto = "auto",
+        /// The journal, with structured PGT_* fields; stderr if the journal is unreachable.
+        Journald = "journald",
+        /// Standard error.
+        Stderr = "stderr",
     }
 }

@@ -8,10 +8,14 @@ use super::proxy::{Proxy, TestPki};
 /// A libpq connection string for `user` through the proxy, verify-full against the proxy CA,
 /// with channel binding disabled (it cannot cross a TLS-terminating proxy).
 pub fn conninfo(proxy: &Proxy, pki: &TestPki, user: &str, password: &str) -> String {
+    conninfo_at(proxy.port(), pki, user, password)
+}
+
+/// [`conninfo`] for a proxy listening on 127.0.0.1:`port`.
+pub fn conninfo_at(port: u16, pki: &TestPki, user: &str, password: &str) -> String {
     format!(
-        "host=localhost hostaddr=127.0.0.1 port={} user={user} password={password} dbname=postgres \
+        "host=localhost hostaddr=127.0.0.1 port={port} user={user} password={password} dbname=postgres \
          sslmode=verify-full sslrootcert={} channel_binding=disable connect_timeout=10",
-        proxy.port(),
         pki.proxy_ca_path.display()
     )
 }
