@@ -74,6 +74,9 @@ pub enum Command {
     /// Load every layer, certificate, key and CA; print the effective configuration with the
     /// layer each value came from; exit 0 if it is usable, 1 with the errors otherwise.
     CheckConfig,
+    /// Print the pgt-proxy(1) man page (roff) to standard output; used to build packages.
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// Flags that override configuration keys (the last layer).
@@ -142,8 +145,8 @@ pub struct KeyFlags {
 }
 
 impl Cli {
-    /// Parses the process's arguments; `--version` includes the OpenSSL version in use.
-    pub fn parse_args() -> Self {
+    /// The clap command with the runtime version string (which names OpenSSL).
+    pub fn full_command() -> clap::Command {
         let version: &'static str = Box::leak(
             format!(
                 "{} ({})",
@@ -152,7 +155,17 @@ impl Cli {
             )
             .into_boxed_str(),
         );
-        let matches = Self::command().version(version).get_matches();
+        Self::command().version(version)
+    }
+
+    /// Writes the man page, generated from the same definitions as `--help`.
+    pub fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        clap_mangen::Man::new(Self::full_command()).render(out)
+    }
+
+    /// Parses the process's arguments; `--version` includes the OpenSSL version in use.
+    pub fn parse_args() -> Self {
+        let matches = Self::full_command().get_matches();
         match Self::from_arg_matches(&matches) {
             Ok(cli) => cli,
             Err(e) => e.exit(),

@@ -28,6 +28,16 @@ fn main() -> ExitCode {
         Ok::<_, Vec<ConfigError>>((loaded, settings))
     };
 
+    if cli.command == Some(Command::Manpage) {
+        return match Cli::write_man_page(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgt-proxy: cannot write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     if cli.command == Some(Command::CheckConfig) {
         let (text, ok) = match load() {
             Err(errors) => check::report(Err(&errors), None),
