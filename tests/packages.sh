@@ -6,22 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-passed=0
-failed=0
-check() { # name command...
-    local name=$1
-    shift
-    if out=$("$@" 2>&1); then
-        echo "ok - $name"
-        passed=$((passed + 1))
-    else
-        echo "not ok - $name"
-        printf '%s\n' "$out" | sed 's/^/    /' | head -40
-        failed=$((failed + 1))
-    fi
-}
-contains() { grep -qF -- "$2" <<<"$1" || { echo "expected to find: $2"; echo "in: $1"; return 1; }; }
-lacks() { ! grep -qF -- "$2" <<<"$1" || { echo "did not expect: $2"; return 1; }; }
+. tests/lib.sh
 
 [ "$(id -u)" = 0 ] || { echo "tests/packages.sh must run as root (it installs the .deb)" >&2; exit 1; }
 need=()
@@ -183,5 +168,4 @@ rpm_root() {
 }
 check "rpm -i --root into a scratch tree" rpm_root
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish
