@@ -99,13 +99,14 @@ fn main() -> ExitCode {
         );
         let shared = session::Shared::new(settings);
         let service = Service::new(Arc::clone(&shared), listeners.len());
+        // READY=1 first: nothing may notify before it.
+        service.ready();
         tokio::spawn(Arc::clone(&service).report_status());
         tokio::spawn(Arc::clone(&service).feed_watchdog());
         tokio::spawn(
             Arc::clone(&service)
                 .reload_on_sighup(move || load().and_then(|(_, settings)| settings)),
         );
-        service.ready();
         server::run(listeners, shared, async {
             shutdown_signal().await;
             service::notify(&[sd_notify::NotifyState::Stopping]);

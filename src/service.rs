@@ -64,7 +64,9 @@ impl Service {
 
     /// Refreshes STATUS every few seconds, for `systemctl status`.
     pub async fn report_status(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(STATUS_INTERVAL);
+        // The first STATUS goes out with READY=1; refresh from one interval later.
+        let start = tokio::time::Instant::now() + STATUS_INTERVAL;
+        let mut tick = tokio::time::interval_at(start, STATUS_INTERVAL);
         loop {
             tick.tick().await;
             notify(&[NotifyState::Status(&self.status())]);

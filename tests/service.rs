@@ -76,6 +76,15 @@ fn sd_notify_sequence_and_watchdog() {
         "{ready:?}"
     );
 
+    // A broken certificate: the reload fails, the proxy says so in STATUS and keeps serving.
+    std::fs::write(&pki.proxy_cert_path, "garbage").unwrap();
+    proxy.signal(libc::SIGHUP);
+    recv_until(&socket, "RELOADING=1");
+    let ready = recv_until(&socket, "READY=1");
+    let status = ready.last().unwrap();
+    assert!(status.contains("last reload: reload failed: "), "{status}");
+    assert!(status.contains("listen.certificate"), "{status}");
+
     proxy.signal(libc::SIGTERM);
     recv_until(&socket, "STOPPING=1");
     assert!(proxy.wait().success());
