@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
-use openssl::ssl::{Ssl, SslAcceptor};
+use openssl::ssl::{Ssl, SslAcceptor, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -20,7 +20,7 @@ use crate::protocol::error_response::encode_fatal;
 use crate::protocol::sqlstate::{INVALID_AUTHORIZATION, PROTOCOL_VIOLATION, SqlState};
 use crate::protocol::startup::{FirstPacket, MAX_STARTUP_PACKET, parse_first_packet};
 use crate::settings::ListenSettings;
-use crate::tls::{ALPN_POSTGRESQL, describe_ssl_error};
+use crate::tls::{ALPN_POSTGRESQL, VerifyObserver, describe_ssl_error};
 
 /// A client connection after its TLS handshake.
 pub type ClientStream = SslStream<PrefixedIo<TcpStream>>;
@@ -87,6 +87,24 @@ pub enum ClientError {
     /// The TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
+    /// The client's certificate was missing or did not verify (the handshake was refused).
+    #[error("client certificate not accepted: {reason} (subject {subject}, serial {serial})")]
+    Certificate {
+        /// OpenSSL's verify reason, or "no certificate presented".
+        reason: String,
+        /// The certificate's subject, if any.
+        subject: String,
+        /// Its serial, if any.
+        serial: String,
+    },
+    /// The client's certificate is revoked (told with FATAL 28000 after the handshake).
+    #[error("client certificate revoked (CRL): subject {subject}, serial {serial}")]
+    Revoked {
+        /// The certificate's subject.
+        subject: String,
+        /// Its serial.
+        serial: String,
+    },
     /// `listen.handshake_timeout` ran out before the handshake completed.
     #[error("did not complete its TLS handshake within {}", humantime::format_duration(*.0))]
     HandshakeTimeout(Duration),
@@ -183,20 +201,62 @@ pub async fn negotiate(
     }
 }
 
-/// Runs the TLS handshake; for direct TLS, requires that ALPN "postgresql" was negotiated.
+/// Runs the TLS handshake; for direct TLS, requires that ALPN "postgresql" was negotiated;
+/// when client certificates are required, requires a valid, unrevoked one.
 pub async fn accept_tls(
     tcp: TcpStream,
     prefix: Vec<u8>,
     direct: bool,
     acceptor: &SslAcceptor,
+    listen: &ListenSettings,
 ) -> Result<ClientStream, ClientError> {
     let handshake_error = |e: openssl::error::ErrorStack| ClientError::Handshake(e.to_string());
-    let ssl = Ssl::new(acceptor.context()).map_err(handshake_error)?;
+    let mut ssl = Ssl::new(acceptor.context()).map_err(handshake_error)?;
+    let observer = listen.client_certs.map(|_| {
+        let observer = VerifyObserver::new(listen.allow_expired_crl, true);
+        ssl.set_verify_callback(
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            observer.callback(),
+        );
+        observer
+    });
     let mut stream = SslStream::new(ssl, PrefixedIo::new(prefix, tcp)).map_err(handshake_error)?;
-    Pin::new(&mut stream)
-        .accept()
-        .await
-        .map_err(|e| ClientError::Handshake(describe_ssl_error(&e)))?;
+    if let Err(e) = Pin::new(&mut stream).accept().await {
+        let failure = observer.as_ref().and_then(VerifyObserver::failure);
+        return Err(match failure {
+            Some(f) => ClientError::Certificate {
+                reason: f.error.error_string().to_owned(),
+                subject: f.subject,
+                serial: f.serial,
+            },
+            None if observer.is_some() && stream.ssl().peer_certificate().is_none() => {
+                ClientError::Certificate {
+                    reason: format!("no certificate presented ({})", describe_ssl_error(&e)),
+                    subject: String::new(),
+                    serial: String::new(),
+                }
+            }
+            None => ClientError::Handshake(describe_ssl_error(&e)),
+        });
+    }
+    if let Some(f) = observer.as_ref().and_then(VerifyObserver::failure) {
+        // Only a revocation lets the handshake finish (see VerifyObserver).
+        refuse(
+            &mut stream,
+            INVALID_AUTHORIZATION,
+            &format!(
+                "client certificate revoked (CRL): subject {}, serial {}",
+                f.subject, f.serial
+            ),
+            None,
+            Some("Use a certificate that has not been revoked."),
+        )
+        .await;
+        return Err(ClientError::Revoked {
+            subject: f.subject,
+            serial: f.serial,
+        });
+    }
     if direct && stream.ssl().selected_alpn_protocol() != Some(ALPN_POSTGRESQL) {
         refuse(
             &mut stream,

@@ -98,15 +98,17 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION")
         );
         let shared = session::Shared::new(settings);
-        let service = Service::new(Arc::clone(&shared), listeners.len());
+        let service = Service::new(
+            Arc::clone(&shared),
+            listeners.len(),
+            Box::new(move || load().and_then(|(_, settings)| settings)),
+        );
         // READY=1 first: nothing may notify before it.
         service.ready();
         tokio::spawn(Arc::clone(&service).report_status());
         tokio::spawn(Arc::clone(&service).feed_watchdog());
-        tokio::spawn(
-            Arc::clone(&service)
-                .reload_on_sighup(move || load().and_then(|(_, settings)| settings)),
-        );
+        tokio::spawn(Arc::clone(&service).reload_on_sighup());
+        tokio::spawn(Arc::clone(&service).reload_on_crl_change());
         server::run(listeners, shared, async {
             shutdown_signal().await;
             service::notify(&[sd_notify::NotifyState::Stopping]);

@@ -26,20 +26,25 @@ pub fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// The service's state shown in STATUS.
+/// Loads and validates the whole configuration, as at start-up.
+pub type Loader = Box<dyn Fn() -> Result<Settings, Vec<ConfigError>> + Send + Sync>;
+
+/// The service's state shown in STATUS, and how to reload it.
 pub struct Service {
     shared: Arc<Shared>,
     last_reload: Mutex<String>,
     listeners: usize,
+    load: Loader,
 }
 
 impl Service {
-    /// Tracks `shared`, which serves `listeners` listening sockets.
-    pub fn new(shared: Arc<Shared>, listeners: usize) -> Arc<Self> {
+    /// Tracks `shared`, which serves `listeners` listening sockets; `load` reloads.
+    pub fn new(shared: Arc<Shared>, listeners: usize, load: Loader) -> Arc<Self> {
         Arc::new(Self {
             shared,
             last_reload: Mutex::new("none".into()),
             listeners,
+            load,
         })
     }
 
@@ -90,30 +95,43 @@ impl Service {
         }
     }
 
-    /// Reloads on every SIGHUP with `load`, the same function start-up used.
-    pub async fn reload_on_sighup(
-        self: Arc<Self>,
-        load: impl Fn() -> Result<Settings, Vec<ConfigError>>,
-    ) {
+    /// Reloads on every SIGHUP.
+    pub async fn reload_on_sighup(self: Arc<Self>) {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::error!("cannot install the SIGHUP handler; reload is unavailable");
             return;
         };
         while hup.recv().await.is_some() {
-            self.reload(&load);
+            tracing::info!("SIGHUP received: reloading the configuration");
+            self.reload();
+        }
+    }
+
+    /// Reloads whenever a CRL file in use changes (new, replaced, touched or removed),
+    /// checked every `tls.crl_refresh`, so a CRL updated on disk applies without a restart.
+    pub async fn reload_on_crl_change(self: Arc<Self>) {
+        let mut seen = crl_state(&self.shared.settings.load().crl_paths);
+        loop {
+            let every = self.shared.settings.load().crl_refresh;
+            tokio::time::sleep(every).await;
+            let now = crl_state(&self.shared.settings.load().crl_paths);
+            if now != seen {
+                tracing::info!("CRL files changed: reloading the configuration");
+                self.reload();
+                seen = crl_state(&self.shared.settings.load().crl_paths);
+            }
         }
     }
 
     /// One reload: RELOADING=1, load and validate everything, swap or keep, READY=1.
-    pub fn reload(&self, load: &impl Fn() -> Result<Settings, Vec<ConfigError>>) {
+    pub fn reload(&self) {
         let mut states = vec![NotifyState::Reloading];
         if let Ok(now) = NotifyState::monotonic_usec_now() {
             states.push(now);
         }
         notify(&states);
-        tracing::info!("SIGHUP received: reloading the configuration");
-        let outcome = match load() {
+        let outcome = match (self.load)() {
             Ok(new) => {
                 let old = self.shared.settings.load();
                 let mut restart = Vec::new();
@@ -156,4 +174,20 @@ impl Service {
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
         notify(&[NotifyState::Ready, NotifyState::Status(&self.status())]);
     }
+}
+
+/// What identifies the CRL files' current content: path, size and modification time.
+fn crl_state(
+    paths: &[std::path::PathBuf],
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut state = Vec::new();
+    for path in paths {
+        for file in crate::tls::pem_files("crl", path).unwrap_or_default() {
+            let meta = std::fs::metadata(&file).ok();
+            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let modified = meta.and_then(|m| m.modified().ok());
+            state.push((file, len, modified));
+        }
+    }
+    state
 }

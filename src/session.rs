@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{self, CancelOutcome, CancelRegistry};
 use crate::client::{self, ClientError, ClientStream, Opening};
+use crate::config::schema::ClientCertUser;
 use crate::framed::{FrameReader, ReadError};
 use crate::protocol::ProtocolError;
 use crate::protocol::error_response::{message_of, sqlstate_of};
@@ -122,6 +123,19 @@ pub enum SessionError {
     /// More than `listen.max_connections` clients.
     #[error("refused: too many connections (listen.max_connections)")]
     TooManyConnections,
+    /// The StartupMessage's user does not match the client certificate
+    /// (`listen.client_cert_user`).
+    #[error(
+        "certificate authentication failed for user \"{user}\": the client certificate's {field} is {found}"
+    )]
+    CertificateUser {
+        /// The user the client asked for.
+        user: String,
+        /// "CN" or "e-mail address".
+        field: &'static str,
+        /// What the certificate carries.
+        found: String,
+    },
     /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
     #[error("proxy shutting down (listen.shutdown_timeout reached)")]
     Shutdown,
@@ -137,7 +151,9 @@ impl SessionError {
             SessionError::UnsupportedProtocol(..) => {
                 (sqlstate::FEATURE_NOT_SUPPORTED, self.to_string(), None, None)
             }
-            SessionError::NoUser => (sqlstate::INVALID_AUTHORIZATION, self.to_string(), None, None),
+            SessionError::NoUser | SessionError::CertificateUser { .. } => {
+                (sqlstate::INVALID_AUTHORIZATION, self.to_string(), None, None)
+            }
             SessionError::ChannelBinding => (
                 sqlstate::INVALID_AUTHORIZATION,
                 "channel binding (SCRAM-SHA-256-PLUS) cannot work through pgt-proxy, a TLS-terminating proxy".into(),
@@ -173,7 +189,7 @@ impl SessionError {
     fn outcome_sqlstate(&self) -> Option<String> {
         match self {
             SessionError::ServerRefused { sqlstate, .. } => Some(sqlstate.clone()),
-            SessionError::Client(ClientError::Plaintext { .. }) => {
+            SessionError::Client(ClientError::Plaintext { .. } | ClientError::Revoked { .. }) => {
                 Some(sqlstate::INVALID_AUTHORIZATION.to_string())
             }
             SessionError::Client(
@@ -187,6 +203,7 @@ impl SessionError {
 /// Facts gathered for the session's log line. Never holds passwords or query text.
 #[derive(Debug, Default)]
 struct Record {
+    client_cert: Option<CertIdentity>,
     client_tls: Option<String>,
     client_tls_version: Option<&'static str>,
     upstream: Option<SocketAddr>,
@@ -197,6 +214,72 @@ struct Record {
     backend_pid: Option<i32>,
     from_client: u64,
     to_client: u64,
+}
+
+/// A client certificate as the session log names it.
+#[derive(Debug, Default)]
+struct CertIdentity {
+    subject: String,
+    serial: String,
+    issuer: String,
+}
+
+impl CertIdentity {
+    fn of(cert: &openssl::x509::X509Ref) -> Self {
+        Self {
+            subject: crate::tls::name_to_string(cert.subject_name()),
+            serial: crate::tls::serial_hex(cert),
+            issuer: crate::tls::name_to_string(cert.issuer_name()),
+        }
+    }
+}
+
+/// `listen.client_cert_user`: the user must be the certificate's CN (PostgreSQL's
+/// clientcert=verify-full) or one of its e-mail SANs.
+fn check_certificate_user(
+    rule: ClientCertUser,
+    ssl: &SslRef,
+    user: &str,
+) -> Result<(), SessionError> {
+    let Some(cert) = ssl.peer_certificate() else {
+        return Ok(());
+    };
+    let (field, names): (&'static str, Vec<String>) = match rule {
+        ClientCertUser::Off => return Ok(()),
+        ClientCertUser::Cn => (
+            "CN",
+            cert.subject_name()
+                .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                .filter_map(|e| e.data().to_string().ok())
+                .collect(),
+        ),
+        ClientCertUser::SanEmail => (
+            "e-mail address",
+            cert.subject_alt_names()
+                .map(|sans| {
+                    sans.iter()
+                        .filter_map(|n| n.email().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+    };
+    if names.iter().any(|n| n == user) {
+        return Ok(());
+    }
+    Err(SessionError::CertificateUser {
+        user: user.to_owned(),
+        field,
+        found: if names.is_empty() {
+            "missing".into()
+        } else {
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    })
 }
 
 /// How a session that did not fail ended.
@@ -263,7 +346,7 @@ async fn refuse_over_limit(
     };
     let mut client = timeout_at(
         deadline,
-        client::accept_tls(tcp, prefix, direct, &settings.acceptor),
+        client::accept_tls(tcp, prefix, direct, &settings.acceptor, &settings.listen),
     )
     .await
     .map_err(|_| timed_out())??;
@@ -313,7 +396,7 @@ async fn open(
     let client_leg = async {
         timeout_at(
             handshake_deadline,
-            client::accept_tls(tcp, prefix, direct, &settings.acceptor),
+            client::accept_tls(tcp, prefix, direct, &settings.acceptor, listen),
         )
         .await
         .unwrap_or_else(|_| Err(timed_out()))
@@ -321,9 +404,19 @@ async fn open(
     let upstream_leg = async {
         Ok::<_, ClientError>(upstream::connect(&settings.upstream, &settings.connector).await)
     };
-    let (mut client, upstream) = tokio::try_join!(client_leg, upstream_leg)?;
+    let (mut client, upstream) = if listen.client_certs.is_some() {
+        // With client certificates required, nobody reaches the upstream before their
+        // certificate has verified.
+        let client = client_leg.await?;
+        (client, upstream_leg.await?)
+    } else {
+        tokio::try_join!(client_leg, upstream_leg)?
+    };
     record.client_tls = Some(describe_tls(client.ssl()));
     record.client_tls_version = Some(client.ssl().version_str());
+    if let Some(cert) = client.ssl().peer_certificate() {
+        record.client_cert = Some(CertIdentity::of(&cert));
+    }
 
     let startup_deadline = tokio::time::Instant::now() + listen.startup_timeout;
     let startup_timeout = SessionError::StartupTimeout(listen.startup_timeout);
@@ -356,6 +449,11 @@ async fn open(
     record.application_name = parsed.get("application_name");
     if record.user.as_deref().is_none_or(str::is_empty) {
         return fail(&mut client, SessionError::NoUser).await;
+    }
+    if let (Some(policy), Some(user)) = (listen.client_certs, record.user.as_deref())
+        && let Err(e) = check_certificate_user(policy.user, client.ssl(), user)
+    {
+        return fail(&mut client, e).await;
     }
 
     let Upstream {
@@ -606,6 +704,10 @@ fn log_end(peer: SocketAddr, started: Instant, r: &Record, result: &Result<Finis
     let duration_ms = started.elapsed().as_millis() as u64;
     let client_tls = r.client_tls.as_deref().unwrap_or("none");
     let tls_version = r.client_tls_version.unwrap_or("none");
+    let cert = r.client_cert.as_ref();
+    let client_cert_subject = cert.map(|c| c.subject.as_str()).unwrap_or("");
+    let client_cert_serial = cert.map(|c| c.serial.as_str()).unwrap_or("");
+    let client_cert_issuer = cert.map(|c| c.issuer.as_str()).unwrap_or("");
     let upstream_tls = r.upstream_tls.as_deref().unwrap_or("none");
     let upstream = r.upstream.map(|a| a.to_string()).unwrap_or_default();
     let user = r.user.as_deref().unwrap_or("");
@@ -615,7 +717,8 @@ fn log_end(peer: SocketAddr, started: Instant, r: &Record, result: &Result<Finis
     macro_rules! line {
         ($level:ident, $outcome:expr, $sqlstate:expr, $msg:expr) => {
             tracing::$level!(
-                client_addr = %peer, tls_version, client_tls, upstream = %upstream, upstream_tls, user,
+                client_addr = %peer, tls_version, client_tls, client_cert_subject,
+                client_cert_serial, client_cert_issuer, upstream = %upstream, upstream_tls, user,
                 database, application_name, backend_pid, outcome = %$outcome,
                 sqlstate = $sqlstate, duration_ms, bytes_from_client = r.from_client,
                 bytes_to_client = r.to_client, "{}", $msg

@@ -5,11 +5,12 @@
 //! configuration that passes `check-config` is exactly one the proxy will start with.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use openssl::ssl::{SslAcceptor, SslConnector};
 
-use crate::config::schema::{LogFormat, LogTarget, TlsNegotiation};
+use crate::config::schema::{ClientCertUser, LogFormat, LogTarget, TlsNegotiation};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::tls::{self, TlsSetupError};
 
@@ -32,6 +33,10 @@ pub struct Settings {
     /// Things worth telling the operator that do not stop the proxy (e.g. a certificate that
     /// expires soon).
     pub warnings: Vec<String>,
+    /// CRL files or directories in use, watched for changes.
+    pub crl_paths: Vec<PathBuf>,
+    /// How often they are checked.
+    pub crl_refresh: Duration,
 }
 
 /// `[listen]`, validated.
@@ -51,6 +56,17 @@ pub struct ListenSettings {
     pub startup_timeout: Duration,
     /// Drain time on SIGTERM.
     pub shutdown_timeout: Duration,
+    /// Set when clients must present a certificate (`listen.client_ca`).
+    pub client_certs: Option<ClientCertPolicy>,
+    /// Accept an expired CRL (`tls.crl_allow_expired`).
+    pub allow_expired_crl: bool,
+}
+
+/// What is required of client certificates.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertPolicy {
+    /// Whether the StartupMessage's user must match the certificate.
+    pub user: ClientCertUser,
 }
 
 /// `[upstream]`, validated.
@@ -66,6 +82,8 @@ pub struct UpstreamSettings {
     pub negotiation: TlsNegotiation,
     /// Per-address bound on connect plus TLS handshake.
     pub connect_timeout: Duration,
+    /// Accept an expired CRL (`tls.crl_allow_expired`).
+    pub allow_expired_crl: bool,
 }
 
 impl Settings {
@@ -148,10 +166,10 @@ impl Settings {
                 message: e.to_string(),
             });
         };
-        let acceptor = tls::build_acceptor(&raw.listen)
+        let acceptor = tls::build_acceptor(&raw.listen, &raw.tls)
             .map_err(|e| tls_error(&mut errors, e))
             .ok();
-        let connector = tls::build_connector(&raw.upstream)
+        let connector = tls::build_connector(&raw.upstream, &raw.tls)
             .map_err(|e| tls_error(&mut errors, e))
             .ok();
         if let Some(cert) = acceptor.as_ref().and_then(|a| a.context().certificate()) {
@@ -182,6 +200,10 @@ impl Settings {
                     handshake_timeout: raw.listen.handshake_timeout,
                     startup_timeout: raw.listen.startup_timeout,
                     shutdown_timeout: raw.listen.shutdown_timeout,
+                    client_certs: raw.listen.client_ca.as_ref().map(|_| ClientCertPolicy {
+                        user: raw.listen.client_cert_user,
+                    }),
+                    allow_expired_crl: raw.tls.crl_allow_expired,
                 },
                 upstream: UpstreamSettings {
                     host,
@@ -189,6 +211,7 @@ impl Settings {
                     server_name,
                     negotiation: raw.upstream.tls_negotiation,
                     connect_timeout: raw.upstream.connect_timeout,
+                    allow_expired_crl: raw.tls.crl_allow_expired,
                 },
                 log_level: raw.log.level.clone(),
                 log_format: raw.log.format,
@@ -196,6 +219,12 @@ impl Settings {
                 acceptor,
                 connector,
                 warnings,
+                crl_paths: [&raw.listen.client_crl, &raw.upstream.crl]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                crl_refresh: raw.tls.crl_refresh,
             }),
             _ => Err(errors),
         }

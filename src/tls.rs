@@ -16,10 +16,14 @@ use openssl::ssl::{
     AlpnError, SslAcceptor, SslConnector, SslMethod, SslMode, SslOptions, SslSessionCacheMode,
     SslVerifyMode, SslVersion,
 };
-use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509, X509NameRef, X509Ref};
+use std::sync::{Arc, Mutex};
 
-use crate::config::schema::{RawListen, RawUpstream, TlsVersion};
+use foreign_types::ForeignTypeRef;
+use openssl::x509::store::{X509Store, X509StoreBuilder, X509StoreBuilderRef};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509, X509Crl, X509NameRef, X509Ref, X509StoreContextRef, X509VerifyResult};
+
+use crate::config::schema::{CrlCheck, RawListen, RawTls, RawUpstream, TlsVersion};
 
 /// ALPN protocol id of PostgreSQL (wire format: length-prefixed).
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -73,8 +77,8 @@ pub struct Identity {
     pub key: PKey<Private>,
 }
 
-/// Builds the client-facing acceptor from `[listen]`.
-pub fn build_acceptor(listen: &RawListen) -> Result<SslAcceptor, TlsSetupError> {
+/// Builds the client-facing acceptor from `[listen]` (and `[tls]` for revocation).
+pub fn build_acceptor(listen: &RawListen, tls: &RawTls) -> Result<SslAcceptor, TlsSetupError> {
     let identity = load_identity(
         ("listen.certificate", &listen.certificate),
         ("listen.private_key", &listen.private_key),
@@ -102,6 +106,22 @@ pub fn build_acceptor(listen: &RawListen) -> Result<SslAcceptor, TlsSetupError> 
     }
     b.set_private_key(&identity.key)?;
     b.check_private_key()?;
+    if let Some(client_ca) = &listen.client_ca {
+        let mut store = trust_anchor_builder("listen.client_ca", client_ca)?;
+        if let Some(crl) = &listen.client_crl {
+            add_crls(&mut store, "listen.client_crl", crl, tls.crl_check)?;
+        }
+        b.set_cert_store(store.build());
+        // Enforced here for every connection; `accept_tls` adds a per-connection callback
+        // that records why a certificate failed.
+        b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    } else if listen.client_crl.is_some() {
+        return Err(TlsSetupError::Content {
+            key: "listen.client_crl",
+            path: listen.client_crl.clone().unwrap_or_default(),
+            message: "listen.client_crl needs listen.client_ca (client certificates are not requested without it)".into(),
+        });
+    }
     // PostgreSQL 17's rule: a client that offers ALPN must offer "postgresql". A client that
     // offers none is let through here; direct TLS then refuses it after the handshake.
     b.set_alpn_select_callback(|_, client| {
@@ -113,7 +133,10 @@ pub fn build_acceptor(listen: &RawListen) -> Result<SslAcceptor, TlsSetupError> 
 /// Builds the upstream connector from `[upstream]`: full chain verification against the
 /// configured trust anchors; host name checks are added per connection (see
 /// [`crate::upstream`]).
-pub fn build_connector(upstream: &RawUpstream) -> Result<SslConnector, TlsSetupError> {
+pub fn build_connector(
+    upstream: &RawUpstream,
+    tls: &RawTls,
+) -> Result<SslConnector, TlsSetupError> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     b.set_cipher_list(TLS12_CIPHERS)?;
@@ -122,7 +145,11 @@ pub fn build_connector(upstream: &RawUpstream) -> Result<SslConnector, TlsSetupE
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
     b.set_mode(SslMode::RELEASE_BUFFERS);
     b.set_verify(SslVerifyMode::PEER);
-    b.set_cert_store(load_trust_anchors("upstream.ca", &upstream.ca)?);
+    let mut store = trust_anchor_builder("upstream.ca", &upstream.ca)?;
+    if let Some(crl) = &upstream.crl {
+        add_crls(&mut store, "upstream.crl", crl, tls.crl_check)?;
+    }
+    b.set_cert_store(store.build());
     // Every PostgreSQL 17+ server requires it for direct TLS; older ones ignore it.
     b.set_alpn_protos(ALPN_WIRE)?;
     match (&upstream.client_certificate, &upstream.client_private_key) {
@@ -210,30 +237,19 @@ pub fn check_key_permissions(key: &'static str, path: &Path) -> Result<(), TlsSe
 /// Loads trust anchors: "system" (OpenSSL's default paths), a PEM file, or a directory
 /// whose every regular file is read as PEM certificates.
 pub fn load_trust_anchors(key: &'static str, spec: &str) -> Result<X509Store, TlsSetupError> {
+    Ok(trust_anchor_builder(key, spec)?.build())
+}
+
+/// [`load_trust_anchors`], still open for CRLs and flags.
+fn trust_anchor_builder(key: &'static str, spec: &str) -> Result<X509StoreBuilder, TlsSetupError> {
     let mut store = X509StoreBuilder::new()?;
     if spec == "system" {
         store.set_default_paths()?;
-        return Ok(store.build());
+        return Ok(store);
     }
     let path = Path::new(spec);
-    let files = if path.is_dir() {
-        let mut files: Vec<PathBuf> = fs::read_dir(path)
-            .map_err(|source| TlsSetupError::Read {
-                key,
-                path: path.into(),
-                source,
-            })?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_owned()]
-    };
     let mut count = 0;
-    for file in &files {
+    for file in &pem_files(key, path)? {
         let pem = read(key, file)?;
         for cert in X509::stack_from_pem(&pem).map_err(|e| content(key, file, e))? {
             store.add_cert(cert)?;
@@ -247,7 +263,179 @@ pub fn load_trust_anchors(key: &'static str, spec: &str) -> Result<X509Store, Tl
             message: "no PEM certificate found".into(),
         });
     }
-    Ok(store.build())
+    Ok(store)
+}
+
+/// `path` itself, or every regular file in it (sorted) when it is a directory.
+pub fn pem_files(key: &'static str, path: &Path) -> Result<Vec<PathBuf>, TlsSetupError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = fs::read_dir(path)
+        .map_err(|source| TlsSetupError::Read {
+            key,
+            path: path.into(),
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every PEM CRL in `path` (a file, or a directory of files) into `store` and turns
+/// on CRL checking for the leaf or the whole chain.
+fn add_crls(
+    store: &mut X509StoreBuilderRef,
+    key: &'static str,
+    path: &Path,
+    check: CrlCheck,
+) -> Result<(), TlsSetupError> {
+    let mut count = 0;
+    for file in pem_files(key, path)? {
+        let pem = read(key, &file)?;
+        for block in pem_blocks(&pem, "X509 CRL") {
+            let crl = X509Crl::from_pem(block).map_err(|e| content(key, &file, e))?;
+            // SAFETY: both pointers are valid; X509_STORE_add_crl takes its own reference.
+            let rc = unsafe { X509_STORE_add_crl(store.as_ptr(), crl.as_ptr()) };
+            if rc != 1 {
+                return Err(openssl::error::ErrorStack::get().into());
+            }
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(TlsSetupError::Content {
+            key,
+            path: path.into(),
+            message: "no PEM CRL found".into(),
+        });
+    }
+    store.set_flags(match check {
+        CrlCheck::Chain => X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL,
+        CrlCheck::Leaf => X509VerifyFlags::CRL_CHECK,
+    })?;
+    Ok(())
+}
+
+// libcrypto's (OpenSSL 1.0.0 and later), which openssl-sys does not declare.
+unsafe extern "C" {
+    fn X509_STORE_add_crl(
+        store: *mut openssl_sys::X509_STORE,
+        crl: *mut openssl_sys::X509_CRL,
+    ) -> std::os::raw::c_int;
+}
+
+/// The PEM blocks of type `label` in `pem`, each with its BEGIN and END lines.
+fn pem_blocks<'a>(pem: &'a [u8], label: &str) -> Vec<&'a [u8]> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut blocks = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = find(rest, begin.as_bytes()) {
+        let Some(stop) = find(&rest[start..], end.as_bytes()) else {
+            break;
+        };
+        let stop = start + stop + end.len();
+        blocks.push(&rest[start..stop]);
+        rest = &rest[stop..];
+    }
+    blocks
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The first thing that went wrong while verifying a peer's chain.
+#[derive(Debug, Clone)]
+pub struct VerifyFailure {
+    /// OpenSSL's verify error.
+    pub error: X509VerifyResult,
+    /// Subject of the certificate concerned.
+    pub subject: String,
+    /// Its serial number, hex.
+    pub serial: String,
+    /// Its DNS/IP names (or CN).
+    pub names: String,
+}
+
+impl VerifyFailure {
+    /// Whether the certificate was found revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.error.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED
+    }
+}
+
+/// Watches one handshake's chain verification: records the first failure, forgives an
+/// expired CRL when `crl_allow_expired` says so, and (for clients) lets a revoked
+/// certificate finish the handshake so the refusal can be a PostgreSQL error (28000) instead
+/// of a bare alert. The connection is refused either way.
+#[derive(Clone, Default)]
+pub struct VerifyObserver {
+    failure: Arc<Mutex<Option<VerifyFailure>>>,
+    allow_expired_crl: bool,
+    defer_revoked: bool,
+}
+
+impl VerifyObserver {
+    /// An observer; see the type's documentation for the two switches.
+    pub fn new(allow_expired_crl: bool, defer_revoked: bool) -> Self {
+        Self {
+            failure: Arc::default(),
+            allow_expired_crl,
+            defer_revoked,
+        }
+    }
+
+    /// The callback for `set_verify_callback`.
+    pub fn callback(
+        &self,
+    ) -> impl Fn(bool, &mut X509StoreContextRef) -> bool + Send + Sync + 'static {
+        let this = self.clone();
+        move |ok, ctx| {
+            if ok {
+                return true;
+            }
+            let error = ctx.error();
+            if this.allow_expired_crl && error.as_raw() == openssl_sys::X509_V_ERR_CRL_HAS_EXPIRED {
+                return true;
+            }
+            let mut slot = this.failure.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                let cert = ctx.current_cert();
+                *slot = Some(VerifyFailure {
+                    error,
+                    subject: cert
+                        .map(|c| name_to_string(c.subject_name()))
+                        .unwrap_or_default(),
+                    serial: cert.map(serial_hex).unwrap_or_default(),
+                    names: cert
+                        .map(|c| certificate_names(c).join(", "))
+                        .unwrap_or_default(),
+                });
+            }
+            this.defer_revoked && error.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED
+        }
+    }
+
+    /// The first failure seen, if any.
+    pub fn failure(&self) -> Option<VerifyFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A certificate's serial number in hex.
+pub fn serial_hex(cert: &X509Ref) -> String {
+    cert.serial_number()
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// Days until `cert` expires (negative once expired) and whether it is valid yet.

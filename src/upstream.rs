@@ -8,11 +8,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openssl::ssl::{SslConnector, SslVerifyMode};
-use openssl::x509::X509VerifyResult;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -22,7 +20,7 @@ use crate::config::schema::TlsNegotiation;
 use crate::protocol::sqlstate::{SqlState, UNABLE_TO_CONNECT};
 use crate::protocol::startup::SSL_REQUEST;
 use crate::settings::UpstreamSettings;
-use crate::tls;
+use crate::tls::{self, VerifyObserver};
 
 /// A verified TLS connection to the upstream.
 pub struct Upstream {
@@ -87,6 +85,20 @@ pub enum UpstreamError {
         /// Subject of the certificate that failed.
         subject: String,
     },
+    /// A certificate in the server's chain is revoked.
+    #[error(
+        "upstream server certificate revoked ({check}) ({addr}): subject {subject}, serial {serial}"
+    )]
+    Revoked {
+        /// The server.
+        addr: SocketAddr,
+        /// Which check found it: "CRL" or "OCSP".
+        check: &'static str,
+        /// Subject of the revoked certificate.
+        subject: String,
+        /// Its serial number.
+        serial: String,
+    },
     /// The certificate is valid but for another name.
     #[error(
         "upstream server certificate does not match the expected host name ({addr}): expected \"{expected}\", certificate is for {found}"
@@ -137,6 +149,9 @@ impl UpstreamError {
         match self {
             UpstreamError::Untrusted { .. } => Some(
                 "Check upstream.ca in the pgt-proxy configuration: it must hold the CA that issued the server's certificate.",
+            ),
+            UpstreamError::Revoked { .. } => Some(
+                "The server's certificate (or one of its CAs) is revoked; it needs a new certificate.",
             ),
             UpstreamError::HostnameMismatch { .. } => Some(
                 "Set upstream.tls_server_name to a name the server's certificate carries, or reissue the certificate.",
@@ -216,7 +231,14 @@ async fn connect_addr_inner(
     if settings.negotiation == TlsNegotiation::Postgres {
         negotiate_ssl_request(&mut tcp, addr).await?;
     }
-    handshake(tcp, addr, &settings.server_name, connector).await
+    handshake(
+        tcp,
+        addr,
+        &settings.server_name,
+        connector,
+        settings.allow_expired_crl,
+    )
+    .await
 }
 
 /// Sends SSLRequest and requires a lone 'S'.
@@ -250,19 +272,13 @@ async fn negotiate_ssl_request(tcp: &mut TcpStream, addr: SocketAddr) -> Result<
     }
 }
 
-/// What the verify callback saw first go wrong.
-struct VerifyFailure {
-    error: X509VerifyResult,
-    subject: String,
-    names: String,
-}
-
 /// The TLS handshake with chain and host name verification.
 async fn handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     server_name: &str,
     connector: &SslConnector,
+    allow_expired_crl: bool,
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
     let openssl_error = |e: openssl::error::ErrorStack| UpstreamError::Handshake {
         addr,
@@ -275,60 +291,41 @@ async fn handshake(
         .map_err(openssl_error)?
         .into_ssl(server_name)
         .map_err(openssl_error)?;
-    let failure: Arc<Mutex<Option<VerifyFailure>>> = Arc::default();
-    let seen = Arc::clone(&failure);
-    ssl.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
-        if !ok {
-            let mut slot = seen.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                let (subject, names) = ctx
-                    .current_cert()
-                    .map(|c| {
-                        (
-                            tls::name_to_string(c.subject_name()),
-                            tls::certificate_names(c).join(", "),
-                        )
-                    })
-                    .unwrap_or_default();
-                *slot = Some(VerifyFailure {
-                    error: ctx.error(),
-                    subject,
-                    names,
-                });
-            }
-        }
-        ok
-    });
+    let observer = VerifyObserver::new(allow_expired_crl, false);
+    ssl.set_verify_callback(SslVerifyMode::PEER, observer.callback());
     let mut stream = SslStream::new(ssl, tcp).map_err(openssl_error)?;
     match Pin::new(&mut stream).connect().await {
         Ok(()) => Ok(stream),
-        Err(e) => {
-            let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
-            Err(match failure {
-                Some(f)
-                    if f.error.as_raw() == openssl_sys::X509_V_ERR_HOSTNAME_MISMATCH
-                        || f.error.as_raw() == openssl_sys::X509_V_ERR_IP_ADDRESS_MISMATCH =>
-                {
-                    UpstreamError::HostnameMismatch {
-                        addr,
-                        expected: server_name.to_owned(),
-                        found: if f.names.is_empty() {
-                            "no name".into()
-                        } else {
-                            f.names
-                        },
-                    }
+        Err(e) => Err(match observer.failure() {
+            Some(f) if f.is_revoked() => UpstreamError::Revoked {
+                addr,
+                check: "CRL",
+                subject: f.subject,
+                serial: f.serial,
+            },
+            Some(f)
+                if f.error.as_raw() == openssl_sys::X509_V_ERR_HOSTNAME_MISMATCH
+                    || f.error.as_raw() == openssl_sys::X509_V_ERR_IP_ADDRESS_MISMATCH =>
+            {
+                UpstreamError::HostnameMismatch {
+                    addr,
+                    expected: server_name.to_owned(),
+                    found: if f.names.is_empty() {
+                        "no name".into()
+                    } else {
+                        f.names
+                    },
                 }
-                Some(f) => UpstreamError::Untrusted {
-                    addr,
-                    reason: f.error.error_string().to_owned(),
-                    subject: f.subject,
-                },
-                None => UpstreamError::Handshake {
-                    addr,
-                    detail: tls::describe_ssl_error(&e),
-                },
-            })
-        }
+            }
+            Some(f) => UpstreamError::Untrusted {
+                addr,
+                reason: f.error.error_string().to_owned(),
+                subject: f.subject,
+            },
+            None => UpstreamError::Handshake {
+                addr,
+                detail: tls::describe_ssl_error(&e),
+            },
+        }),
     }
 }

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     /// Logging.
     pub log: RawLog,
+    /// TLS settings that apply to both legs.
+    pub tls: RawTls,
 }
 
 /// `[listen]`: where clients connect and how their TLS is set up.
@@ -49,6 +51,14 @@ pub struct RawListen {
     pub shutdown_timeout: Duration,
     /// Offer TLS session resumption (tickets and the session cache) to clients.
     pub session_tickets: bool,
+    /// Trust anchors for client certificates (a PEM file or a directory of PEM files). When
+    /// set, every client must present a certificate that chains to them.
+    pub client_ca: Option<String>,
+    /// Whether the StartupMessage's user must match the client certificate: "off", "cn"
+    /// (the subject's common name, PostgreSQL's clientcert=verify-full rule) or "san-email".
+    pub client_cert_user: ClientCertUser,
+    /// Revocation lists for client certificates: a PEM file or a directory of PEM files.
+    pub client_crl: Option<PathBuf>,
 }
 
 impl Default for RawListen {
@@ -65,6 +75,9 @@ impl Default for RawListen {
             startup_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             session_tickets: false,
+            client_ca: None,
+            client_cert_user: ClientCertUser::Off,
+            client_crl: None,
         }
     }
 }
@@ -90,6 +103,8 @@ pub struct RawUpstream {
     /// Bound on resolving, connecting and the TLS handshake, per address tried.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Revocation lists for the server's certificate chain: a PEM file or a directory.
+    pub crl: Option<PathBuf>,
 }
 
 impl Default for RawUpstream {
@@ -103,6 +118,7 @@ impl Default for RawUpstream {
             client_private_key: None,
             tls_negotiation: TlsNegotiation::Postgres,
             connect_timeout: Duration::from_secs(10),
+            crl: None,
         }
     }
 }
@@ -127,6 +143,30 @@ impl Default for RawLog {
             level: "info".into(),
             format: LogFormat::Text,
             target: LogTarget::Auto,
+        }
+    }
+}
+
+/// `[tls]`: settings that apply to both legs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// Which certificates CRLs are checked for: "chain" (every certificate below the trust
+    /// anchor) or "leaf" (the peer's own certificate only).
+    pub crl_check: CrlCheck,
+    /// Accept a CRL past its nextUpdate instead of failing verification.
+    pub crl_allow_expired: bool,
+    /// How often CRL files are checked for changes (a change reloads the configuration).
+    #[serde(with = "humantime_serde")]
+    pub crl_refresh: Duration,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            crl_check: CrlCheck::Chain,
+            crl_allow_expired: false,
+            crl_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -204,5 +244,27 @@ string_enum! {
         Journald = "journald",
         /// Standard error.
         Stderr = "stderr",
+    }
+}
+
+string_enum! {
+    /// Which client certificate field the StartupMessage's user must equal.
+    ClientCertUser {
+        /// No check: any user may log in with a valid certificate.
+        Off = "off",
+        /// The subject's common name (PostgreSQL's clientcert=verify-full).
+        Cn = "cn",
+        /// An e-mail address in the subject alternative names.
+        SanEmail = "san-email",
+    }
+}
+
+string_enum! {
+    /// The certificates a CRL is required for.
+    CrlCheck {
+        /// Every certificate in the chain below the trust anchor.
+        Chain = "chain",
+        /// The peer's own certificate only.
+        Leaf = "leaf",
     }
 }
