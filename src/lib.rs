@@ -13,6 +13,7 @@
 //! - [`settings`]: what the proxy runs with, validated from the config.
 //! - [`client`]: the client leg up to the end of its TLS handshake.
 //! - [`upstream`]: the upstream leg: resolve, connect, negotiate, verify.
+//! - [`ocsp`]: OCSP revocation checks of a verified peer, with a cache.
 //! - [`session`]: one connection end to end, and its log line.
 //! - [`relay`]: bytes both ways after authentication.
 //! - [`cancel`]: the cancel-key registry and cancel forwarding.
@@ -28,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod framed;
 pub mod logging;
+pub mod ocsp;
 pub mod prefixed;
 pub mod protocol;
 pub mod relay;

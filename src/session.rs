@@ -123,6 +123,16 @@ pub enum SessionError {
     /// More than `listen.max_connections` clients.
     #[error("refused: too many connections (listen.max_connections)")]
     TooManyConnections,
+    /// OCSP says the client's certificate is revoked, or (hard-fail) could not say it is good.
+    #[error("client certificate {problem}: subject {subject}, serial {serial}")]
+    ClientCertificateOcsp {
+        /// What OCSP found.
+        problem: String,
+        /// The certificate's subject.
+        subject: String,
+        /// Its serial.
+        serial: String,
+    },
     /// The StartupMessage's user does not match the client certificate
     /// (`listen.client_cert_user`).
     #[error(
@@ -151,7 +161,9 @@ impl SessionError {
             SessionError::UnsupportedProtocol(..) => {
                 (sqlstate::FEATURE_NOT_SUPPORTED, self.to_string(), None, None)
             }
-            SessionError::NoUser | SessionError::CertificateUser { .. } => {
+            SessionError::NoUser
+            | SessionError::CertificateUser { .. }
+            | SessionError::ClientCertificateOcsp { .. } => {
                 (sqlstate::INVALID_AUTHORIZATION, self.to_string(), None, None)
             }
             SessionError::ChannelBinding => (
@@ -231,6 +243,32 @@ impl CertIdentity {
             serial: crate::tls::serial_hex(cert),
             issuer: crate::tls::name_to_string(cert.issuer_name()),
         }
+    }
+}
+
+/// OCSP for a verified client certificate: revoked is refused; unknown is refused in
+/// hard-fail and logged in soft-fail.
+async fn check_client_ocsp(
+    ocsp: &crate::ocsp::OcspChecker,
+    client: &ClientStream,
+    settings: &Settings,
+) -> Result<(), SessionError> {
+    use crate::ocsp::{OcspError, OcspMode};
+    match ocsp.check(client.ssl(), settings.acceptor.context()).await {
+        Ok(()) => Ok(()),
+        Err((OcspError::Unknown(reason), who)) if ocsp.mode() == OcspMode::SoftFail => {
+            tracing::warn!(
+                subject = who.subject,
+                serial = who.serial,
+                "client certificate revocation status unknown (OCSP): {reason}; accepted (listen.client_ocsp = \"soft-fail\")"
+            );
+            Ok(())
+        }
+        Err((e, who)) => Err(SessionError::ClientCertificateOcsp {
+            problem: e.to_string(),
+            subject: who.subject,
+            serial: who.serial,
+        }),
     }
 }
 
@@ -407,7 +445,16 @@ async fn open(
     let (mut client, upstream) = if listen.client_certs.is_some() {
         // With client certificates required, nobody reaches the upstream before their
         // certificate has verified.
-        let client = client_leg.await?;
+        let mut client = client_leg.await?;
+        if let Some(ocsp) = &listen.client_ocsp
+            && let Err(e) = check_client_ocsp(ocsp, &client, settings).await
+        {
+            record.client_cert = client
+                .ssl()
+                .peer_certificate()
+                .map(|c| CertIdentity::of(&c));
+            return fail(&mut client, e).await;
+        }
         (client, upstream_leg.await?)
     } else {
         tokio::try_join!(client_leg, upstream_leg)?

@@ -6,12 +6,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::ssl::{SslAcceptor, SslConnector};
 
-use crate::config::schema::{ClientCertUser, LogFormat, LogTarget, TlsNegotiation};
+use crate::config::schema::{ClientCertUser, LogFormat, LogTarget, OcspMode, TlsNegotiation};
 use crate::config::{ConfigError, LoadedConfig};
+use crate::ocsp::OcspChecker;
 use crate::tls::{self, TlsSetupError};
 
 /// The validated configuration and the TLS contexts built from it.
@@ -60,6 +62,8 @@ pub struct ListenSettings {
     pub client_certs: Option<ClientCertPolicy>,
     /// Accept an expired CRL (`tls.crl_allow_expired`).
     pub allow_expired_crl: bool,
+    /// OCSP for client certificates.
+    pub client_ocsp: Option<Arc<OcspChecker>>,
 }
 
 /// What is required of client certificates.
@@ -84,6 +88,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Accept an expired CRL (`tls.crl_allow_expired`).
     pub allow_expired_crl: bool,
+    /// OCSP for the server's certificate.
+    pub ocsp: Option<Arc<OcspChecker>>,
 }
 
 impl Settings {
@@ -139,6 +145,30 @@ impl Settings {
                 String::new()
             }
         };
+        if raw.listen.client_ocsp != OcspMode::Off && raw.listen.client_ca.is_none() {
+            key_error(
+                "listen.client_ocsp",
+                "needs listen.client_ca (client certificates are not requested without it)".into(),
+            );
+        }
+        for (key, url) in [
+            (
+                "listen.client_ocsp_responder",
+                &raw.listen.client_ocsp_responder,
+            ),
+            ("upstream.ocsp_responder", &raw.upstream.ocsp_responder),
+        ] {
+            if let Some(url) = url
+                && !url.starts_with("http://")
+            {
+                key_error(
+                    key,
+                    format!(
+                        "{url:?} must be an http:// URL (OCSP responses are signed; TLS is not used)"
+                    ),
+                );
+            }
+        }
         if raw.upstream.port == 0 {
             key_error("upstream.port", "must be 1 to 65535".into());
         }
@@ -204,6 +234,12 @@ impl Settings {
                         user: raw.listen.client_cert_user,
                     }),
                     allow_expired_crl: raw.tls.crl_allow_expired,
+                    client_ocsp: OcspChecker::new(
+                        raw.listen.client_ocsp,
+                        raw.listen.client_ocsp_responder.clone(),
+                        raw.tls.ocsp_timeout,
+                    )
+                    .map(Arc::new),
                 },
                 upstream: UpstreamSettings {
                     host,
@@ -212,6 +248,12 @@ impl Settings {
                     negotiation: raw.upstream.tls_negotiation,
                     connect_timeout: raw.upstream.connect_timeout,
                     allow_expired_crl: raw.tls.crl_allow_expired,
+                    ocsp: OcspChecker::new(
+                        raw.upstream.ocsp,
+                        raw.upstream.ocsp_responder.clone(),
+                        raw.tls.ocsp_timeout,
+                    )
+                    .map(Arc::new),
                 },
                 log_level: raw.log.level.clone(),
                 log_format: raw.log.format,

@@ -17,6 +17,7 @@ use tokio::time::timeout;
 use tokio_openssl::SslStream;
 
 use crate::config::schema::TlsNegotiation;
+use crate::ocsp::{OcspError, OcspMode};
 use crate::protocol::sqlstate::{SqlState, UNABLE_TO_CONNECT};
 use crate::protocol::startup::SSL_REQUEST;
 use crate::settings::UpstreamSettings;
@@ -97,6 +98,20 @@ pub enum UpstreamError {
         /// Subject of the revoked certificate.
         subject: String,
         /// Its serial number.
+        serial: String,
+    },
+    /// OCSP could not establish that the server's certificate is good (hard-fail).
+    #[error(
+        "upstream server certificate revocation status unknown (OCSP) ({addr}): {reason} (subject {subject}, serial {serial})"
+    )]
+    OcspUnknown {
+        /// The server.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+        /// Subject of the certificate.
+        subject: String,
+        /// Its serial.
         serial: String,
     },
     /// The certificate is valid but for another name.
@@ -231,14 +246,42 @@ async fn connect_addr_inner(
     if settings.negotiation == TlsNegotiation::Postgres {
         negotiate_ssl_request(&mut tcp, addr).await?;
     }
-    handshake(
+    let stream = handshake(
         tcp,
         addr,
         &settings.server_name,
         connector,
         settings.allow_expired_crl,
     )
-    .await
+    .await?;
+    if let Some(ocsp) = &settings.ocsp {
+        match ocsp.check(stream.ssl(), connector.context()).await {
+            Ok(()) => {}
+            Err((OcspError::Revoked, who)) => {
+                return Err(UpstreamError::Revoked {
+                    addr,
+                    check: "OCSP",
+                    subject: who.subject,
+                    serial: who.serial,
+                });
+            }
+            Err((OcspError::Unknown(reason), who)) => {
+                if ocsp.mode() == OcspMode::HardFail {
+                    return Err(UpstreamError::OcspUnknown {
+                        addr,
+                        reason,
+                        subject: who.subject,
+                        serial: who.serial,
+                    });
+                }
+                tracing::warn!(
+                    upstream = %addr, subject = who.subject, serial = who.serial,
+                    "upstream certificate revocation status unknown (OCSP): {reason}; accepted (upstream.ocsp = \"soft-fail\")"
+                );
+            }
+        }
+    }
+    Ok(stream)
 }
 
 /// Sends SSLRequest and requires a lone 'S'.

@@ -59,6 +59,10 @@ pub struct RawListen {
     pub client_cert_user: ClientCertUser,
     /// Revocation lists for client certificates: a PEM file or a directory of PEM files.
     pub client_crl: Option<PathBuf>,
+    /// OCSP for client certificates: "off", "soft-fail" or "hard-fail".
+    pub client_ocsp: OcspMode,
+    /// OCSP responder URL for client certificates, instead of their AIA extension.
+    pub client_ocsp_responder: Option<String>,
 }
 
 impl Default for RawListen {
@@ -78,6 +82,8 @@ impl Default for RawListen {
             client_ca: None,
             client_cert_user: ClientCertUser::Off,
             client_crl: None,
+            client_ocsp: OcspMode::Off,
+            client_ocsp_responder: None,
         }
     }
 }
@@ -105,6 +111,10 @@ pub struct RawUpstream {
     pub connect_timeout: Duration,
     /// Revocation lists for the server's certificate chain: a PEM file or a directory.
     pub crl: Option<PathBuf>,
+    /// OCSP for the server's certificate: "off", "soft-fail" or "hard-fail".
+    pub ocsp: OcspMode,
+    /// OCSP responder URL, instead of the certificate's AIA extension.
+    pub ocsp_responder: Option<String>,
 }
 
 impl Default for RawUpstream {
@@ -119,6 +129,8 @@ impl Default for RawUpstream {
             tls_negotiation: TlsNegotiation::Postgres,
             connect_timeout: Duration::from_secs(10),
             crl: None,
+            ocsp: OcspMode::Off,
+            ocsp_responder: None,
         }
     }
 }
@@ -159,6 +171,9 @@ pub struct RawTls {
     /// How often CRL files are checked for changes (a change reloads the configuration).
     #[serde(with = "humantime_serde")]
     pub crl_refresh: Duration,
+    /// Bound on one OCSP exchange with a responder.
+    #[serde(with = "humantime_serde")]
+    pub ocsp_timeout: Duration,
 }
 
 impl Default for RawTls {
@@ -167,6 +182,7 @@ impl Default for RawTls {
             crl_check: CrlCheck::Chain,
             crl_allow_expired: false,
             crl_refresh: Duration::from_secs(60),
+            ocsp_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -266,5 +282,17 @@ string_enum! {
         Chain = "chain",
         /// The peer's own certificate only.
         Leaf = "leaf",
+    }
+}
+
+string_enum! {
+    /// What OCSP does when a certificate's status cannot be established.
+    OcspMode {
+        /// No OCSP.
+        Off = "off",
+        /// "revoked" refuses; "unknown" or an unreachable responder logs a warning and accepts.
+        SoftFail = "soft-fail",
+        /// Only "good" is accepted.
+        HardFail = "hard-fail",
     }
 }

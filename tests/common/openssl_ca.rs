@@ -63,6 +63,66 @@ impl OpenSslCa {
         self.openssl_ca(&["-revoke", path.to_str().unwrap()]);
     }
 
+    /// Records `cert` as valid in the CA's database (what `openssl ocsp` answers "good" for;
+    /// certificates missing from it are "unknown").
+    pub fn register(&self, cert: &Issued) {
+        let serial = cert
+            .cert
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_string();
+        let subject: String = cert
+            .cert
+            .subject_name()
+            .entries()
+            .map(|e| {
+                format!(
+                    "/{}={}",
+                    e.object().nid().short_name().unwrap(),
+                    e.data().to_string().unwrap()
+                )
+            })
+            .collect();
+        let line = format!("V\t491231235959Z\t\t{serial}\tunknown\t{subject}\n");
+        let mut index = std::fs::read_to_string(self.dir.join("index.txt")).unwrap();
+        index.push_str(&line);
+        std::fs::write(self.dir.join("index.txt"), index).unwrap();
+    }
+
+    /// Starts `openssl ocsp` on 127.0.0.1:`port`, signing with the CA itself, answers valid
+    /// for `next_minutes`; with `requests`, it exits after serving that many.
+    pub fn responder(&self, port: u16, next_minutes: u32, requests: Option<u32>) -> Responder {
+        let log = self.dir.join(format!("ocsp-{port}.log"));
+        let mut cmd = Command::new("openssl");
+        cmd.arg("ocsp")
+            .arg("-index")
+            .arg(self.dir.join("index.txt"))
+            .args(["-port", &port.to_string()])
+            .arg("-rsigner")
+            .arg(self.dir.join("ca.crt"))
+            .arg("-rkey")
+            .arg(self.dir.join("ca.key"))
+            .arg("-CA")
+            .arg(self.dir.join("ca.crt"))
+            .args(["-nmin", &next_minutes.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(n) = requests {
+            cmd.args(["-nrequest", &n.to_string()]);
+        }
+        super::die_with_parent(&mut cmd, libc::SIGKILL);
+        let child = cmd.spawn().expect("openssl ocsp");
+        // Not a test connection: `openssl ocsp` (3.0) hangs on a connection that closes
+        // without a request, so wait for its own word that it listens.
+        super::wait_for("the OCSP responder", std::time::Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("waiting for OCSP client connections").then_some(())
+        });
+        Responder { child }
+    }
     /// Writes a CRL valid from now for a day.
     pub fn gencrl(&self, out: &Path) {
         self.openssl_ca(&["-gencrl", "-crldays", "1", "-out", out.to_str().unwrap()]);
@@ -84,4 +144,23 @@ impl OpenSslCa {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A running `openssl ocsp` responder, killed on drop.
+pub struct Responder {
+    child: std::process::Child,
+}
+
+impl Responder {
+    /// Whether it has exited (with `-nrequest`, after serving its requests).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

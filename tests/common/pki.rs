@@ -197,6 +197,40 @@ impl Ca {
         }
     }
 
+    /// [`Ca::issue`] with an AIA extension naming `ocsp_url` as the OCSP responder.
+    pub fn issue_with_ocsp(&self, cn: &str, sans: &[&str], ocsp_url: &str) -> Issued {
+        let key = new_key();
+        let mut b = builder(cn, &key, Validity::Current);
+        b.set_issuer_name(self.issued.cert.subject_name()).unwrap();
+        let mut san = SubjectAlternativeName::new();
+        for s in sans {
+            match s.split_once(':') {
+                Some(("DNS", v)) => san.dns(v),
+                Some(("IP", v)) => san.ip(v),
+                _ => panic!("bad SAN {s}"),
+            };
+        }
+        let ext = san
+            .build(&b.x509v3_context(Some(&self.issued.cert), None))
+            .unwrap();
+        b.append_extension(ext).unwrap();
+        #[allow(deprecated)]
+        let aia = openssl::x509::X509Extension::new(
+            None,
+            Some(&b.x509v3_context(Some(&self.issued.cert), None)),
+            "authorityInfoAccess",
+            &format!("OCSP;URI:{ocsp_url}"),
+        )
+        .unwrap();
+        b.append_extension(aia).unwrap();
+        self.sign(&mut b);
+        Issued {
+            cert: b.build(),
+            key,
+            chain: Vec::new(),
+        }
+    }
+
     fn is_intermediate(&self) -> bool {
         self.issued.cert.subject_name().to_der().unwrap()
             != self.issued.cert.issuer_name().to_der().unwrap()
