@@ -6,6 +6,7 @@ use std::fmt::Write;
 use openssl::x509::X509;
 
 use crate::config::{ConfigError, LoadedConfig};
+use crate::fips::ProviderInfo;
 use crate::settings::Settings;
 use crate::tls;
 
@@ -15,10 +16,12 @@ fn is_secret(key: &str) -> bool {
     key.contains("password") || key.contains("secret")
 }
 
-/// Builds the report; the boolean is true when the configuration is usable.
+/// Builds the report; the boolean is true when the configuration is usable. `fips` is
+/// `Some(provider in use, or None)` once FIPS mode was decided.
 pub fn report(
     loaded: Result<&LoadedConfig, &[ConfigError]>,
     settings: Option<Result<&Settings, &[ConfigError]>>,
+    fips: Option<Option<&ProviderInfo>>,
 ) -> (String, bool) {
     let mut out = String::new();
     let loaded = match loaded {
@@ -78,6 +81,23 @@ pub fn report(
                 describe_cert(&mut out, "upstream.client_certificate", cert);
             }
             let _ = writeln!(out, "  upstream.ca: {}", loaded.raw.upstream.ca);
+            match fips {
+                Some(Some(provider)) => {
+                    let _ = writeln!(out, "FIPS mode: active, {provider}");
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "FIPS mode: off (tls.fips = {:?}; kernel FIPS mode {})",
+                        String::from(loaded.raw.tls.fips),
+                        if crate::fips::kernel_fips_enabled() {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                    );
+                }
+            }
             for w in &settings.warnings {
                 let _ = writeln!(out, "warning: {w}");
             }

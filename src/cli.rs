@@ -147,15 +147,7 @@ pub struct KeyFlags {
 impl Cli {
     /// The clap command with the runtime version string (which names OpenSSL).
     pub fn full_command() -> clap::Command {
-        let version: &'static str = Box::leak(
-            format!(
-                "{} ({})",
-                env!("CARGO_PKG_VERSION"),
-                openssl::version::version()
-            )
-            .into_boxed_str(),
-        );
-        Self::command().version(version)
+        Self::command().version(version_string(false))
     }
 
     /// Writes the man page, generated from the same definitions as `--help`.
@@ -165,7 +157,11 @@ impl Cli {
 
     /// Parses the process's arguments; `--version` includes the OpenSSL version in use.
     pub fn parse_args() -> Self {
-        let matches = Self::full_command().get_matches();
+        // Describing the FIPS provider loads it, which only `--version` should do.
+        let asks_version = std::env::args_os().any(|a| a == "--version" || a == "-V");
+        let matches = Self::command()
+            .version(version_string(asks_version))
+            .get_matches();
         match Self::from_arg_matches(&matches) {
             Ok(cli) => cli,
             Err(e) => e.exit(),
@@ -212,6 +208,30 @@ impl Cli {
             flags,
         }
     }
+}
+
+/// `0.1.0 (OpenSSL 3.0.19 ...)`, and with `fips`, what FIPS support this machine has.
+fn version_string(fips: bool) -> &'static str {
+    let mut text = format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        openssl::version::version()
+    );
+    if fips {
+        let provider = crate::fips::available_provider()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "not available".into());
+        let kernel = if crate::fips::kernel_fips_enabled() {
+            "on"
+        } else {
+            "off"
+        };
+        text.push_str(&format!(
+            "\nFIPS provider: {provider}\nkernel FIPS mode: {kernel} (tls.fips = \"auto\" follows it)"
+        ));
+    }
+    // Built once per process, for clap's lifetime.
+    Box::leak(text.into_boxed_str())
 }
 
 #[cfg(test)]

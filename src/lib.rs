@@ -9,6 +9,7 @@
 //! - [`prefixed`]: replaying read-ahead bytes to OpenSSL (direct TLS detection).
 //! - [`socket`]: TCP options both legs use.
 //! - [`config`]: what the user wrote: schema and layers, with each value's origin.
+//! - [`fips`]: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
 //! - [`tls`]: building the OpenSSL contexts; the TLS policy.
 //! - [`settings`]: what the proxy runs with, validated from the config.
 //! - [`client`]: the client leg up to the end of its TLS handshake.
@@ -27,6 +28,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fips;
 pub mod framed;
 pub mod logging;
 pub mod ocsp;

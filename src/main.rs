@@ -1,11 +1,13 @@
 //! The `pgt-proxy` binary: parse the command line, load and validate the configuration
-//! before binding anything, then run the server until SIGTERM or SIGINT.
+//! (and set up FIPS mode) before binding anything, then run the server until SIGTERM or
+//! SIGINT.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use pgt_proxy::cli::{Cli, Command};
-use pgt_proxy::config::{self, ConfigError};
+use pgt_proxy::config::{self, ConfigError, LoadedConfig, Overrides};
+use pgt_proxy::fips::{self, ProviderInfo};
 use pgt_proxy::service::{self, Service};
 use pgt_proxy::settings::Settings;
 use pgt_proxy::{check, logging, server, session};
@@ -15,18 +17,17 @@ const EX_UNAVAILABLE: u8 = 69;
 /// sysexits.h: EX_CONFIG.
 const EX_CONFIG: u8 = 78;
 
+/// Reads every configuration layer; the process environment is the variables layer.
+fn load_config(overrides: &Overrides) -> Result<LoadedConfig, Vec<ConfigError>> {
+    // Only valid UTF-8 variables can be configuration; others are skipped, not a panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    config::load(overrides, env)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     let overrides = cli.overrides();
-    // Start-up, check-config and every reload load the configuration the same way.
-    let load = move || {
-        // Only valid UTF-8 variables can be configuration; others are skipped, not a panic.
-        let env = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-        let loaded = config::load(&overrides, env)?;
-        let settings = Settings::from_config(&loaded);
-        Ok::<_, Vec<ConfigError>>((loaded, settings))
-    };
 
     if cli.command == Some(Command::Manpage) {
         return match Cli::write_man_page(&mut std::io::stdout()) {
@@ -38,11 +39,34 @@ fn main() -> ExitCode {
         };
     }
 
+    let loaded = load_config(&overrides);
+    // FIPS mode and tls.openssl_config apply to the whole process, once, before any TLS
+    // context exists; reloads keep them.
+    let fips = loaded.as_ref().ok().map(|l| fips::prepare(&l.raw.tls));
+    let fips_error = match &fips {
+        Some(Err(e)) => Some(ConfigError::Key {
+            origin: loaded
+                .as_ref()
+                .map(|l| l.origin("tls.fips"))
+                .unwrap_or(config::Origin::Default),
+            key: "tls.fips".into(),
+            message: e.to_string(),
+        }),
+        _ => None,
+    };
+    let provider: Option<ProviderInfo> = fips.and_then(Result::ok).flatten();
+
     if cli.command == Some(Command::CheckConfig) {
-        let (text, ok) = match load() {
-            Err(errors) => check::report(Err(&errors), None),
-            Ok((loaded, settings)) => {
-                check::report(Ok(&loaded), Some(settings.as_ref().map_err(Vec::as_slice)))
+        let (text, ok) = match (&loaded, fips_error) {
+            (Err(errors), _) => check::report(Err(errors), None, None),
+            (Ok(loaded), Some(e)) => check::report(Ok(loaded), Some(Err(&[e])), None),
+            (Ok(loaded), None) => {
+                let settings = Settings::from_config(loaded, provider.as_ref());
+                check::report(
+                    Ok(loaded),
+                    Some(settings.as_ref().map_err(Vec::as_slice)),
+                    Some(provider.as_ref()),
+                )
             }
         };
         print!("{text}");
@@ -53,9 +77,13 @@ fn main() -> ExitCode {
         };
     }
 
-    let settings = match load() {
-        Ok((_, Ok(settings))) => settings,
-        Err(errors) | Ok((_, Err(errors))) => return config_failure(&errors),
+    let settings = match (&loaded, fips_error) {
+        (Err(errors), _) => return config_failure(errors),
+        (Ok(_), Some(e)) => return config_failure(&[e]),
+        (Ok(loaded), None) => match Settings::from_config(loaded, provider.as_ref()) {
+            Ok(settings) => settings,
+            Err(errors) => return config_failure(&errors),
+        },
     };
     let log_warning = logging::init(
         &settings.log_level,
@@ -64,6 +92,10 @@ fn main() -> ExitCode {
     );
     if let Some(warning) = log_warning {
         tracing::warn!("{warning}");
+    }
+    match &provider {
+        Some(p) => tracing::info!("FIPS mode active: {p}"),
+        None => tracing::info!("FIPS mode off"),
     }
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
@@ -98,11 +130,11 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION")
         );
         let shared = session::Shared::new(settings);
-        let service = Service::new(
-            Arc::clone(&shared),
-            listeners.len(),
-            Box::new(move || load().and_then(|(_, settings)| settings)),
-        );
+        let reload = move || {
+            let loaded = load_config(&overrides)?;
+            Settings::from_config(&loaded, provider.as_ref())
+        };
+        let service = Service::new(Arc::clone(&shared), listeners.len(), Box::new(reload));
         // READY=1 first: nothing may notify before it.
         service.ready();
         tokio::spawn(Arc::clone(&service).report_status());

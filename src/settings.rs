@@ -13,6 +13,7 @@ use openssl::ssl::{SslAcceptor, SslConnector};
 
 use crate::config::schema::{ClientCertUser, LogFormat, LogTarget, OcspMode, TlsNegotiation};
 use crate::config::{ConfigError, LoadedConfig};
+use crate::fips::ProviderInfo;
 use crate::ocsp::OcspChecker;
 use crate::tls::{self, TlsSetupError};
 
@@ -39,6 +40,8 @@ pub struct Settings {
     pub crl_paths: Vec<PathBuf>,
     /// How often they are checked.
     pub crl_refresh: Duration,
+    /// The FIPS provider in use, when FIPS mode is active.
+    pub fips: Option<ProviderInfo>,
 }
 
 /// `[listen]`, validated.
@@ -93,8 +96,12 @@ pub struct UpstreamSettings {
 }
 
 impl Settings {
-    /// Validates `loaded` and builds the TLS contexts, reporting every problem found.
-    pub fn from_config(loaded: &LoadedConfig) -> Result<Settings, Vec<ConfigError>> {
+    /// Validates `loaded` and builds the TLS contexts, reporting every problem found. `fips`
+    /// is the provider activated at start ([`crate::fips::activate`]), if FIPS mode is on.
+    pub fn from_config(
+        loaded: &LoadedConfig,
+        fips: Option<&ProviderInfo>,
+    ) -> Result<Settings, Vec<ConfigError>> {
         let raw = &loaded.raw;
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -196,10 +203,10 @@ impl Settings {
                 message: e.to_string(),
             });
         };
-        let acceptor = tls::build_acceptor(&raw.listen, &raw.tls)
+        let acceptor = tls::build_acceptor(&raw.listen, &raw.tls, fips.is_some())
             .map_err(|e| tls_error(&mut errors, e))
             .ok();
-        let connector = tls::build_connector(&raw.upstream, &raw.tls)
+        let connector = tls::build_connector(&raw.upstream, &raw.tls, fips.is_some())
             .map_err(|e| tls_error(&mut errors, e))
             .ok();
         if let Some(cert) = acceptor.as_ref().and_then(|a| a.context().certificate()) {
@@ -267,6 +274,7 @@ impl Settings {
                     .cloned()
                     .collect(),
                 crl_refresh: raw.tls.crl_refresh,
+                fips: fips.cloned(),
             }),
             _ => Err(errors),
         }

@@ -38,6 +38,18 @@ pub const TLS13_CIPHERSUITES: &str =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 /// Key exchange groups, in preference order.
 pub const GROUPS: &str = "X25519:P-256:P-384";
+/// FIPS mode, TLS 1.2: ECDHE with AES-GCM only.
+pub const FIPS_TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
+/// FIPS mode, TLS 1.3: the AES-GCM suites (no ChaCha20-Poly1305).
+pub const FIPS_TLS13_CIPHERSUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
+/// FIPS mode groups: the NIST curves. Listed explicitly because the 3.0.8 and 3.1.2 FIPS
+/// providers still register X25519 as fips=yes.
+pub const FIPS_GROUPS: &str = "P-256:P-384:P-521";
+/// FIPS mode signature algorithms: ECDSA and RSA(-PSS) with SHA-2 (no SHA-1, no EdDSA).
+pub const FIPS_SIGALGS: &str = "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:\
+rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:\
+rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
 /// A certificate that expires sooner than this is worth a warning.
 pub const EXPIRY_WARNING_DAYS: i32 = 30;
 
@@ -78,20 +90,32 @@ pub struct Identity {
 }
 
 /// Builds the client-facing acceptor from `[listen]` (and `[tls]` for revocation).
-pub fn build_acceptor(listen: &RawListen, tls: &RawTls) -> Result<SslAcceptor, TlsSetupError> {
+pub fn build_acceptor(
+    listen: &RawListen,
+    tls: &RawTls,
+    fips: bool,
+) -> Result<SslAcceptor, TlsSetupError> {
     let identity = load_identity(
         ("listen.certificate", &listen.certificate),
         ("listen.private_key", &listen.private_key),
+        fips,
     )?;
     let mut b = match listen.min_tls_version {
         TlsVersion::V1_2 => SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?,
         TlsVersion::V1_3 => SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?,
     };
-    if listen.min_tls_version == TlsVersion::V1_2 {
-        b.set_cipher_list(TLS12_CIPHERS)?;
+    if fips {
+        b.set_cipher_list(FIPS_TLS12_CIPHERS)?;
+        b.set_ciphersuites(FIPS_TLS13_CIPHERSUITES)?;
+        b.set_groups_list(FIPS_GROUPS)?;
+        b.set_sigalgs_list(FIPS_SIGALGS)?;
+    } else {
+        if listen.min_tls_version == TlsVersion::V1_2 {
+            b.set_cipher_list(TLS12_CIPHERS)?;
+        }
+        b.set_ciphersuites(TLS13_CIPHERSUITES)?;
+        b.set_groups_list(GROUPS)?;
     }
-    b.set_ciphersuites(TLS13_CIPHERSUITES)?;
-    b.set_groups_list(GROUPS)?;
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
     // Idle sessions should not keep 2 x 16 KiB of record buffers each.
     b.set_mode(SslMode::RELEASE_BUFFERS);
@@ -100,12 +124,14 @@ pub fn build_acceptor(listen: &RawListen, tls: &RawTls) -> Result<SslAcceptor, T
         b.set_num_tickets(0)?;
         b.set_session_cache_mode(SslSessionCacheMode::OFF);
     }
-    b.set_certificate(&identity.chain[0])?;
+    let refused = |e| rejected("listen.certificate", &listen.certificate, e);
+    b.set_certificate(&identity.chain[0]).map_err(refused)?;
     for extra in &identity.chain[1..] {
-        b.add_extra_chain_cert(extra.clone())?;
+        b.add_extra_chain_cert(extra.clone()).map_err(refused)?;
     }
-    b.set_private_key(&identity.key)?;
-    b.check_private_key()?;
+    b.set_private_key(&identity.key)
+        .map_err(|e| rejected("listen.private_key", &listen.private_key, e))?;
+    b.check_private_key().map_err(refused)?;
     if let Some(client_ca) = &listen.client_ca {
         let mut store = trust_anchor_builder("listen.client_ca", client_ca)?;
         if let Some(crl) = &listen.client_crl {
@@ -136,12 +162,20 @@ pub fn build_acceptor(listen: &RawListen, tls: &RawTls) -> Result<SslAcceptor, T
 pub fn build_connector(
     upstream: &RawUpstream,
     tls: &RawTls,
+    fips: bool,
 ) -> Result<SslConnector, TlsSetupError> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    b.set_cipher_list(TLS12_CIPHERS)?;
-    b.set_ciphersuites(TLS13_CIPHERSUITES)?;
-    b.set_groups_list(GROUPS)?;
+    if fips {
+        b.set_cipher_list(FIPS_TLS12_CIPHERS)?;
+        b.set_ciphersuites(FIPS_TLS13_CIPHERSUITES)?;
+        b.set_groups_list(FIPS_GROUPS)?;
+        b.set_sigalgs_list(FIPS_SIGALGS)?;
+    } else {
+        b.set_cipher_list(TLS12_CIPHERS)?;
+        b.set_ciphersuites(TLS13_CIPHERSUITES)?;
+        b.set_groups_list(GROUPS)?;
+    }
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
     b.set_mode(SslMode::RELEASE_BUFFERS);
     b.set_verify(SslVerifyMode::PEER);
@@ -157,13 +191,16 @@ pub fn build_connector(
             let identity = load_identity(
                 ("upstream.client_certificate", cert),
                 ("upstream.client_private_key", key),
+                fips,
             )?;
-            b.set_certificate(&identity.chain[0])?;
+            let refused = |e| rejected("upstream.client_certificate", cert, e);
+            b.set_certificate(&identity.chain[0]).map_err(refused)?;
             for extra in &identity.chain[1..] {
-                b.add_extra_chain_cert(extra.clone())?;
+                b.add_extra_chain_cert(extra.clone()).map_err(refused)?;
             }
-            b.set_private_key(&identity.key)?;
-            b.check_private_key()?;
+            b.set_private_key(&identity.key)
+                .map_err(|e| rejected("upstream.client_private_key", key, e))?;
+            b.check_private_key().map_err(refused)?;
         }
         (None, None) => {}
         (Some(path), None) | (None, Some(path)) => {
@@ -184,6 +221,7 @@ pub fn build_connector(
 pub fn load_identity(
     (cert_key, cert_path): (&'static str, &Path),
     (key_key, key_path): (&'static str, &Path),
+    fips: bool,
 ) -> Result<Identity, TlsSetupError> {
     let pem = read(cert_key, cert_path)?;
     let chain = X509::stack_from_pem(&pem).map_err(|e| content(cert_key, cert_path, e))?;
@@ -208,7 +246,44 @@ pub fn load_identity(
             ),
         });
     }
+    if fips && let Err(why) = fips_usable_key(&key) {
+        return Err(TlsSetupError::Content {
+            key: key_key,
+            path: key_path.into(),
+            message: format!("the FIPS provider cannot use this key: {why}"),
+        });
+    }
     Ok(Identity { chain, key })
+}
+
+/// Keys a FIPS 140 provider can sign with: RSA of 2048 bits or more, ECDSA on P-256, P-384
+/// or P-521.
+fn fips_usable_key(key: &PKey<Private>) -> Result<(), String> {
+    use openssl::pkey::Id;
+    match key.id() {
+        Id::RSA if key.bits() >= 2048 => Ok(()),
+        Id::RSA => Err(format!(
+            "RSA keys must have at least 2048 bits, this one has {}",
+            key.bits()
+        )),
+        Id::EC => {
+            let curve = key
+                .ec_key()
+                .ok()
+                .and_then(|ec| ec.group().curve_name())
+                .and_then(|nid| nid.short_name().ok())
+                .unwrap_or("unknown");
+            match curve {
+                "prime256v1" | "secp384r1" | "secp521r1" => Ok(()),
+                other => Err(format!(
+                    "EC keys must be on P-256, P-384 or P-521, not {other}"
+                )),
+            }
+        }
+        other => Err(format!(
+            "{other:?} keys are not approved; use RSA (2048+) or ECDSA (P-256/384/521)"
+        )),
+    }
 }
 
 /// PostgreSQL's rule for its own key file: no group or other access, except group read
@@ -499,6 +574,18 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
     })
 }
 
+/// OpenSSL would not use a certificate or key (e.g. below the system's security level).
+fn rejected(key: &'static str, path: &Path, e: openssl::error::ErrorStack) -> TlsSetupError {
+    TlsSetupError::Content {
+        key,
+        path: path.into(),
+        message: format!(
+            "OpenSSL refuses it: {} (the system's OpenSSL security level may require a larger key)",
+            openssl_errors(&e)
+        ),
+    }
+}
+
 fn content(key: &'static str, path: &Path, e: openssl::error::ErrorStack) -> TlsSetupError {
     TlsSetupError::Content {
         key,
@@ -523,5 +610,24 @@ pub fn describe_ssl_error(e: &openssl::ssl::Error) -> String {
             "the peer closed the connection".into()
         }
         _ => e.to_string(),
+    }
+}
+
+/// OpenSSL's errors as "reason (detail)", without source file positions.
+pub fn openssl_errors(stack: &openssl::error::ErrorStack) -> String {
+    let parts: Vec<String> = stack
+        .errors()
+        .iter()
+        .map(|e| match (e.reason(), e.data()) {
+            (Some(r), Some(d)) => format!("{r} ({d})"),
+            (Some(r), None) => r.to_owned(),
+            (None, Some(d)) => d.to_owned(),
+            (None, None) => e.to_string(),
+        })
+        .collect();
+    if parts.is_empty() {
+        "no detail from OpenSSL".into()
+    } else {
+        parts.join("; ")
     }
 }

@@ -163,6 +163,12 @@ impl Default for RawLog {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTls {
+    /// FIPS mode: "off", "require" (refuse to start unless OpenSSL's FIPS provider works) or
+    /// "auto" ("require" when the kernel runs in FIPS mode).
+    pub fips: FipsMode,
+    /// An OpenSSL configuration file loaded at start, before any TLS context exists (e.g.
+    /// one that includes a fipsmodule.cnf for a provider outside the default paths).
+    pub openssl_config: Option<PathBuf>,
     /// Which certificates CRLs are checked for: "chain" (every certificate below the trust
     /// anchor) or "leaf" (the peer's own certificate only).
     pub crl_check: CrlCheck,
@@ -179,6 +185,8 @@ pub struct RawTls {
 impl Default for RawTls {
     fn default() -> Self {
         Self {
+            fips: FipsMode::Auto,
+            openssl_config: None,
             crl_check: CrlCheck::Chain,
             crl_allow_expired: false,
             crl_refresh: Duration::from_secs(60),
@@ -294,5 +302,17 @@ string_enum! {
         SoftFail = "soft-fail",
         /// Only "good" is accepted.
         HardFail = "hard-fail",
+    }
+}
+
+string_enum! {
+    /// Whether every cryptographic operation must go through OpenSSL's FIPS provider.
+    FipsMode {
+        /// The default providers.
+        Off = "off",
+        /// The FIPS provider, or no start.
+        Require = "require",
+        /// "require" when /proc/sys/crypto/fips_enabled is 1, else "off".
+        Auto = "auto",
     }
 }

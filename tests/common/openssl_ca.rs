@@ -117,10 +117,15 @@ impl OpenSslCa {
         let child = cmd.spawn().expect("openssl ocsp");
         // Not a test connection: `openssl ocsp` (3.0) hangs on a connection that closes
         // without a request, so wait for its own word that it listens.
-        super::wait_for("the OCSP responder", std::time::Duration::from_secs(10), || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains("waiting for OCSP client connections").then_some(())
-        });
+        super::wait_for(
+            "the OCSP responder",
+            std::time::Duration::from_secs(10),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.contains("waiting for OCSP client connections")
+                    .then_some(())
+            },
+        );
         Responder { child }
     }
     /// Writes a CRL valid from now for a day.
