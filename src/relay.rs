@@ -107,6 +107,20 @@ impl Pipe {
         self.need_flush = true;
     }
 
+    /// Reads into the (fully written) buffer; `cap` is 0 afterwards at end of stream.
+    fn poll_fill<R: AsyncRead + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: Pin<&mut R>,
+    ) -> Poll<io::Result<()>> {
+        self.pos = 0;
+        self.cap = 0;
+        let mut read_buf = ReadBuf::new(&mut self.buf);
+        ready!(reader.poll_read(cx, &mut read_buf))?;
+        self.cap = read_buf.filled().len();
+        Poll::Ready(Ok(()))
+    }
+
     /// Copies until the reader ends (then flushes and shuts the writer down) or an error.
     fn poll_copy<R, W>(
         &mut self,
@@ -120,18 +134,8 @@ impl Pipe {
     {
         loop {
             if self.pos == self.cap && !self.eof {
-                self.pos = 0;
-                self.cap = 0;
-                let mut read_buf = ReadBuf::new(&mut self.buf);
-                match reader.as_mut().poll_read(cx, &mut read_buf) {
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
-                        if n == 0 {
-                            self.eof = true;
-                        } else {
-                            self.cap = n;
-                        }
-                    }
+                match self.poll_fill(cx, reader.as_mut()) {
+                    Poll::Ready(Ok(())) => self.eof = self.cap == 0,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(PipeError::Read(e))),
                     Poll::Pending => {
                         // Nothing more to read for now: push out what was written.
@@ -183,11 +187,7 @@ impl Pipe {
                 return Poll::Ready(Ok(()));
             }
             if self.pos == self.cap {
-                self.pos = 0;
-                self.cap = 0;
-                let mut read_buf = ReadBuf::new(&mut self.buf);
-                ready!(reader.as_mut().poll_read(cx, &mut read_buf)).map_err(PipeError::Read)?;
-                self.cap = read_buf.filled().len();
+                ready!(self.poll_fill(cx, reader.as_mut())).map_err(PipeError::Read)?;
                 if self.cap == 0 {
                     return Poll::Ready(Err(PipeError::Read(io::ErrorKind::UnexpectedEof.into())));
                 }

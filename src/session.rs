@@ -369,18 +369,11 @@ async fn refuse_over_limit(
 ) -> Result<Finish, SessionError> {
     let deadline = tokio::time::Instant::now() + settings.listen.handshake_timeout;
     let timed_out = || ClientError::HandshakeTimeout(settings.listen.handshake_timeout);
-    let opening = timeout_at(deadline, client::negotiate(&mut tcp, &settings.listen))
-        .await
-        .map_err(|_| timed_out())??;
     // Cancels are served at the limit too: that is exactly when every slot may be running a
     // query someone wants to stop (PostgreSQL does the same).
-    let (prefix, direct) = match opening {
-        Opening::PlainCancel { pid, key } => {
-            let result = cancel_request(shared, settings, pid, &key, record).await;
-            drop(tcp);
-            return result;
-        }
-        Opening::Tls { prefix, direct } => (prefix, direct),
+    let (prefix, direct) = match opening(&mut tcp, shared, settings, record, deadline).await? {
+        Next::Tls { prefix, direct } => (prefix, direct),
+        Next::Finished(finish) => return Ok(finish),
     };
     let mut client = timeout_at(
         deadline,
@@ -414,19 +407,11 @@ async fn open(
     let listen = &settings.listen;
     let handshake_deadline = tokio::time::Instant::now() + listen.handshake_timeout;
     let timed_out = || ClientError::HandshakeTimeout(listen.handshake_timeout);
-    let opening = timeout_at(handshake_deadline, client::negotiate(&mut tcp, listen))
-        .await
-        .map_err(|_| timed_out())??;
-    let (prefix, direct) = match opening {
-        Opening::PlainCancel { pid, key } => {
-            // The client's connection stays open until the cancel is handed over: its close
-            // is what tells libpq the request was delivered.
-            let result = cancel_request(shared, settings, pid, &key, record).await;
-            drop(tcp);
-            return result;
-        }
-        Opening::Tls { prefix, direct } => (prefix, direct),
-    };
+    let (prefix, direct) =
+        match opening(&mut tcp, shared, settings, record, handshake_deadline).await? {
+            Next::Tls { prefix, direct } => (prefix, direct),
+            Next::Finished(finish) => return Ok(finish),
+        };
 
     // Both legs at once: the added connect latency is the slower of the two, not the sum. A
     // failed upstream is reported to the client once its TLS is up, so the leg's result is
@@ -542,6 +527,35 @@ async fn open(
     record.from_client = outcome.from_client;
     record.to_client = outcome.to_client;
     Ok(Finish::Relayed(outcome.ended))
+}
+
+/// What follows the plaintext opening.
+enum Next {
+    /// TLS: the handshake comes next.
+    Tls { prefix: Vec<u8>, direct: bool },
+    /// A plaintext CancelRequest, served.
+    Finished(Finish),
+}
+
+/// The plaintext opening, within the handshake deadline: negotiates with the client and
+/// serves a plaintext CancelRequest. The client's connection stays open (with the caller)
+/// until a cancel has been handed over: its close is what tells libpq it was delivered.
+async fn opening(
+    tcp: &mut TcpStream,
+    shared: &Shared,
+    settings: &Settings,
+    record: &mut Record,
+    deadline: tokio::time::Instant,
+) -> Result<Next, SessionError> {
+    let opening = timeout_at(deadline, client::negotiate(tcp, &settings.listen))
+        .await
+        .map_err(|_| ClientError::HandshakeTimeout(settings.listen.handshake_timeout))??;
+    Ok(match opening {
+        Opening::PlainCancel { pid, key } => {
+            Next::Finished(cancel_request(shared, settings, pid, &key, record).await?)
+        }
+        Opening::Tls { prefix, direct } => Next::Tls { prefix, direct },
+    })
 }
 
 /// The first packet inside TLS.

@@ -226,11 +226,7 @@ pub fn load_identity(
     let pem = read(cert_key, cert_path)?;
     let chain = X509::stack_from_pem(&pem).map_err(|e| content(cert_key, cert_path, e))?;
     if chain.is_empty() {
-        return Err(TlsSetupError::Content {
-            key: cert_key,
-            path: cert_path.into(),
-            message: "no PEM certificate found".into(),
-        });
+        return Err(none_found(cert_key, cert_path, "certificate"));
     }
     check_key_permissions(key_key, key_path)?;
     let key_pem = read(key_key, key_path)?;
@@ -332,11 +328,7 @@ fn trust_anchor_builder(key: &'static str, spec: &str) -> Result<X509StoreBuilde
         }
     }
     if count == 0 {
-        return Err(TlsSetupError::Content {
-            key,
-            path: path.into(),
-            message: "no PEM certificate found".into(),
-        });
+        return Err(none_found(key, path, "certificate"));
     }
     Ok(store)
 }
@@ -382,11 +374,7 @@ fn add_crls(
         }
     }
     if count == 0 {
-        return Err(TlsSetupError::Content {
-            key,
-            path: path.into(),
-            message: "no PEM CRL found".into(),
-        });
+        return Err(none_found(key, path, "CRL"));
     }
     store.set_flags(match check {
         CrlCheck::Chain => X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL,
@@ -572,6 +560,15 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
         path: path.into(),
         source,
     })
+}
+
+/// A file or directory that holds nothing of what it should.
+fn none_found(key: &'static str, path: &Path, what: &str) -> TlsSetupError {
+    TlsSetupError::Content {
+        key,
+        path: path.into(),
+        message: format!("no PEM {what} found"),
+    }
 }
 
 /// OpenSSL would not use a certificate or key (e.g. below the system's security level).

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::clients::{conninfo, psql_ok, rust_connect};
+use common::clients::{conninfo, psql_ok, rust_refused};
 use common::postgres::{ALICE_PASSWORD, PgOptions, Postgres, free_port};
 use common::proxy::{Proxy, ProxyConfig, TestPki, binary, toml_path};
 use common::raw;
@@ -143,19 +143,11 @@ fn upstream_leg_refuses_chacha20_only_servers() {
         hba: vec![],
     });
     let proxy = Proxy::start(&fips_config(&pki, pg.port));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt
-        .block_on(rust_connect(&proxy, &pki, "alice", ALICE_PASSWORD))
-        .expect_err("refused");
-    let db = err.as_db_error().expect("an ErrorResponse");
-    assert_eq!(db.code().code(), "08001");
+    let (code, message) = rust_refused(&proxy, &pki);
+    assert_eq!(code, "08001");
     assert!(
-        db.message().contains("TLS handshake with upstream server"),
-        "{}",
-        db.message()
+        message.contains("TLS handshake with upstream server"),
+        "{message}"
     );
 }
 
@@ -194,17 +186,10 @@ fn via_s_server(groups: &str) -> (String, String) {
             .set("upstream.tls_negotiation", "\"direct\"")
             .set("listen.startup_timeout", "\"1s\""),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt
-        .block_on(rust_connect(&proxy, &pki, "alice", ALICE_PASSWORD))
-        .expect_err("refused");
+    let refused = rust_refused(&proxy, &pki);
     let _ = server.kill();
     let _ = server.wait();
-    let db = err.as_db_error().expect("an ErrorResponse");
-    (db.code().code().to_owned(), db.message().to_owned())
+    refused
 }
 
 #[test]

@@ -6,29 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::clients::{conninfo, psql, psql_ok, rust_connect};
+use common::clients::{conninfo, psql, psql_ok, rust_refused};
 use common::openssl_ca::OpenSslCa;
 use common::pki::{Ca, Validity};
 use common::postgres::{ALICE_PASSWORD, Postgres, free_port};
 use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
-
-fn refused(proxy: &Proxy, pki: &TestPki) -> (String, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = match rt.block_on(rust_connect(proxy, pki, "alice", ALICE_PASSWORD)) {
-        Ok(_) => panic!("the connection must fail"),
-        Err(e) => e,
-    };
-    let db = err
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not an ErrorResponse: {err}"));
-    (
-        db.code().code().to_owned(),
-        format!("{} {}", db.message(), db.hint().unwrap_or("")),
-    )
-}
 
 fn connects(proxy: &Proxy, pki: &TestPki) -> bool {
     psql(&conninfo(proxy, pki, "alice", ALICE_PASSWORD), "select 1")
@@ -66,7 +48,11 @@ fn good_is_accepted_and_cached_until_next_update() {
     for _ in 0..5 {
         assert!(connects(&proxy, &pki));
     }
-    assert!(responder.exited(), "the responder saw its one request");
+    common::wait_for(
+        "the responder to have answered",
+        Duration::from_secs(5),
+        || responder.exited().then_some(()),
+    );
     // Within nextUpdate (one minute) nobody asks again; after it, the proxy asks again.
     let answered = Instant::now();
     std::thread::sleep(Duration::from_secs(62).saturating_sub(answered.elapsed()));
@@ -86,7 +72,7 @@ fn revoked_is_refused_in_both_modes() {
         let (pki, _pg, ca, proxy) = setup(mode, port, true);
         ca.revoke(&pki.server);
         let _responder = ca.responder(port, 5, None);
-        let (code, message) = refused(&proxy, &pki);
+        let (code, message) = rust_refused(&proxy, &pki);
         assert_eq!(code, "08001", "{mode}");
         assert!(
             message.contains("upstream server certificate revoked (OCSP)"),
@@ -107,7 +93,7 @@ fn responder_down_soft_fail_accepts_hard_fail_refuses() {
         "soft-fail",
     ]);
     let (pki, _pg, _ca, proxy) = setup("hard-fail", port, true);
-    let (code, message) = refused(&proxy, &pki);
+    let (code, message) = rust_refused(&proxy, &pki);
     assert_eq!(code, "08001");
     assert!(
         message.contains("revocation status unknown (OCSP)"),
@@ -125,7 +111,7 @@ fn unknown_certificate_soft_fail_accepts_hard_fail_refuses() {
     // The server's certificate is not in the CA's database: the responder says "unknown".
     let (pki, _pg, ca, proxy) = setup("hard-fail", port, false);
     let _responder = ca.responder(port, 5, None);
-    let (code, message) = refused(&proxy, &pki);
+    let (code, message) = rust_refused(&proxy, &pki);
     assert_eq!(code, "08001");
     assert!(
         message.contains("does not know the certificate"),
@@ -153,10 +139,14 @@ fn the_responder_named_in_the_certificate_is_used() {
     let mut responder = ca.responder(port, 5, Some(1));
     let proxy =
         Proxy::start(&ProxyConfig::new(&pki, pg.port).set("upstream.ocsp", "\"hard-fail\""));
-    let (code, message) = refused(&proxy, &pki);
+    let (code, message) = rust_refused(&proxy, &pki);
     assert_eq!(code, "08001");
     assert!(message.contains("revoked (OCSP)"), "{message}");
-    assert!(responder.exited());
+    common::wait_for(
+        "the responder to have answered",
+        Duration::from_secs(5),
+        || responder.exited().then_some(()),
+    );
 }
 
 #[test]

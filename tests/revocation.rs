@@ -6,41 +6,11 @@
 
 mod common;
 
-use common::clients::{conninfo, psql, psql_ok, rust_connect};
+use common::clients::{conninfo, psql, psql_ok, rust_connect, rust_refused};
 use common::openssl_ca::OpenSslCa;
 use common::pki::{Ca, Validity};
 use common::postgres::{ALICE_PASSWORD, Postgres};
 use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
-
-/// The client's error (SQLSTATE, message and hint) through the Rust client.
-fn refused(proxy: &Proxy, pki: &TestPki) -> (String, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = match rt.block_on(rust_connect(proxy, pki, "alice", ALICE_PASSWORD)) {
-        Ok(_) => panic!("the connection must fail"),
-        Err(e) => e,
-    };
-    let db = err
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not an ErrorResponse: {err}"));
-    (
-        db.code().code().to_owned(),
-        format!("{} {}", db.message(), db.hint().unwrap_or("")),
-    )
-}
-
-fn serial_hex(issued: &common::pki::Issued) -> String {
-    issued
-        .cert
-        .serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string()
-}
 
 #[test]
 fn upstream_revoked_by_crl_is_refused_naming_the_check() {
@@ -52,7 +22,7 @@ fn upstream_revoked_by_crl_is_refused_naming_the_check() {
     ca.gencrl(&crl);
     let proxy =
         Proxy::start(&ProxyConfig::new(&pki, pg.port).set("upstream.crl", &toml_path(&crl)));
-    let (code, message) = refused(&proxy, &pki);
+    let (code, message) = rust_refused(&proxy, &pki);
     assert_eq!(code, "08001");
     assert!(
         message.contains("upstream server certificate revoked (CRL)"),
@@ -60,7 +30,7 @@ fn upstream_revoked_by_crl_is_refused_naming_the_check() {
     );
     assert!(message.contains("subject CN=localhost"), "{message}");
     assert!(
-        message.contains(&format!("serial {}", serial_hex(&pki.server))),
+        message.contains(&format!("serial {}", pki.server.serial_hex())),
         "{message}"
     );
 }
@@ -74,7 +44,7 @@ fn expired_crl_fails_unless_allowed() {
     ca.gencrl_expired(&crl);
     let config = ProxyConfig::new(&pki, pg.port).set("upstream.crl", &toml_path(&crl));
     let proxy = Proxy::start(&config);
-    let (code, message) = refused(&proxy, &pki);
+    let (code, message) = rust_refused(&proxy, &pki);
     assert_eq!(code, "08001");
     assert!(message.contains("CRL has expired"), "{message}");
     drop(proxy);
@@ -109,7 +79,7 @@ fn a_crl_replaced_on_disk_applies_without_restart() {
     std::fs::rename(&fresh, &crl).unwrap();
     proxy.wait_log(&["CRL files changed"]);
     proxy.wait_log(&["configuration reloaded"]);
-    let (code, message) = refused(&proxy, &pki);
+    let (code, message) = rust_refused(&proxy, &pki);
     assert_eq!(code, "08001");
     assert!(message.contains("revoked (CRL)"), "{message}");
     // The session that was already open is not dropped.
@@ -187,7 +157,7 @@ fn client_certificates_good_missing_foreign_and_revoked() {
     let line = proxy.wait_log(&["session ended", "user=\"alice\""]);
     assert!(line.contains("client_cert_subject=\"CN=alice\""), "{line}");
     assert!(
-        line.contains(&format!("client_cert_serial=\"{}\"", serial_hex(&alice))),
+        line.contains(&format!("client_cert_serial=\"{}\"", alice.serial_hex())),
         "{line}"
     );
     assert!(

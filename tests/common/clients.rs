@@ -122,3 +122,28 @@ except psycopg.OperationalError as e:
         _ => panic!("unexpected output {stdout}"),
     }
 }
+
+/// Connects with the Rust client expecting a refusal; returns the FATAL ErrorResponse's
+/// SQLSTATE and its message followed by its hint.
+pub fn rust_refused(proxy: &Proxy, pki: &TestPki) -> (String, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(rust_connect(
+            proxy,
+            pki,
+            "alice",
+            super::postgres::ALICE_PASSWORD,
+        ))
+        .expect_err("the connection must be refused");
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not an ErrorResponse: {err}"));
+    assert_eq!(db.severity(), "FATAL");
+    (
+        db.code().code().to_owned(),
+        format!("{} {}", db.message(), db.hint().unwrap_or("")),
+    )
+}

@@ -258,6 +258,17 @@ impl Issued {
         (cert_path, key_path)
     }
 
+    /// The leaf's serial number in hex, as OpenSSL prints it.
+    pub fn serial_hex(&self) -> String {
+        self.cert
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// SHA-256 fingerprint of the leaf.
     pub fn fingerprint(&self) -> Vec<u8> {
         self.cert.digest(MessageDigest::sha256()).unwrap().to_vec()
