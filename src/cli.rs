@@ -46,8 +46,9 @@ FILES
     /etc/pgt-proxy/tls/            the proxy's certificate and private key (0600, or 0640 root-owned)
 
 EXIT STATUS
-    0 success; 1 check-config found errors; 64 usage error; 69 a listening address could not
-    be bound; 78 configuration error.";
+    0 success (including a stop by SIGTERM or SIGINT); 1 check-config found errors; 2 usage
+    error; 69 a listening address could not be bound; 78 configuration error (nothing was
+    bound).";
 
 /// The parsed command line.
 #[derive(Debug, Parser)]

@@ -266,3 +266,19 @@ async fn a_client_that_never_authenticates_is_dropped_at_startup_timeout() {
         "{waited:?}"
     );
 }
+
+#[tokio::test]
+async fn plaintext_cancel_can_be_disabled() {
+    let (_pki, _pg, proxy) = setup_with(|c| c.set("listen.plaintext_cancel", "false"));
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(&raw::cancel_request(1234, &[1, 2, 3, 4]))
+        .await
+        .unwrap();
+    assert_eq!(raw::read_to_close(&mut tcp).await, b"");
+    proxy.wait_log(&["plaintext CancelRequest, which is disabled"]);
+    assert!(
+        !proxy
+            .log()
+            .contains("cancel request matches no live session")
+    );
+}

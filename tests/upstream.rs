@@ -206,3 +206,31 @@ fn client_certificate_for_the_upstream() {
         "bob"
     );
 }
+
+#[tokio::test]
+async fn a_stalled_upstream_is_bounded_by_connect_timeout() {
+    // Accepts TCP connections and never answers the SSLRequest.
+    let pki = TestPki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let proxy =
+        Proxy::start(&ProxyConfig::new(&pki, port).set("upstream.connect_timeout", "\"1s\""));
+    let started = std::time::Instant::now();
+    let (code, message) = tokio::task::spawn_blocking(move || rust_refused(&proxy, &pki))
+        .await
+        .unwrap();
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains(&format!(
+            "timed out after 1s connecting to upstream server 127.0.0.1:{port}"
+        )),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
