@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use openssl::asn1::Asn1Time;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    AlpnError, SslAcceptor, SslConnector, SslMethod, SslMode, SslOptions, SslSessionCacheMode,
-    SslVerifyMode, SslVersion,
+    AlpnError, SslAcceptor, SslConnector, SslContextBuilder, SslMethod, SslMode, SslOptions,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use std::sync::{Arc, Mutex};
 
@@ -105,10 +105,7 @@ pub fn build_acceptor(
         TlsVersion::V1_3 => SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?,
     };
     if fips {
-        b.set_cipher_list(FIPS_TLS12_CIPHERS)?;
-        b.set_ciphersuites(FIPS_TLS13_CIPHERSUITES)?;
-        b.set_groups_list(FIPS_GROUPS)?;
-        b.set_sigalgs_list(FIPS_SIGALGS)?;
+        set_fips_lists(&mut b)?;
     } else {
         if listen.min_tls_version == TlsVersion::V1_2 {
             b.set_cipher_list(TLS12_CIPHERS)?;
@@ -167,10 +164,7 @@ pub fn build_connector(
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     if fips {
-        b.set_cipher_list(FIPS_TLS12_CIPHERS)?;
-        b.set_ciphersuites(FIPS_TLS13_CIPHERSUITES)?;
-        b.set_groups_list(FIPS_GROUPS)?;
-        b.set_sigalgs_list(FIPS_SIGALGS)?;
+        set_fips_lists(&mut b)?;
     } else {
         b.set_cipher_list(TLS12_CIPHERS)?;
         b.set_ciphersuites(TLS13_CIPHERSUITES)?;
@@ -214,6 +208,14 @@ pub fn build_connector(
         }
     }
     Ok(b.build())
+}
+
+/// FIPS mode's protocol lists, the same on both legs.
+fn set_fips_lists(b: &mut SslContextBuilder) -> Result<(), openssl::error::ErrorStack> {
+    b.set_cipher_list(FIPS_TLS12_CIPHERS)?;
+    b.set_ciphersuites(FIPS_TLS13_CIPHERSUITES)?;
+    b.set_groups_list(FIPS_GROUPS)?;
+    b.set_sigalgs_list(FIPS_SIGALGS)
 }
 
 /// Loads a PEM chain and its private key, enforcing the key permission rule and that the

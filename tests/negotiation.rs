@@ -154,17 +154,7 @@ async fn data_pipelined_after_ssl_request_is_refused() {
 async fn garbage_and_truncated_first_packets_leak_nothing() {
     let (pki, _pg, proxy) = setup();
     // One real session first, so lazily opened descriptors are counted in the baseline.
-    let mut tls = raw::tls_via_ssl_request(proxy.addr, &pki).await;
-    tls.write_all(&raw::startup(&[
-        ("user", "trusted"),
-        ("database", "postgres"),
-    ]))
-    .await
-    .unwrap();
-    assert_eq!(
-        raw::read_until_ready(&mut tls).await.last().unwrap().0,
-        b'Z'
-    );
+    let tls = raw::trusted_session(proxy.addr, &pki).await;
     drop(tls);
     proxy.wait_log(&["session ended"]);
     let baseline = common::open_fds(proxy.pid());
@@ -203,17 +193,7 @@ async fn garbage_and_truncated_first_packets_leak_nothing() {
         || (common::open_fds(proxy.pid()) <= baseline).then_some(()),
     );
     // Still serving.
-    let mut tls = raw::tls_via_ssl_request(proxy.addr, &pki).await;
-    tls.write_all(&raw::startup(&[
-        ("user", "trusted"),
-        ("database", "postgres"),
-    ]))
-    .await
-    .unwrap();
-    assert_eq!(
-        raw::read_until_ready(&mut tls).await.last().unwrap().0,
-        b'Z'
-    );
+    raw::trusted_session(proxy.addr, &pki).await;
     assert!(!proxy.log().contains("panicked"));
 }
 

@@ -146,21 +146,7 @@ fn graceful_stop_lets_sessions_finish_then_sends_57p01() {
         .block_on(rust_connect(&proxy, &pki, "alice", ALICE_PASSWORD))
         .unwrap();
     // An idle session, read with a raw client to see exactly what the proxy sends.
-    let mut lingerer = rt.block_on(async {
-        let mut tls = raw::tls_via_ssl_request(proxy.addr, &pki).await;
-        use tokio::io::AsyncWriteExt;
-        tls.write_all(&raw::startup(&[
-            ("user", "trusted"),
-            ("database", "postgres"),
-        ]))
-        .await
-        .unwrap();
-        assert_eq!(
-            raw::read_until_ready(&mut tls).await.last().unwrap().0,
-            b'Z'
-        );
-        tls
-    });
+    let mut lingerer = rt.block_on(raw::trusted_session(proxy.addr, &pki));
     rt.block_on(finisher.batch_execute("begin; create temp table t (x int)"))
         .unwrap();
 

@@ -132,3 +132,14 @@ pub async fn served_fingerprint(addr: SocketAddr, pki: &TestPki) -> Vec<u8> {
         .unwrap()
         .to_vec()
 }
+
+/// A session as the `trusted` role (no password), up to ReadyForQuery.
+pub async fn trusted_session(addr: SocketAddr, pki: &TestPki) -> SslStream<TcpStream> {
+    let mut tls = tls_via_ssl_request(addr, pki).await;
+    tls.write_all(&startup(&[("user", "trusted"), ("database", "postgres")]))
+        .await
+        .unwrap();
+    let messages = read_until_ready(&mut tls).await;
+    assert_eq!(messages.last().map(|m| m.0), Some(b'Z'), "{messages:?}");
+    tls
+}
