@@ -189,7 +189,7 @@ pub fn parse_backend_key_data(body: &[u8]) -> Result<BackendKeyData<'_>, Protoco
 /// The relay feeds it every byte it writes toward the client; at shutdown it tells whether
 /// the client has received whole messages only, and how many more bytes complete the current
 /// one, so an ErrorResponse can be inserted between messages and never inside one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageTracker {
     /// Header bytes (tag and length) seen of the current message: 0 to 4; 0 with no body
     /// left means the stream is at a boundary.

@@ -1,0 +1,146 @@
+//! Property tests for every parser of bytes from the network: any byte string either parses
+//! or yields a typed error (never a panic), and a packet fed in pieces parses the same as
+//! whole: a prefix either asks for more bytes, or gives exactly the answer the whole buffer
+//! gives.
+
+use pgt_proxy::protocol::error_response::{encode_fatal, message_of, sqlstate_of};
+use pgt_proxy::protocol::message::{
+    MessageTracker, parse_authentication, parse_backend_key_data, parse_frame,
+    sasl_initial_mechanism, sasl_mechanisms,
+};
+use pgt_proxy::protocol::sqlstate::SqlState;
+use pgt_proxy::protocol::startup::{encode_cancel_request, parse_first_packet, parse_untagged};
+use proptest::prelude::*;
+
+/// Byte strings that are often close to valid: a plausible length prefix, a known code, and
+/// arbitrary bodies, mixed with fully random bytes.
+fn packet_like() -> impl Strategy<Value = Vec<u8>> {
+    let code = prop_oneof![
+        Just(80_877_103i32),
+        Just(80_877_104),
+        Just(80_877_102),
+        Just(0x0003_0000),
+        Just(0x0003_0002),
+        any::<i32>(),
+    ];
+    let shaped = (
+        code,
+        proptest::collection::vec(any::<u8>(), 0..64),
+        -4i32..16,
+    )
+        .prop_map(|(code, body, skew)| {
+            let len = (body.len() as i32 + 8).saturating_add(skew);
+            let mut v = len.to_be_bytes().to_vec();
+            v.extend_from_slice(&code.to_be_bytes());
+            v.extend(body);
+            v
+        });
+    prop_oneof![shaped, proptest::collection::vec(any::<u8>(), 0..128)]
+}
+
+/// Tagged-message-like byte strings.
+fn frame_like() -> impl Strategy<Value = Vec<u8>> {
+    let shaped = (
+        any::<u8>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+        -6i32..8,
+    )
+        .prop_map(|(tag, body, skew)| {
+            let mut v = vec![tag];
+            v.extend_from_slice(&(body.len() as i32 + 4 + skew).to_be_bytes());
+            v.extend(body);
+            v
+        });
+    prop_oneof![shaped, proptest::collection::vec(any::<u8>(), 0..128)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn first_packet_prefixes_agree_with_the_whole(buf in packet_like()) {
+        let whole = parse_first_packet(&buf);
+        for k in 0..=buf.len() {
+            match parse_first_packet(&buf[..k]) {
+                Ok(None) => {}
+                Ok(Some((packet, used))) => {
+                    prop_assert!(used <= k);
+                    prop_assert_eq!(&whole, &Ok(Some((packet, used))));
+                }
+                Err(e) => prop_assert_eq!(&whole, &Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn untagged_inside_tls_never_panics(buf in packet_like()) {
+        let _ = parse_untagged(&buf);
+    }
+
+    #[test]
+    fn frame_prefixes_agree_with_the_whole(buf in frame_like(), max in 4usize..100) {
+        let whole = parse_frame(&buf, max);
+        for k in 0..=buf.len() {
+            match parse_frame(&buf[..k], max) {
+                Ok(None) => {}
+                Ok(Some((frame, used))) => {
+                    prop_assert!(used <= k);
+                    prop_assert_eq!(&whole, &Ok(Some((frame, used))));
+                }
+                Err(e) => prop_assert_eq!(&whole, &Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn startup_phase_message_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..96)) {
+        let _ = parse_authentication(&body);
+        let _ = sasl_mechanisms(&body);
+        let _ = sasl_initial_mechanism(&body);
+        let _ = parse_backend_key_data(&body);
+        let _ = sqlstate_of(&body);
+        let _ = message_of(&body);
+    }
+
+    #[test]
+    fn tracker_state_is_independent_of_how_the_stream_is_split(
+        stream in proptest::collection::vec(any::<u8>(), 0..256),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let mut whole = MessageTracker::default();
+        whole.feed(&stream);
+        let mut pieces = MessageTracker::default();
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        points.sort_unstable();
+        let mut at = 0;
+        for p in points.into_iter().chain([stream.len()]) {
+            pieces.feed(&stream[at..p]);
+            at = p;
+        }
+        prop_assert_eq!(whole, pieces);
+    }
+
+    #[test]
+    fn our_error_responses_parse_back(message in ".{0,200}", hint in proptest::option::of(".{0,50}")) {
+        let bytes = encode_fatal(SqlState("08001"), &message, None, hint.as_deref());
+        let (frame, used) = parse_frame(&bytes, 1 << 20).unwrap().unwrap();
+        prop_assert_eq!(used, bytes.len());
+        prop_assert_eq!(frame.tag, b'E');
+        prop_assert_eq!(sqlstate_of(frame.body), Some("08001".to_owned()));
+        prop_assert_eq!(message_of(frame.body), Some(message.replace('\0', "?")));
+    }
+
+    #[test]
+    fn cancel_requests_round_trip(pid in any::<i32>(), key in proptest::collection::vec(any::<u8>(), 4..=256)) {
+        let bytes = encode_cancel_request(pid, &key);
+        let (packet, used) = parse_first_packet(&bytes).unwrap().unwrap();
+        prop_assert_eq!(used, bytes.len());
+        match packet {
+            pgt_proxy::protocol::startup::FirstPacket::Cancel(c) => {
+                prop_assert_eq!(c.pid, pid);
+                prop_assert_eq!(c.key, &key[..]);
+            }
+            other => prop_assert!(false, "not a cancel: {other:?}"),
+        }
+    }
+}
