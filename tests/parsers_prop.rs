@@ -144,3 +144,41 @@ proptest! {
         }
     }
 }
+
+/// The real first packets in the fuzz seed corpus (captured by fuzz/capture-seeds.sh from
+/// psql 15 and libpq 18) parse as what they are, and no prefix of them is misread.
+#[test]
+fn captured_first_packets_parse_at_every_prefix() {
+    use pgt_proxy::protocol::startup::FirstPacket;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/first_packet");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    fn check(bytes: &[u8]) -> (FirstPacket<'_>, usize) {
+        let whole = parse_first_packet(bytes).unwrap().unwrap();
+        for k in 0..whole.1 {
+            assert_eq!(parse_first_packet(&bytes[..k]), Ok(None), "prefix {k}");
+        }
+        whole
+    }
+    let psql = read("seed-psql15-startup-3.0.bin");
+    let FirstPacket::Startup(s) = check(&psql).0 else {
+        panic!("psql 15 startup")
+    };
+    assert_eq!(
+        (s.major, s.minor, s.get("user").as_deref()),
+        (3, 0, Some("alice"))
+    );
+    let libpq18 = read("seed-libpq18-startup-3.2.bin");
+    let FirstPacket::Startup(s) = check(&libpq18).0 else {
+        panic!("libpq 18 startup")
+    };
+    assert_eq!((s.major, s.minor), (3, 2));
+    assert_eq!(
+        check(&read("seed-psql15-sslrequest.bin")).0,
+        FirstPacket::SslRequest
+    );
+    let hello = read("seed-libpq18-direct-tls-clienthello.bin");
+    assert_eq!(
+        parse_first_packet(&hello),
+        Ok(Some((FirstPacket::DirectTls, 0)))
+    );
+}
