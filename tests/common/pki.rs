@@ -19,7 +19,7 @@ use openssl::x509::{X509, X509Builder, X509NameBuilder};
 /// When a certificate is valid.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Validity {
-    /// From yesterday for a year.
+    /// From yesterday for 80 days.
     Current,
     /// Expired yesterday.
     Expired,
@@ -64,7 +64,8 @@ fn builder(cn: &str, key: &PKey<Private>, validity: Validity) -> X509Builder {
         .as_secs() as i64;
     let day = 86_400;
     let (from, to) = match validity {
-        Validity::Current => (now - day, now + 365 * day),
+        // Under 90 days, as Mozilla's "modern" profile asks of server certificates.
+        Validity::Current => (now - day, now + 80 * day),
         Validity::Expired => (now - 30 * day, now - day),
     };
     b.set_not_before(&Asn1Time::from_unix(from).unwrap())
