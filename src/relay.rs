@@ -32,6 +32,9 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1 << 20;
 /// On shutdown, how long the server may take to complete the message in flight.
 const FINISH_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
+/// Once one side has ended, how long handing its last bytes and the close to the other side
+/// may take: a peer that is alive but not reading must not hold the session forever.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 /// PostgreSQL's own text for 57P01.
 pub const ADMIN_SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
 
@@ -48,6 +51,8 @@ pub enum Ended {
     ServerError(io::Error),
     /// The proxy is shutting down; the client was sent FATAL 57P01.
     Shutdown,
+    /// One side ended and the other did not take the close within the limit.
+    CloseTimedOut,
 }
 
 /// What the relay did.
@@ -222,6 +227,8 @@ where
     down.tracker = Some(MessageTracker::default());
     let terminated = terminate.cancelled();
     let mut terminated = std::pin::pin!(terminated);
+    // Armed when either side reaches end of stream.
+    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let ended = poll_fn(|cx| {
         // First, so that data arriving with the signal is not relayed past a boundary.
         if terminated.as_mut().poll(cx).is_ready() {
@@ -241,6 +248,15 @@ where
                 Err(PipeError::Read(e)) => Ended::ClientError(e),
                 Err(PipeError::Write(e)) => Ended::ServerError(e),
             });
+        }
+        // After the pipes, so the poll that sees end of stream also registers the timer.
+        if closing.is_none() && (up.eof || down.eof) {
+            closing = Some(Box::pin(tokio::time::sleep(CLOSE_LIMIT)));
+        }
+        if let Some(deadline) = closing.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Ended::CloseTimedOut);
         }
         Poll::Pending
     })
@@ -264,7 +280,7 @@ where
                 })
                 .await;
             }
-            let _ = upstream.shutdown().await;
+            let _ = tokio::time::timeout(FINISH_MESSAGE_LIMIT, upstream.shutdown()).await;
         }
         _ => {}
     }
@@ -392,5 +408,60 @@ mod tests {
             Some("57P01")
         );
         assert!(matches!(task.await.unwrap().ended, Ended::Shutdown));
+    }
+
+    /// A peer that takes writes but never completes a shutdown, and never sends.
+    struct NeverCloses;
+
+    impl AsyncRead for NeverCloses {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for NeverCloses {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_takes_the_close_cannot_hold_the_session() {
+        let (mut client_side, mut client_peer) = duplex(64);
+        let mut upstream = NeverCloses;
+        let task = tokio::spawn(async move {
+            relay(
+                &mut client_side,
+                &mut upstream,
+                Vec::new(),
+                Vec::new(),
+                &CancellationToken::new(),
+            )
+            .await
+        });
+        client_peer.write_all(b"X\0\0\0\x04").await.unwrap();
+        client_peer.shutdown().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let outcome = task.await.unwrap();
+        assert!(
+            matches!(outcome.ended, Ended::CloseTimedOut),
+            "{:?}",
+            outcome.ended
+        );
+        assert_eq!(started.elapsed(), CLOSE_LIMIT);
     }
 }

@@ -794,6 +794,9 @@ fn log_end(peer: SocketAddr, started: Instant, r: &Record, result: &Result<Finis
                 Ended::ClientError(e) => format!("client connection lost: {e}"),
                 Ended::ServerError(e) => format!("upstream connection lost: {e}"),
                 Ended::Shutdown => "proxy shutting down (57P01 sent)".to_string(),
+                Ended::CloseTimedOut => {
+                    "one side ended and the other did not take the close in time".to_string()
+                }
             };
             line!(
                 info,
