@@ -153,16 +153,7 @@ impl Pipe {
                 }
             }
             while self.pos < self.cap {
-                let n = ready!(
-                    writer
-                        .as_mut()
-                        .poll_write(cx, &self.buf[self.pos..self.cap])
-                )
-                .map_err(PipeError::Write)?;
-                if n == 0 {
-                    return Poll::Ready(Err(PipeError::Write(io::ErrorKind::WriteZero.into())));
-                }
-                self.wrote(n);
+                ready!(self.poll_write_upto(cx, writer.as_mut(), self.cap))?;
             }
             if self.eof {
                 ready!(writer.as_mut().poll_shutdown(cx)).map_err(PipeError::Write)?;
@@ -198,13 +189,24 @@ impl Pipe {
                 }
             }
             let end = self.cap.min(self.pos + limit);
-            let n = ready!(writer.as_mut().poll_write(cx, &self.buf[self.pos..end]))
-                .map_err(PipeError::Write)?;
-            if n == 0 {
-                return Poll::Ready(Err(PipeError::Write(io::ErrorKind::WriteZero.into())));
-            }
-            self.wrote(n);
+            ready!(self.poll_write_upto(cx, writer.as_mut(), end))?;
         }
+    }
+
+    /// One write of the buffered bytes from `pos` up to `end`.
+    fn poll_write_upto<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: Pin<&mut W>,
+        end: usize,
+    ) -> Poll<Result<(), PipeError>> {
+        let n =
+            ready!(writer.poll_write(cx, &self.buf[self.pos..end])).map_err(PipeError::Write)?;
+        if n == 0 {
+            return Poll::Ready(Err(PipeError::Write(io::ErrorKind::WriteZero.into())));
+        }
+        self.wrote(n);
+        Poll::Ready(Ok(()))
     }
 }
 

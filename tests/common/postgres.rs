@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::pki::Issued;
@@ -206,23 +206,12 @@ impl Postgres {
     }
 
     fn try_admin(&self, sql: &str) -> Result<String, String> {
-        let out: Output = Command::new("psql")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-h",
-            ])
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-c", sql])
-            .output()
-            .expect("run psql");
+        let conninfo = format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.socket_dir.display(),
+            self.port
+        );
+        let out = super::clients::psql(&conninfo, sql);
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         } else {
