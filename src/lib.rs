@@ -19,6 +19,7 @@
 //! - [`relay`]: bytes both ways after authentication.
 //! - [`cancel`]: the cancel-key registry and cancel forwarding.
 //! - [`server`]: listeners, accept loops, the connection limit, graceful shutdown.
+//! - [`memory`]: handing freed memory back to the system after sessions end.
 //! - [`service`]: systemd notifications, status, watchdog, reload on SIGHUP.
 //! - [`cli`], [`check`], [`logging`]: the binary's command line, `check-config` report, and
 //!   log output.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod fips;
 pub mod framed;
 pub mod logging;
+pub mod memory;
 pub mod ocsp;
 pub mod prefixed;
 pub mod protocol;

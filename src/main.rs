@@ -97,6 +97,9 @@ fn main() -> ExitCode {
         Some(p) => tracing::info!("FIPS mode active: {p}"),
         None => tracing::info!("FIPS mode off"),
     }
+    if let Some(warning) = server::raise_fd_limit(settings.listen.max_connections) {
+        tracing::warn!("{warning}");
+    }
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }

@@ -10,6 +10,7 @@
 //! client is in the middle of receiving, sends FATAL 57P01 and closes both legs: the
 //! ErrorResponse lands between messages, never inside one.
 
+use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -23,7 +24,7 @@ use crate::protocol::error_response::encode_fatal;
 use crate::protocol::message::MessageTracker;
 use crate::protocol::sqlstate::ADMIN_SHUTDOWN;
 
-/// One TLS record's worth of plaintext: a read fills at most one record, a write makes one.
+/// One TLS record's worth of plaintext: a write makes at most one record.
 const BUFFER_SIZE: usize = 16 * 1024;
 /// After the server ends a session, how long to read (and drop) what the client still sends,
 /// so closing does not reset the connection before the client has read the final message.
@@ -66,18 +67,39 @@ pub struct RelayOutcome {
     pub to_client: u64,
 }
 
+/// A stream that can give back memory it holds while idle.
+pub trait ReleaseIdle {
+    /// Called when a read found nothing to do; the session may now idle for hours.
+    fn release_idle(&mut self);
+}
+
+impl<S> ReleaseIdle for tokio_openssl::SslStream<S> {
+    fn release_idle(&mut self) {
+        crate::tls::release_idle_buffers(self.ssl());
+    }
+}
+
 /// Which end of a direction failed.
 enum PipeError {
     Read(io::Error),
     Write(io::Error),
 }
 
-/// One direction: a buffer, how much of it is still to be written, and whether the reader
-/// has ended.
+thread_local! {
+    /// Each runtime thread's read buffer. Sessions read into it and write straight out of
+    /// it, so an idle session holds no buffer at all, and a busy one only while its writer
+    /// pushes back (then the unwritten rest moves to the pipe's own `stash`). It also keeps
+    /// the bytes relayed by all sessions of a thread in one cache-warm place.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; BUFFER_SIZE].into_boxed_slice());
+}
+
+/// One direction: the bytes the writer has not taken yet, and whether the reader has ended.
 struct Pipe {
-    buf: Box<[u8]>,
+    /// Read but not yet written. Empty, without an allocation, except under back-pressure
+    /// (and for the bytes read during the startup phase).
+    stash: Vec<u8>,
+    /// How much of `stash` is written.
     pos: usize,
-    cap: usize,
     eof: bool,
     need_flush: bool,
     total: u64,
@@ -88,13 +110,9 @@ struct Pipe {
 impl Pipe {
     /// A pipe whose first bytes to write are `pending` (read during the startup phase).
     fn new(pending: Vec<u8>) -> Self {
-        let mut buf = pending;
-        let cap = buf.len();
-        buf.resize(cap.max(BUFFER_SIZE), 0);
         Self {
-            buf: buf.into_boxed_slice(),
+            stash: pending,
             pos: 0,
-            cap,
             eof: false,
             need_flush: false,
             total: 0,
@@ -102,28 +120,12 @@ impl Pipe {
         }
     }
 
-    /// Accounts for `n` bytes written from `pos`.
-    fn wrote(&mut self, n: usize) {
-        if let Some(tracker) = &mut self.tracker {
-            tracker.feed(&self.buf[self.pos..self.pos + n]);
+    /// Accounts for `bytes`, just written.
+    fn wrote(tracker: &mut Option<MessageTracker>, total: &mut u64, bytes: &[u8]) {
+        if let Some(tracker) = tracker {
+            tracker.feed(bytes);
         }
-        self.pos += n;
-        self.total += n as u64;
-        self.need_flush = true;
-    }
-
-    /// Reads into the (fully written) buffer; `cap` is 0 afterwards at end of stream.
-    fn poll_fill<R: AsyncRead + ?Sized>(
-        &mut self,
-        cx: &mut Context<'_>,
-        reader: Pin<&mut R>,
-    ) -> Poll<io::Result<()>> {
-        self.pos = 0;
-        self.cap = 0;
-        let mut read_buf = ReadBuf::new(&mut self.buf);
-        ready!(reader.poll_read(cx, &mut read_buf))?;
-        self.cap = read_buf.filled().len();
-        Poll::Ready(Ok(()))
+        *total += bytes.len() as u64;
     }
 
     /// Copies until the reader ends (then flushes and shuts the writer down) or an error.
@@ -134,32 +136,93 @@ impl Pipe {
         mut writer: Pin<&mut W>,
     ) -> Poll<Result<(), PipeError>>
     where
-        R: AsyncRead + ?Sized,
+        R: AsyncRead + ReleaseIdle + Unpin + ?Sized,
         W: AsyncWrite + ?Sized,
     {
         loop {
-            if self.pos == self.cap && !self.eof {
-                match self.poll_fill(cx, reader.as_mut()) {
-                    Poll::Ready(Ok(())) => self.eof = self.cap == 0,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(PipeError::Read(e))),
-                    Poll::Pending => {
-                        // Nothing more to read for now: push out what was written.
-                        if self.need_flush {
-                            ready!(writer.as_mut().poll_flush(cx)).map_err(PipeError::Write)?;
-                            self.need_flush = false;
-                        }
-                        return Poll::Pending;
-                    }
-                }
+            while self.pos < self.stash.len() {
+                ready!(self.poll_write_stash(cx, writer.as_mut(), self.stash.len()))?;
             }
-            while self.pos < self.cap {
-                ready!(self.poll_write_upto(cx, writer.as_mut(), self.cap))?;
-            }
+            self.stash.clear();
+            self.pos = 0;
             if self.eof {
                 ready!(writer.as_mut().poll_shutdown(cx)).map_err(PipeError::Write)?;
                 return Poll::Ready(Ok(()));
             }
+            let step = SCRATCH.with_borrow_mut(|scratch| {
+                self.poll_relay_once(cx, reader.as_mut(), writer.as_mut(), scratch)
+            });
+            if step.is_pending() {
+                if self.stash.is_empty() {
+                    // Idle: give the buffers back and push out what was written.
+                    self.stash = Vec::new();
+                    reader.as_mut().get_mut().release_idle();
+                    if self.need_flush {
+                        ready!(writer.as_mut().poll_flush(cx)).map_err(PipeError::Write)?;
+                        self.need_flush = false;
+                    }
+                }
+                return Poll::Pending;
+            }
+            ready!(step)?;
         }
+    }
+
+    /// Reads what is ready (several TLS records when they have arrived together, up to one
+    /// buffer) into `scratch` and writes it; what the writer does not take is stashed.
+    /// Pending with an empty stash means the reader has nothing.
+    fn poll_relay_once<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+        scratch: &mut [u8],
+    ) -> Poll<Result<(), PipeError>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        let mut filled = 0;
+        while filled < scratch.len() {
+            let mut read_buf = ReadBuf::new(&mut scratch[filled..]);
+            match reader.as_mut().poll_read(cx, &mut read_buf) {
+                Poll::Ready(Ok(())) if read_buf.filled().is_empty() => {
+                    self.eof = true;
+                    break;
+                }
+                Poll::Ready(Ok(())) => filled += read_buf.filled().len(),
+                // Deliver what came before the error; the next read reports it.
+                Poll::Ready(Err(_)) if filled > 0 => break,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(PipeError::Read(e))),
+                Poll::Pending if filled > 0 => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let mut written = 0;
+        while written < filled {
+            match writer.as_mut().poll_write(cx, &scratch[written..filled]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(PipeError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                Poll::Ready(Ok(n)) => {
+                    Self::wrote(
+                        &mut self.tracker,
+                        &mut self.total,
+                        &scratch[written..written + n],
+                    );
+                    written += n;
+                    self.need_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(PipeError::Write(e))),
+                Poll::Pending => {
+                    // The scratch buffer belongs to the thread: keep the rest ourselves.
+                    self.stash.extend_from_slice(&scratch[written..filled]);
+                    self.pos = 0;
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Copies only until the writer's side is at a message boundary, then flushes.
@@ -182,30 +245,46 @@ impl Pipe {
                 ready!(writer.as_mut().poll_flush(cx)).map_err(PipeError::Write)?;
                 return Poll::Ready(Ok(()));
             }
-            if self.pos == self.cap {
-                ready!(self.poll_fill(cx, reader.as_mut())).map_err(PipeError::Read)?;
-                if self.cap == 0 {
+            if self.pos == self.stash.len() {
+                // A shutdown path: stash everything read, the write below takes only part.
+                let n = ready!(SCRATCH.with_borrow_mut(|scratch| {
+                    let mut read_buf = ReadBuf::new(scratch);
+                    ready!(reader.as_mut().poll_read(cx, &mut read_buf))?;
+                    let n = read_buf.filled().len();
+                    self.stash.clear();
+                    self.stash.extend_from_slice(read_buf.filled());
+                    Poll::Ready(Ok::<_, io::Error>(n))
+                }))
+                .map_err(PipeError::Read)?;
+                self.pos = 0;
+                if n == 0 {
                     return Poll::Ready(Err(PipeError::Read(io::ErrorKind::UnexpectedEof.into())));
                 }
             }
-            let end = self.cap.min(self.pos + limit);
-            ready!(self.poll_write_upto(cx, writer.as_mut(), end))?;
+            let end = self.stash.len().min(self.pos + limit);
+            ready!(self.poll_write_stash(cx, writer.as_mut(), end))?;
         }
     }
 
-    /// One write of the buffered bytes from `pos` up to `end`.
-    fn poll_write_upto<W: AsyncWrite + ?Sized>(
+    /// One write of the stashed bytes from `pos` up to `end`.
+    fn poll_write_stash<W: AsyncWrite + ?Sized>(
         &mut self,
         cx: &mut Context<'_>,
         writer: Pin<&mut W>,
         end: usize,
     ) -> Poll<Result<(), PipeError>> {
         let n =
-            ready!(writer.poll_write(cx, &self.buf[self.pos..end])).map_err(PipeError::Write)?;
+            ready!(writer.poll_write(cx, &self.stash[self.pos..end])).map_err(PipeError::Write)?;
         if n == 0 {
             return Poll::Ready(Err(PipeError::Write(io::ErrorKind::WriteZero.into())));
         }
-        self.wrote(n);
+        Self::wrote(
+            &mut self.tracker,
+            &mut self.total,
+            &self.stash[self.pos..self.pos + n],
+        );
+        self.pos += n;
+        self.need_flush = true;
         Poll::Ready(Ok(()))
     }
 }
@@ -221,8 +300,8 @@ pub async fn relay<C, U>(
     terminate: &CancellationToken,
 ) -> RelayOutcome
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + ReleaseIdle + Unpin,
+    U: AsyncRead + AsyncWrite + ReleaseIdle + Unpin,
 {
     let mut up = Pipe::new(client_pending);
     let mut down = Pipe::new(upstream_pending);
@@ -297,7 +376,9 @@ where
 /// unread data does not send a reset that could destroy the final message in flight.
 async fn linger<C: AsyncRead + Unpin>(client: &mut C) {
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 1024];
+        // On the heap: an array here would sit in every session's relay future for its
+        // whole life.
+        let mut sink = vec![0u8; 1024];
         let mut dropped = 0;
         while dropped < LINGER_BYTES {
             match client.read(&mut sink).await {
@@ -414,6 +495,14 @@ mod tests {
 
     /// A peer that takes writes but never completes a shutdown, and never sends.
     struct NeverCloses;
+
+    impl ReleaseIdle for NeverCloses {
+        fn release_idle(&mut self) {}
+    }
+
+    impl ReleaseIdle for tokio::io::DuplexStream {
+        fn release_idle(&mut self) {}
+    }
 
     impl AsyncRead for NeverCloses {
         fn poll_read(

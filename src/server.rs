@@ -49,6 +49,43 @@ pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, BindErro
     Ok(listeners)
 }
 
+/// Descriptors each session needs (client and upstream socket), and a margin for listeners,
+/// logs, OCSP and CRL files.
+const FDS_PER_SESSION: u64 = 2;
+const FD_MARGIN: u64 = 64;
+
+/// Raises the soft open-files limit to the hard one (as nginx and Go do: the default soft
+/// limit of 1024 would cap the proxy near 500 sessions). Returns a warning when even the hard
+/// limit cannot hold `max_connections` sessions.
+pub fn raise_fd_limit(max_connections: usize) -> Option<String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = max_connections as u64 * FDS_PER_SESSION + FD_MARGIN;
+    (limit.rlim_cur < needed).then(|| {
+        format!(
+            "the open-files limit ({}) is below the {needed} that listen.max_connections = \
+             {max_connections} needs; raise LimitNOFILE or lower listen.max_connections",
+            limit.rlim_cur
+        )
+    })
+}
+
 /// Serves until `shutdown` resolves, then stops accepting at once, lets sessions run for up
 /// to `listen.shutdown_timeout`, and then ends the remaining ones with FATAL 57P01.
 pub async fn run(
@@ -73,6 +110,10 @@ pub async fn run(
         shared.accepting.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(acceptor.run());
     }
+    tokio::spawn(crate::memory::trim_while_running(
+        Arc::clone(&shared),
+        token.clone(),
+    ));
     shutdown.await;
     token.cancel();
     tracker.close();

@@ -390,28 +390,37 @@ async fn refuse_over_limit(
     )
     .await;
     if let Ok(Ok(StartupPacket::Cancel { pid, key })) = first {
-        let result = cancel_request(shared, settings, pid, &key, record).await;
+        let result = Box::pin(cancel_request(shared, settings, pid, &key, record)).await;
         let _ = client.shutdown().await;
         return result;
     }
     fail(&mut client, SessionError::TooManyConnections).await
 }
 
-/// Negotiates with the client, connects upstream, authenticates, relays.
-async fn open(
+/// Negotiates with the client, connects upstream and authenticates: everything before the
+/// relay. Its future is large (handshakes, timers, the startup exchange) and is freed once
+/// it is done, so a long idle session keeps only the relay's small state.
+async fn establish(
     mut tcp: TcpStream,
     shared: &Shared,
     settings: &Settings,
     record: &mut Record,
-) -> Result<Finish, SessionError> {
+) -> Result<Opened, SessionError> {
     let listen = &settings.listen;
     let handshake_deadline = tokio::time::Instant::now() + listen.handshake_timeout;
     let timed_out = || ClientError::HandshakeTimeout(listen.handshake_timeout);
-    let (prefix, direct) =
-        match opening(&mut tcp, shared, settings, record, handshake_deadline).await? {
-            Next::Tls { prefix, direct } => (prefix, direct),
-            Next::Finished(finish) => return Ok(finish),
-        };
+    let (prefix, direct) = match Box::pin(opening(
+        &mut tcp,
+        shared,
+        settings,
+        record,
+        handshake_deadline,
+    ))
+    .await?
+    {
+        Next::Tls { prefix, direct } => (prefix, direct),
+        Next::Finished(finish) => return Ok(Opened::Finished(finish)),
+    };
 
     // Both legs at once: the added connect latency is the slower of the two, not the sum. A
     // failed upstream is reported to the client once its TLS is up, so the leg's result is
@@ -430,19 +439,19 @@ async fn open(
     let (mut client, upstream) = if listen.client_certs.is_some() {
         // With client certificates required, nobody reaches the upstream before their
         // certificate has verified.
-        let mut client = client_leg.await?;
+        let mut client = Box::pin(client_leg).await?;
         if let Some(ocsp) = &listen.client_ocsp
-            && let Err(e) = check_client_ocsp(ocsp, &client, settings).await
+            && let Err(e) = Box::pin(check_client_ocsp(ocsp, &client, settings)).await
         {
             record.client_cert = client
                 .ssl()
                 .peer_certificate()
                 .map(|c| CertIdentity::of(&c));
-            return fail(&mut client, e).await;
+            return fail(&mut client, e).await.map(Opened::Finished);
         }
-        (client, upstream_leg.await?)
+        (client, Box::pin(upstream_leg).await?)
     } else {
-        tokio::try_join!(client_leg, upstream_leg)?
+        Box::pin(async { tokio::try_join!(client_leg, upstream_leg) }).await?
     };
     record.client_tls = Some(describe_tls(client.ssl()));
     record.client_tls_version = Some(client.ssl().version_str());
@@ -460,17 +469,21 @@ async fn open(
     .await
     {
         Ok(Ok(packet)) => packet,
-        Ok(Err(e)) => return fail(&mut client, e).await,
-        Err(_) => return fail(&mut client, startup_timeout).await,
+        Ok(Err(e)) => return fail(&mut client, e).await.map(Opened::Finished),
+        Err(_) => {
+            return fail(&mut client, startup_timeout)
+                .await
+                .map(Opened::Finished);
+        }
     };
     let StartupPacket::Startup(startup) = startup else {
         let StartupPacket::Cancel { pid, key } = startup else {
             unreachable!("read_startup returns only these two")
         };
         drop(upstream);
-        let result = cancel_request(shared, settings, pid, &key, record).await;
+        let result = Box::pin(cancel_request(shared, settings, pid, &key, record)).await;
         let _ = client.shutdown().await;
-        return result;
+        return result.map(Opened::Finished);
     };
     let parsed = match parse_untagged(&startup) {
         Ok(Some((FirstPacket::Startup(s), _))) => s,
@@ -480,12 +493,14 @@ async fn open(
     record.database = parsed.get("database").or_else(|| record.user.clone());
     record.application_name = parsed.get("application_name");
     if record.user.as_deref().is_none_or(str::is_empty) {
-        return fail(&mut client, SessionError::NoUser).await;
+        return fail(&mut client, SessionError::NoUser)
+            .await
+            .map(Opened::Finished);
     }
     if let (Some(policy), Some(user)) = (listen.client_certs, record.user.as_deref())
         && let Err(e) = check_certificate_user(policy.user, client.ssl(), user)
     {
-        return fail(&mut client, e).await;
+        return fail(&mut client, e).await.map(Opened::Finished);
     }
 
     let Upstream {
@@ -493,7 +508,11 @@ async fn open(
         addr,
     } = match upstream {
         Ok(u) => u,
-        Err(e) => return fail(&mut client, SessionError::Upstream(e)).await,
+        Err(e) => {
+            return fail(&mut client, SessionError::Upstream(e))
+                .await
+                .map(Opened::Finished);
+        }
     };
     record.upstream = Some(addr);
     record.upstream_tls = Some(describe_tls(server.ssl()));
@@ -501,14 +520,58 @@ async fn open(
     let auth = tokio::select! {
         auth = timeout_at(
             startup_deadline,
-            authenticate(&mut client, &mut server, &startup, from_client),
+            Box::pin(authenticate(&mut client, &mut server, &startup, from_client)),
         ) => auth,
-        _ = shared.terminate.cancelled() => return fail(&mut client, SessionError::Shutdown).await,
+        _ = shared.terminate.cancelled() => return fail(&mut client, SessionError::Shutdown).await.map(Opened::Finished),
     };
     let auth = match auth {
         Ok(Ok(auth)) => auth,
-        Ok(Err(e)) => return fail(&mut client, e).await,
-        Err(_) => return fail(&mut client, startup_timeout).await,
+        Ok(Err(e)) => return fail(&mut client, e).await.map(Opened::Finished),
+        Err(_) => {
+            return fail(&mut client, startup_timeout)
+                .await
+                .map(Opened::Finished);
+        }
+    };
+    Ok(Opened::Relay(Box::new(Established {
+        client,
+        server,
+        auth,
+        addr,
+    })))
+}
+
+/// How the phase before the relay ended.
+enum Opened {
+    /// Authenticated: relay next.
+    Relay(Box<Established>),
+    /// Ended before any relay (a cancel request, or a refusal already sent).
+    Finished(Finish),
+}
+
+/// An authenticated session, ready to relay.
+struct Established {
+    client: ClientStream,
+    server: tokio_openssl::SslStream<TcpStream>,
+    auth: Authenticated,
+    addr: SocketAddr,
+}
+
+/// Serves one connection: everything up to authentication, then the relay.
+async fn open(
+    tcp: TcpStream,
+    shared: &Shared,
+    settings: &Settings,
+    record: &mut Record,
+) -> Result<Finish, SessionError> {
+    let Established {
+        mut client,
+        mut server,
+        auth,
+        addr,
+    } = match Box::pin(establish(tcp, shared, settings, record)).await? {
+        Opened::Relay(established) => *established,
+        Opened::Finished(finish) => return Ok(finish),
     };
     record.backend_pid = auth.key.as_ref().map(|(pid, _)| *pid);
     let _registration = auth

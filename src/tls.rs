@@ -14,7 +14,7 @@ use openssl::asn1::Asn1Time;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
     AlpnError, SslAcceptor, SslConnector, SslContextBuilder, SslMethod, SslMode, SslOptions,
-    SslSessionCacheMode, SslVerifyMode, SslVersion,
+    SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use std::sync::{Arc, Mutex};
 
@@ -114,8 +114,7 @@ pub fn build_acceptor(
         b.set_groups_list(GROUPS)?;
     }
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
-    // Idle sessions should not keep 2 x 16 KiB of record buffers each.
-    b.set_mode(SslMode::RELEASE_BUFFERS);
+    tune_records(&mut b);
     if !listen.session_tickets {
         b.set_options(SslOptions::NO_TICKET);
         b.set_num_tickets(0)?;
@@ -153,6 +152,23 @@ pub fn build_acceptor(
     Ok(b.build())
 }
 
+/// Record handling both legs share. Idle sessions must not keep 2 x 16 KiB of record buffers
+/// each (RELEASE_BUFFERS). Read-ahead lets one socket read take every record that has
+/// arrived, instead of one read for each record's header and another for its body; a short
+/// read also tells tokio the socket is drained, which saves the read that would only return
+/// EAGAIN. Only TLS records follow the handshake on either leg, so reading ahead can never
+/// swallow plaintext.
+fn tune_records(b: &mut SslContextBuilder) {
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    b.set_read_ahead(true);
+    // SAFETY: sets a length on the context being built.
+    unsafe { SSL_CTX_set_default_read_buffer_len(b.as_ptr(), READ_BUFFER_LEN) };
+}
+
+/// OpenSSL's read buffer while data flows (released when idle): room for four full records,
+/// so a bulk transfer takes several records per socket read.
+const READ_BUFFER_LEN: usize = 4 * (16 * 1024 + 512);
+
 /// Builds the upstream connector from `[upstream]`: full chain verification against the
 /// configured trust anchors; host name checks are added per connection (see
 /// [`crate::upstream`]).
@@ -171,7 +187,7 @@ pub fn build_connector(
         b.set_groups_list(GROUPS)?;
     }
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
-    b.set_mode(SslMode::RELEASE_BUFFERS);
+    tune_records(&mut b);
     b.set_verify(SslVerifyMode::PEER);
     let mut store = trust_anchor_builder("upstream.ca", &upstream.ca)?;
     if let Some(crl) = &upstream.crl {
@@ -391,6 +407,28 @@ unsafe extern "C" {
         store: *mut openssl_sys::X509_STORE,
         crl: *mut openssl_sys::X509_CRL,
     ) -> std::os::raw::c_int;
+}
+
+// libssl's (OpenSSL 1.1.0 and later), which openssl-sys does not declare.
+unsafe extern "C" {
+    fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> std::os::raw::c_int;
+    fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> std::os::raw::c_int;
+    fn SSL_CTX_set_default_read_buffer_len(ctx: *mut openssl_sys::SSL_CTX, len: usize);
+}
+
+/// Frees a connection's record buffers while it is idle. RELEASE_BUFFERS alone does not
+/// keep an idle session free of them: every read that finds the socket empty sets up a
+/// fresh 16 KiB read buffer first, and it stays until data arrives. Only when nothing is
+/// buffered (no partial record: `SSL_has_pending` is 0), so even OpenSSL releases without
+/// the CVE-2024-4741 fix are safe; OpenSSL refuses by itself when a write is unfinished.
+pub fn release_idle_buffers(ssl: &SslRef) {
+    // SAFETY: `ssl` is a live SSL object borrowed for the call; both functions only look
+    // at and free its own buffers, and decline when data is pending.
+    unsafe {
+        if SSL_has_pending(ssl.as_ptr()) == 0 {
+            SSL_free_buffers(ssl.as_ptr());
+        }
+    }
 }
 
 /// The PEM blocks of type `label` in `pem`, each with its BEGIN and END lines.
