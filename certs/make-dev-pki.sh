@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a development PKI with the openssl CLI: one CA, a certificate for the database server
-# and one for pgt-proxy, all ECDSA P-256, valid 90 days. For demos and local testing only:
+# and one for pgt-proxy, all ECDSA P-256 (RSA-2048 with PKI_KEY=rsa), valid 90 days. For demos and local testing only:
 # production certificates come from your CA (see certs/README.md).
 #
 # usage: certs/make-dev-pki.sh OUTDIR [PROXY_NAME ...]
@@ -10,6 +10,11 @@ set -euo pipefail
 out=${1:?usage: $0 OUTDIR [PROXY_NAME ...]}
 shift
 names=("$@")
+case ${PKI_KEY:-ec} in
+    ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    rsa) newkey=(-newkey rsa:2048) ;;
+    *) echo "PKI_KEY must be ec or rsa" >&2; exit 2 ;;
+esac
 ((${#names[@]})) || names=(localhost 127.0.0.1 ::1)
 mkdir -p "$out"
 cd "$out"
@@ -23,12 +28,12 @@ san() {
     (IFS=,; echo "${list[*]}")
 }
 
-openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 90 \
+openssl req -x509 -new "${newkey[@]}" -nodes -days 90 \
     -subj "/CN=pgt-proxy development CA" -keyout ca.key -out ca.crt \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 
 issue() { # name cn san
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    openssl req -new "${newkey[@]}" -nodes \
         -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 -out "$1.crt" \
         -extfile <(printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=%s\n' "$3") 2>/dev/null
