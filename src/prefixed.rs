@@ -17,6 +17,12 @@ pub struct PrefixedIo<S> {
     inner: S,
 }
 
+impl<S: std::os::fd::AsFd> std::os::fd::AsFd for PrefixedIo<S> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
 impl<S> PrefixedIo<S> {
     /// Wraps `inner`; `prefix` is returned by reads before `inner` is read.
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {

@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::error_response::encode_fatal;
 use crate::protocol::message::MessageTracker;
-use crate::protocol::sqlstate::ADMIN_SHUTDOWN;
+use crate::protocol::sqlstate::{ADMIN_SHUTDOWN, CONNECTION_FAILURE};
 
 /// One TLS record's worth of plaintext: a write makes at most one record.
 const BUFFER_SIZE: usize = 16 * 1024;
@@ -36,6 +37,8 @@ const FINISH_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
 /// Once one side has ended, how long handing its last bytes and the close to the other side
 /// may take: a peer that is alive but not reading must not hold the session forever.
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+/// While a writer holds back, how often the side not being read is checked for a reset.
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
 /// PostgreSQL's own text for 57P01.
 pub const ADMIN_SHUTDOWN_MESSAGE: &str = "terminating connection due to administrator command";
 
@@ -67,15 +70,22 @@ pub struct RelayOutcome {
     pub to_client: u64,
 }
 
-/// A stream that can give back memory it holds while idle.
-pub trait ReleaseIdle {
-    /// Called when a read found nothing to do; the session may now idle for hours.
+/// What the relay needs from a leg beyond reading and writing.
+pub trait Leg {
+    /// Called when a read found nothing to do; the session may now idle for hours, so
+    /// memory held for the traffic can go back.
     fn release_idle(&mut self);
+    /// The error the peer has left on the connection (a reset), found without reading.
+    fn peer_error(&self) -> Option<io::Error>;
 }
 
-impl<S> ReleaseIdle for tokio_openssl::SslStream<S> {
+impl<S: AsFd> Leg for tokio_openssl::SslStream<S> {
     fn release_idle(&mut self) {
         crate::tls::release_idle_buffers(self.ssl());
+    }
+
+    fn peer_error(&self) -> Option<io::Error> {
+        crate::socket::pending_error(self.get_ref())
     }
 }
 
@@ -136,7 +146,7 @@ impl Pipe {
         mut writer: Pin<&mut W>,
     ) -> Poll<Result<(), PipeError>>
     where
-        R: AsyncRead + ReleaseIdle + Unpin + ?Sized,
+        R: AsyncRead + Leg + Unpin + ?Sized,
         W: AsyncWrite + ?Sized,
     {
         loop {
@@ -300,8 +310,8 @@ pub async fn relay<C, U>(
     terminate: &CancellationToken,
 ) -> RelayOutcome
 where
-    C: AsyncRead + AsyncWrite + ReleaseIdle + Unpin,
-    U: AsyncRead + AsyncWrite + ReleaseIdle + Unpin,
+    C: AsyncRead + AsyncWrite + Leg + Unpin,
+    U: AsyncRead + AsyncWrite + Leg + Unpin,
 {
     let mut up = Pipe::new(client_pending);
     let mut down = Pipe::new(upstream_pending);
@@ -310,6 +320,8 @@ where
     let mut terminated = std::pin::pin!(terminated);
     // Armed when either side reaches end of stream.
     let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Armed while either direction's writer holds back.
+    let mut probe: Option<tokio::time::Interval> = None;
     let ended = poll_fn(|cx| {
         // First, so that data arriving with the signal is not relayed past a boundary.
         if terminated.as_mut().poll(cx).is_ready() {
@@ -339,11 +351,52 @@ where
         {
             return Poll::Ready(Ended::CloseTimedOut);
         }
+        // A side whose bytes the other side does not take is not read meanwhile (that is
+        // what bounds the buffering), so its reset would go unseen: look for it now and then.
+        if up.stash.is_empty() && down.stash.is_empty() {
+            probe = None;
+        } else {
+            let tick = probe.get_or_insert_with(|| {
+                tokio::time::interval_at(tokio::time::Instant::now() + PROBE_PERIOD, PROBE_PERIOD)
+            });
+            while tick.poll_tick(cx).is_ready() {
+                if !up.stash.is_empty()
+                    && let Some(e) = client.peer_error()
+                {
+                    return Poll::Ready(Ended::ClientError(e));
+                }
+                if !down.stash.is_empty()
+                    && let Some(e) = upstream.peer_error()
+                {
+                    return Poll::Ready(Ended::ServerError(e));
+                }
+            }
+        }
         Poll::Pending
     })
     .await;
-    match ended {
+    match &ended {
         Ended::ByServer => linger(client).await,
+        // The upstream vanished (reset, keepalive or retransmission timeout): tell the client
+        // which leg failed, where a message may start, instead of a bare close.
+        Ended::ServerError(e)
+            if down
+                .tracker
+                .as_ref()
+                .is_some_and(MessageTracker::at_boundary) =>
+        {
+            let fatal = encode_fatal(
+                CONNECTION_FAILURE,
+                &format!("pgt-proxy: upstream connection lost: {e}"),
+                None,
+                None,
+            );
+            let _ = tokio::time::timeout(FINISH_MESSAGE_LIMIT, async {
+                client.write_all(&fatal).await?;
+                client.shutdown().await
+            })
+            .await;
+        }
         Ended::Shutdown => {
             let finished = tokio::time::timeout(
                 FINISH_MESSAGE_LIMIT,
@@ -496,12 +549,18 @@ mod tests {
     /// A peer that takes writes but never completes a shutdown, and never sends.
     struct NeverCloses;
 
-    impl ReleaseIdle for NeverCloses {
+    impl Leg for NeverCloses {
         fn release_idle(&mut self) {}
+        fn peer_error(&self) -> Option<io::Error> {
+            None
+        }
     }
 
-    impl ReleaseIdle for tokio::io::DuplexStream {
+    impl Leg for tokio::io::DuplexStream {
         fn release_idle(&mut self) {}
+        fn peer_error(&self) -> Option<io::Error> {
+            None
+        }
     }
 
     impl AsyncRead for NeverCloses {

@@ -276,3 +276,242 @@ fn idle_session_timeout_ends_the_client_at_once() {
         );
     });
 }
+
+/// A TLS 1.2 ClientHello (after SSLRequest) with the given SNI host name and cipher suites,
+/// split into records of at most 16 KiB as a real client would.
+fn client_hello(sni: &[u8], suites: &[u16]) -> Vec<u8> {
+    fn u16be(n: usize) -> [u8; 2] {
+        (n as u16).to_be_bytes()
+    }
+    let mut ext = Vec::new();
+    if !sni.is_empty() {
+        ext.extend([0, 0]);
+        ext.extend(u16be(sni.len() + 5));
+        ext.extend(u16be(sni.len() + 3));
+        ext.push(0);
+        ext.extend(u16be(sni.len()));
+        ext.extend(sni);
+    }
+    // supported_groups (x25519, P-256), ec_point_formats, signature_algorithms (ECDSA P-256).
+    ext.extend([0, 0x0a, 0, 6, 0, 4, 0, 0x1d, 0, 0x17]);
+    ext.extend([0, 0x0b, 0, 2, 1, 0]);
+    ext.extend([0, 0x0d, 0, 4, 0, 2, 4, 3]);
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]); // random
+    body.push(0); // no session id
+    body.extend(u16be(suites.len() * 2));
+    for s in suites {
+        body.extend(s.to_be_bytes());
+    }
+    body.extend([1, 0]); // null compression only
+    body.extend(u16be(ext.len()));
+    body.extend(ext);
+    let mut handshake = vec![1];
+    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(body);
+    let mut out = Vec::new();
+    for fragment in handshake.chunks(16_384) {
+        out.extend([0x16, 3, 1]);
+        out.extend(u16be(fragment.len()));
+        out.extend(fragment);
+    }
+    out
+}
+
+/// Sends `hello` after SSLRequest and returns the first byte of the answer (None: closed).
+async fn answer_to_hello(addr: SocketAddr, hello: &[u8]) -> Option<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&SSL_REQUEST).await.unwrap();
+    assert_eq!(raw::read_byte(&mut tcp).await, Some(b'S'));
+    // The proxy may answer (and close) before it has read everything.
+    let _ = tcp.write_all(hello).await;
+    tokio::time::timeout(Duration::from_secs(5), raw::read_byte(&mut tcp))
+        .await
+        .expect("an answer or a close within 5 s")
+}
+
+unsafe extern "C" {
+    fn SSL_renegotiate(ssl: *mut openssl_sys::SSL) -> std::os::raw::c_int;
+    fn SSL_do_handshake(ssl: *mut openssl_sys::SSL) -> std::os::raw::c_int;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_handshakes_huge_sni_10000_suites_renegotiation() {
+    use foreign_types::ForeignTypeRef;
+    let pki = TestPki::new();
+    let pg = tokio::task::spawn_blocking({
+        let server = pki.server.cert.clone();
+        let key = pki.server.key.clone();
+        move || {
+            Postgres::start(&common::pki::Issued {
+                cert: server,
+                key,
+                chain: vec![],
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, pg.port));
+    let addr = proxy.addr;
+    drop(raw::trusted_session(addr, &pki).await);
+    proxy.wait_log(&["session ended"]);
+    let baseline = common::open_fds(proxy.pid());
+
+    // An SNI of 16,000 bytes (the limit is 255): a fatal alert.
+    let answer = answer_to_hello(addr, &client_hello(&[b'a'; 16_000], &[0xc02b])).await;
+    assert_eq!(answer, Some(0x15), "a TLS alert");
+    // 10,000 cipher suites, one of them acceptable, over two records: the handshake goes on.
+    let mut suites: Vec<u16> = (0..9_999).map(|i| 0x0a00 + (i % 0x0500) as u16).collect();
+    suites.push(0xc02b);
+    let answer = answer_to_hello(addr, &client_hello(b"localhost", &suites)).await;
+    assert_eq!(answer, Some(0x16), "a ServerHello");
+
+    // A TLS 1.2 session that asks to renegotiate: refused, and the proxy goes on serving.
+    let ca = pki.proxy_ca_path.clone();
+    let renegotiated = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(&SSL_REQUEST).unwrap();
+        let mut s = [0u8; 1];
+        tcp.read_exact(&mut s).unwrap();
+        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+        b.set_ca_file(&ca).unwrap();
+        b.set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+            .unwrap();
+        let mut tls = b.build().connect("localhost", tcp).unwrap();
+        tls.write_all(&raw::startup(&[
+            ("user", "trusted"),
+            ("database", "postgres"),
+        ]))
+        .unwrap();
+        // Up to ReadyForQuery, so the session is in the relay.
+        loop {
+            let mut head = [0u8; 5];
+            tls.read_exact(&mut head).unwrap();
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut body = vec![0u8; len - 4];
+            tls.read_exact(&mut body).unwrap();
+            if head[0] == b'Z' {
+                break;
+            }
+        }
+        // SAFETY: the SSL object is live and owned by `tls` for both calls.
+        let result = unsafe {
+            SSL_renegotiate(tls.ssl().as_ptr());
+            SSL_do_handshake(tls.ssl().as_ptr())
+        };
+        (result, openssl::error::ErrorStack::get().to_string())
+    })
+    .await
+    .unwrap();
+    // The proxy answers with a no_renegotiation alert (not silence: that would be a timeout).
+    assert_ne!(renegotiated.0, 1, "the renegotiation completed");
+    assert!(
+        renegotiated.1.contains("no renegotiation"),
+        "{}",
+        renegotiated.1
+    );
+
+    common::wait_for(
+        "descriptors back to baseline",
+        Duration::from_secs(15),
+        || (common::open_fds(proxy.pid()) <= baseline).then_some(()),
+    );
+    drop(raw::trusted_session(addr, &pki).await);
+    assert!(!proxy.log().contains("panicked"));
+    drop(pg);
+}
+
+/// The proxy's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stops_reading_is_not_buffered_without_bound() {
+    let pki = TestPki::new();
+    let port = common::fake_upstream::start_silent_after_startup(&pki.server).await;
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
+    drop(raw::trusted_session(proxy.addr, &pki).await);
+    proxy.wait_log(&["session ended"]);
+    let baseline = common::open_fds(proxy.pid());
+    let rss_before = rss_kib(proxy.pid());
+
+    // 64 MiB of queries toward a server that reads none of them.
+    let mut session = raw::trusted_session(proxy.addr, &pki).await;
+    let mut query = b"Q\0\0\x04\x04".to_vec();
+    query.resize(1029, b' ');
+    query[1028] = 0;
+    let chunk: Vec<u8> = query.iter().copied().cycle().take(1029 * 64).collect();
+    let mut sent = 0usize;
+    let writing = async {
+        while sent < 64 << 20 {
+            session.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(3), writing).await;
+    assert!(finished.is_err(), "64 MiB went somewhere");
+    let grown = rss_kib(proxy.pid()).saturating_sub(rss_before);
+    assert!(
+        sent < 16 << 20,
+        "{sent} bytes accepted: the proxy buffers without bound"
+    );
+    assert!(grown < 8 * 1024, "the proxy grew by {grown} KiB");
+
+    // The client gives up: the session ends within the close limit, nothing leaks.
+    reset_on_drop(session.get_ref());
+    drop(session);
+    common::wait_for(
+        "descriptors back to baseline",
+        Duration::from_secs(15),
+        || (common::open_fds(proxy.pid()) <= baseline).then_some(()),
+    );
+    drop(raw::trusted_session(proxy.addr, &pki).await);
+    assert!(!proxy.log().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_chain_20_deep_verifies_and_serves() {
+    let pki = TestPki::new();
+    let mut ca = pki.upstream_ca.intermediate("Intermediate 1");
+    for depth in 2..=19 {
+        ca = ca.intermediate(&format!("Intermediate {depth}"));
+    }
+    let leaf = ca.issue(
+        "localhost",
+        &["DNS:localhost", "IP:127.0.0.1"],
+        common::pki::Validity::Current,
+    );
+    assert_eq!(leaf.chain.len(), 19, "leaf + 19 intermediates + the root");
+    let port = common::fake_upstream::start_silent_after_startup(&leaf).await;
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
+    let session = raw::trusted_session(proxy.addr, &pki).await;
+    drop(session);
+    let log = proxy.wait_log(&["session ended"]);
+    assert!(!log.contains("panicked"));
+}
+
+#[tokio::test]
+async fn an_upstream_that_resets_mid_session_is_reported_as_08006() {
+    let pki = TestPki::new();
+    let port = common::fake_upstream::start(&pki.server, common::fake_upstream::Then::Reset).await;
+    let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
+    let mut session = raw::trusted_session(proxy.addr, &pki).await;
+    let start = Instant::now();
+    let messages = raw::read_until_ready(&mut session).await;
+    let (tag, body) = messages.last().expect("an ErrorResponse, not a bare close");
+    assert_eq!(*tag, b'E');
+    let (code, message) = raw::error_fields(body);
+    assert_eq!(code, "08006", "{message}");
+    assert!(message.contains("upstream connection lost"), "{message}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(raw::read_to_close(&mut session).await.is_empty());
+}

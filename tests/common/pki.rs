@@ -122,7 +122,11 @@ impl Ca {
         b.set_issuer_name(self.issued.cert.subject_name()).unwrap();
         ca_extensions(&mut b);
         self.sign(&mut b);
+        // Everything between the new CA and the root: this CA too, unless it is the root.
         let mut chain = vec![];
+        if self.is_intermediate() {
+            chain.push(self.issued.cert.clone());
+        }
         chain.extend(self.issued.chain.iter().cloned());
         Ca {
             issued: Issued {
