@@ -287,18 +287,24 @@ async fn idle(target: Target, count: usize, parallel: usize) -> Result<(), BoxEr
             };
             let alive = tokio::time::timeout(Duration::from_secs(30), alive).await;
             close(tls).await;
-            matches!(alive, Ok(Ok(())))
+            match alive {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:?}")),
+                Err(_) => Some("no answer in 30 s".to_string()),
+            }
         });
     }
-    let (mut alive, mut dead) = (0, 0);
+    let (mut alive, mut dead) = (0, std::collections::BTreeMap::<String, usize>::new());
     while let Some(r) = checks.join_next().await {
-        if r.unwrap_or(false) {
-            alive += 1;
-        } else {
-            dead += 1;
+        match r.unwrap_or_else(|e| Some(e.to_string())) {
+            None => alive += 1,
+            Some(why) => *dead.entry(why).or_default() += 1,
         }
     }
-    println!("alive {alive} dead {dead}");
+    println!("alive {alive} dead {}", dead.values().sum::<usize>());
+    for (why, n) in &dead {
+        eprintln!("{n} x dead: {why}");
+    }
     Ok(())
 }
 
