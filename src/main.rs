@@ -10,7 +10,7 @@ use pgt_proxy::config::{self, ConfigError, LoadedConfig, Overrides};
 use pgt_proxy::fips::{self, ProviderInfo};
 use pgt_proxy::service::{self, Service};
 use pgt_proxy::settings::Settings;
-use pgt_proxy::{check, logging, server, session};
+use pgt_proxy::{check, logging, memory, server, session};
 
 /// sysexits.h: EX_UNAVAILABLE, a listening address could not be bound.
 const EX_UNAVAILABLE: u8 = 69;
@@ -103,8 +103,12 @@ fn main() -> ExitCode {
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
+    memory::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking threads only resolve the upstream's name (and trim memory): a burst of
+        // connects must not start hundreds of them, each with a stack and an arena.
+        .max_blocking_threads(memory::MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
