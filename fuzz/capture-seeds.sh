@@ -55,3 +55,36 @@ open("corpus/startup_messages/seed-error.bin", "wb").write(
     frame(b"E", b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed\0\0"))
 open("corpus/message_tracker/seed-relay.bin", "wb").write(b"\x07" + seq)
 PY
+
+# OCSP responses from a real `openssl ocsp` responder: good, revoked and unknown, with and
+# without a nonce, and a "try later" refusal.
+mkdir -p corpus/ocsp_response
+ocsp=$(mktemp -d)
+trap 'rm -rf "$ocsp"' EXIT
+(
+    cd "$ocsp"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=seed-ca -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=seed-leaf \
+        -keyout leaf.key -out leaf.csr 2>/dev/null
+    openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -out leaf.crt 2>/dev/null
+    serial=$(openssl x509 -in leaf.crt -noout -serial | cut -d= -f2)
+    expiry=$(date -u -d +30days +%y%m%d%H%M%SZ)
+    revoked=$(date -u -d -1day +%y%m%d%H%M%SZ)
+    for state in good revoked unknown; do
+        case $state in
+            good) printf 'V\t%s\t\t%s\tunknown\t/CN=seed-leaf\n' "$expiry" "$serial" >index.txt ;;
+            revoked) printf 'R\t%s\t%s\t%s\tunknown\t/CN=seed-leaf\n' "$expiry" "$revoked" "$serial" >index.txt ;;
+            unknown) : >index.txt ;;
+        esac
+        for nonce in -nonce -no_nonce; do
+            openssl ocsp -issuer ca.crt -cert leaf.crt "$nonce" -reqout req.der 2>/dev/null
+            openssl ocsp -index index.txt -rsigner ca.crt -rkey ca.key -CA ca.crt -reqin req.der \
+                -respout "resp-$state$nonce.der" -ndays 7 >/dev/null 2>&1
+        done
+    done
+)
+cp "$ocsp"/resp-*.der corpus/ocsp_response/
+for f in corpus/ocsp_response/resp-*.der; do mv "$f" "corpus/ocsp_response/seed-$(basename "$f" .der).bin"; done
+# OCSPResponse { responseStatus tryLater (3) }: a refusal without a body.
+printf '\x30\x03\x0a\x01\x03' >corpus/ocsp_response/seed-try-later.bin

@@ -19,8 +19,9 @@ use openssl::ocsp::{
     OcspCertId, OcspCertStatus, OcspFlag, OcspRequest, OcspResponse, OcspResponseStatus,
 };
 use openssl::ssl::{SslContext, SslContextRef, SslRef};
-use openssl::stack::Stack;
+use openssl::stack::{Stack, StackRef};
 use openssl::x509::X509;
+use openssl::x509::store::X509StoreRef;
 
 pub use crate::config::schema::OcspMode;
 use crate::tls;
@@ -225,7 +226,38 @@ fn query(
         .read_to_vec()
         .map_err(|e| unknown(&format!("reading the answer of {url}"), &e))?;
 
-    let response = OcspResponse::from_der(&body).map_err(|e| unknown("invalid response", &e))?;
+    let mut untrusted = Stack::new().map_err(|e| unknown("verifying", &e))?;
+    for cert in chain {
+        untrusted
+            .push(cert.clone())
+            .map_err(|e| unknown("verifying", &e))?;
+    }
+    let id = id().map_err(|e| unknown("verifying", &e))?;
+    judge_response(&body, &request, &id, &untrusted, context.cert_store()).map_err(|e| match e {
+        OcspError::Unknown(why) if why == UNKNOWN_TO_RESPONDER => {
+            OcspError::Unknown(format!("responder {url} does not know the certificate"))
+        }
+        other => other,
+    })
+}
+
+/// What `judge_response` says when the responder does not know the certificate.
+const UNKNOWN_TO_RESPONDER: &str = "the responder does not know the certificate";
+
+/// Judges a responder's answer (`body`, untrusted bytes from the network) to `request`
+/// about the certificate `id`: its status, nonce, signature (chained to `store`, with
+/// `untrusted` as intermediates) and validity period. Returns until when a good answer may
+/// be trusted. No IO; `fuzz/fuzz_targets/ocsp_response.rs` feeds it arbitrary bytes.
+pub fn judge_response(
+    body: &[u8],
+    request: &OcspRequest,
+    id: &OcspCertId,
+    untrusted: &StackRef<X509>,
+    store: &X509StoreRef,
+) -> Result<SystemTime, OcspError> {
+    let unknown =
+        |what: &str, e: &dyn std::fmt::Display| OcspError::Unknown(format!("{what}: {e}"));
+    let response = OcspResponse::from_der(body).map_err(|e| unknown("invalid response", &e))?;
     if response.status() != OcspResponseStatus::SUCCESSFUL {
         return Err(OcspError::Unknown(format!(
             "responder refused the request (status {})",
@@ -246,19 +278,11 @@ fn query(
             ));
         }
     }
-    let mut untrusted = Stack::new().map_err(|e| unknown("verifying", &e))?;
-    for cert in chain {
-        untrusted
-            .push(cert.clone())
-            .map_err(|e| unknown("verifying", &e))?;
-    }
-    let store = context.cert_store();
     basic
-        .verify(&untrusted, store, OcspFlag::empty())
+        .verify(untrusted, store, OcspFlag::empty())
         .map_err(|e| unknown("the response's signature does not verify", &e))?;
-    let id = id().map_err(|e| unknown("verifying", &e))?;
     let status = basic
-        .find_status(&id)
+        .find_status(id)
         .ok_or_else(|| OcspError::Unknown("the response does not cover the certificate".into()))?;
     status
         .check_validity(CLOCK_SKEW_SECS, None)
@@ -270,9 +294,7 @@ fn query(
             .map(|secs| SystemTime::now() + Duration::from_secs(secs))
             .unwrap_or_else(|| SystemTime::now() + NO_NEXT_UPDATE_TTL)),
         OcspCertStatus::REVOKED => Err(OcspError::Revoked),
-        _ => Err(OcspError::Unknown(format!(
-            "responder {url} does not know the certificate"
-        ))),
+        _ => Err(OcspError::Unknown(UNKNOWN_TO_RESPONDER.into())),
     }
 }
 

@@ -182,3 +182,72 @@ fn captured_first_packets_parse_at_every_prefix() {
         Ok(Some((FirstPacket::DirectTls, 0)))
     );
 }
+
+#[path = "common/pki.rs"]
+#[allow(dead_code)]
+mod pki;
+
+mod ocsp_answers {
+    //! The OCSP response handling gets untrusted bytes from a responder: anything that is not
+    //! a good, signed, current answer about the certificate is an error, never a panic. The
+    //! real responses (`fuzz/corpus/ocsp_response`, from `openssl ocsp`) are signed by another
+    //! CA and must be refused too.
+    use openssl::hash::MessageDigest;
+    use openssl::ocsp::{OcspCertId, OcspRequest};
+    use openssl::stack::Stack;
+    use openssl::x509::store::X509StoreBuilder;
+    use pgt_proxy::ocsp::judge_response;
+    use proptest::prelude::*;
+
+    use super::pki;
+
+    struct Fixture {
+        ca: pki::Ca,
+        leaf: pki::Issued,
+        request: OcspRequest,
+        store: openssl::x509::store::X509Store,
+    }
+
+    thread_local! {
+        /// Built once per test thread: debug-mode key generation is slow.
+        static FIXTURE: Fixture = {
+            let ca = pki::Ca::new("prop CA");
+            let leaf = ca.issue("leaf", &["DNS:leaf"], pki::Validity::Current);
+            let mut request = OcspRequest::new().unwrap();
+            request
+                .add_id(OcspCertId::from_cert(MessageDigest::sha1(), &leaf.cert, &ca.issued.cert).unwrap())
+                .unwrap();
+            let mut store = X509StoreBuilder::new().unwrap();
+            store.add_cert(ca.issued.cert.clone()).unwrap();
+            Fixture { ca, leaf, request, store: store.build() }
+        };
+    }
+
+    fn judge(bytes: &[u8]) -> bool {
+        FIXTURE.with(|f| {
+            let id = OcspCertId::from_cert(MessageDigest::sha1(), &f.leaf.cert, &f.ca.issued.cert)
+                .unwrap();
+            judge_response(bytes, &f.request, &id, &Stack::new().unwrap(), &f.store).is_err()
+        })
+    }
+
+    #[test]
+    fn real_responses_from_another_ca_are_refused() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/ocsp_response");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(judge(&bytes));
+            seen += 1;
+        }
+        assert!(seen >= 7, "the seed corpus is missing ({seen} files)");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn arbitrary_bytes_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            prop_assert!(judge(&bytes));
+        }
+    }
+}
