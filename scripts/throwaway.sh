@@ -8,6 +8,10 @@
 #   start_proxy NAME PORT UPSTREAM_PORT [TOML_LINE...]
 #                              pgt-proxy on 127.0.0.1:PORT; extra [listen] lines, and lines
 #                              after a "[upstream]" one go to that section; sets proxy_pid
+#   hold_sessions NAME FD COUNT ARG...
+#                              $tool idle ARG... --count COUNT in the background, held open
+#                              until fd FD is closed; waits for its "ready" line in
+#                              $work/NAME.out (stderr: $work/NAME.err); sets holder_NAME
 #   free_port, cpu_ticks PID, rss_kib PID, open_fds PID, as_pg CMD...
 
 throwaway_init() {
@@ -106,4 +110,18 @@ start_proxy() {
     echo "the proxy did not start:" >&2
     cat "$work/$name.log" >&2
     exit 1
+}
+
+hold_sessions() {
+    local name=$1 fd=$2 count=$3
+    shift 3
+    rm -f "$work/$name.in"
+    mkfifo "$work/$name.in"
+    "$tool" idle "$@" --count "$count" <"$work/$name.in" >"$work/$name.out" 2>"$work/$name.err" &
+    eval "holder_$name=$!"
+    eval "exec $fd>\"\$work/\$name.in\""
+    for _ in $(seq 1200); do grep -q '^ready' "$work/$name.out" && return; sleep 0.5; done
+    echo "$name: the idle sessions were never ready" >&2
+    cat "$work/$name.err" >&2
+    return 1
 }

@@ -448,20 +448,41 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncWriteExt, duplex};
 
-    #[tokio::test]
-    async fn server_end_delivers_everything_then_closes_the_client() {
-        let (mut client_side, mut client_peer) = duplex(64);
-        let (mut upstream_side, mut upstream_peer) = duplex(64);
-        let task = tokio::spawn(async move {
+    /// Runs the relay between `client` and `upstream` in a task of its own.
+    fn spawn_relay<C, U>(
+        mut client: C,
+        mut upstream: U,
+        client_pending: Vec<u8>,
+        upstream_pending: Vec<u8>,
+        terminate: CancellationToken,
+    ) -> tokio::task::JoinHandle<RelayOutcome>
+    where
+        C: AsyncRead + AsyncWrite + Leg + Unpin + Send + 'static,
+        U: AsyncRead + AsyncWrite + Leg + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
             relay(
-                &mut client_side,
-                &mut upstream_side,
-                b"early".to_vec(),
-                b"hello ".to_vec(),
-                &CancellationToken::new(),
+                &mut client,
+                &mut upstream,
+                client_pending,
+                upstream_pending,
+                &terminate,
             )
             .await
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn server_end_delivers_everything_then_closes_the_client() {
+        let (client_side, mut client_peer) = duplex(64);
+        let (upstream_side, mut upstream_peer) = duplex(64);
+        let task = spawn_relay(
+            client_side,
+            upstream_side,
+            b"early".to_vec(),
+            b"hello ".to_vec(),
+            CancellationToken::new(),
+        );
         let mut got = Vec::new();
         let write = async {
             upstream_peer.write_all(&[7u8; 100_000]).await.unwrap();
@@ -482,18 +503,15 @@ mod tests {
 
     #[tokio::test]
     async fn client_end_closes_upstream() {
-        let (mut client_side, mut client_peer) = duplex(64);
-        let (mut upstream_side, mut upstream_peer) = duplex(64);
-        let task = tokio::spawn(async move {
-            relay(
-                &mut client_side,
-                &mut upstream_side,
-                Vec::new(),
-                Vec::new(),
-                &CancellationToken::new(),
-            )
-            .await
-        });
+        let (client_side, mut client_peer) = duplex(64);
+        let (upstream_side, mut upstream_peer) = duplex(64);
+        let task = spawn_relay(
+            client_side,
+            upstream_side,
+            Vec::new(),
+            Vec::new(),
+            CancellationToken::new(),
+        );
         client_peer.write_all(b"X\0\0\0\x04").await.unwrap();
         client_peer.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -505,20 +523,11 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_finishes_the_message_in_flight_then_sends_57p01() {
-        let (mut client_side, mut client_peer) = duplex(1024);
-        let (mut upstream_side, mut upstream_peer) = duplex(1024);
+        let (client_side, mut client_peer) = duplex(1024);
+        let (upstream_side, mut upstream_peer) = duplex(1024);
         let terminate = CancellationToken::new();
         let token = terminate.clone();
-        let task = tokio::spawn(async move {
-            relay(
-                &mut client_side,
-                &mut upstream_side,
-                Vec::new(),
-                Vec::new(),
-                &token,
-            )
-            .await
-        });
+        let task = spawn_relay(client_side, upstream_side, Vec::new(), Vec::new(), token);
         // A DataRow of 10 body bytes, of which the server has sent only 7 so far.
         let row = [b"D\0\0\0\x0e".as_slice(), b"0123456789"].concat();
         upstream_peer.write_all(&row[..12]).await.unwrap();
@@ -591,18 +600,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_never_takes_the_close_cannot_hold_the_session() {
-        let (mut client_side, mut client_peer) = duplex(64);
-        let mut upstream = NeverCloses;
-        let task = tokio::spawn(async move {
-            relay(
-                &mut client_side,
-                &mut upstream,
-                Vec::new(),
-                Vec::new(),
-                &CancellationToken::new(),
-            )
-            .await
-        });
+        let (client_side, mut client_peer) = duplex(64);
+        let upstream = NeverCloses;
+        let task = spawn_relay(
+            client_side,
+            upstream,
+            Vec::new(),
+            Vec::new(),
+            CancellationToken::new(),
+        );
         client_peer.write_all(b"X\0\0\0\x04").await.unwrap();
         client_peer.shutdown().await.unwrap();
         let started = tokio::time::Instant::now();

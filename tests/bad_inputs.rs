@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::fake_upstream::{self, Then};
 use common::postgres::Postgres;
 use common::proxy::{Proxy, ProxyConfig, TestPki};
 use common::raw::{self, SSL_REQUEST};
@@ -46,32 +47,48 @@ fn startup_with_version(major: u16, minor: u16, params: &[u8]) -> Vec<u8> {
     out
 }
 
+/// PostgreSQL with the test PKI's server certificate, started off the async runtime.
+async fn start_postgres(pki: &TestPki) -> Postgres {
+    let identity = common::pki::Issued {
+        cert: pki.server.cert.clone(),
+        key: pki.server.key.clone(),
+        chain: vec![],
+    };
+    tokio::task::spawn_blocking(move || Postgres::start(&identity))
+        .await
+        .unwrap()
+}
+
+/// Serves one session, so lazily opened descriptors are in the baseline; returns the
+/// proxy's open descriptors then.
+async fn warm_baseline(proxy: &Proxy, pki: &TestPki) -> usize {
+    drop(raw::trusted_session(proxy.addr, pki).await);
+    proxy.wait_log(&["session ended"]);
+    common::open_fds(proxy.pid())
+}
+
+/// After a bad input: descriptors back to `baseline`, a normal client served, no panic.
+async fn assert_recovered(proxy: &Proxy, pki: &TestPki, baseline: usize) {
+    common::wait_for(
+        "descriptors back to baseline",
+        Duration::from_secs(15),
+        || (common::open_fds(proxy.pid()) <= baseline).then_some(()),
+    );
+    drop(raw::trusted_session(proxy.addr, pki).await);
+    assert!(!proxy.log().contains("panicked"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalogue_of_bad_clients() {
     let pki = TestPki::new();
-    let pg = tokio::task::spawn_blocking({
-        let server = pki.server.cert.clone();
-        let key = pki.server.key.clone();
-        move || {
-            Postgres::start(&common::pki::Issued {
-                cert: server,
-                key,
-                chain: vec![],
-            })
-        }
-    })
-    .await
-    .unwrap();
+    let pg = start_postgres(&pki).await;
     let proxy = Proxy::start(
         &ProxyConfig::new(&pki, pg.port)
             .set("listen.handshake_timeout", "\"2s\"")
             .set("listen.startup_timeout", "\"2s\""),
     );
     let addr = proxy.addr;
-    // Warm up, so lazily opened descriptors are in the baseline.
-    drop(raw::trusted_session(addr, &pki).await);
-    proxy.wait_log(&["session ended"]);
-    let baseline = common::open_fds(proxy.pid());
+    let baseline = warm_baseline(&proxy, &pki).await;
 
     // Resets in every phase.
     reset(TcpStream::connect(addr).await.unwrap());
@@ -196,44 +213,14 @@ async fn catalogue_of_bad_clients() {
     );
 
     // Everything is released, and the proxy still serves.
-    common::wait_for(
-        "descriptors back to baseline",
-        Duration::from_secs(15),
-        || (common::open_fds(proxy.pid()) <= baseline).then_some(()),
-    );
-    drop(raw::trusted_session(addr, &pki).await);
-    assert!(!proxy.log().contains("panicked"));
+    assert_recovered(&proxy, &pki, baseline).await;
     drop(pg);
 }
 
 #[tokio::test]
 async fn an_upstream_that_hangs_up_during_authentication() {
-    // A TLS upstream that accepts SSLRequest and the handshake, reads the StartupMessage,
-    // then closes without a word.
     let pki = TestPki::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut b =
-        openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls()).unwrap();
-    b.set_certificate(&pki.server.cert).unwrap();
-    b.set_private_key(&pki.server.key).unwrap();
-    let acceptor = b.build();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let mut req = [0u8; 8];
-                tcp.read_exact(&mut req).await.ok()?;
-                tcp.write_all(b"S").await.ok()?;
-                let ssl = openssl::ssl::Ssl::new(acceptor.context()).ok()?;
-                let mut tls = tokio_openssl::SslStream::new(ssl, tcp).ok()?;
-                std::pin::Pin::new(&mut tls).accept().await.ok()?;
-                let mut startup = [0u8; 256];
-                let _ = tls.read(&mut startup).await;
-                Some(())
-            });
-        }
-    });
+    let port = fake_upstream::start(&pki.server, Then::HangUp).await;
     let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
     let (code, message) = inside_tls(
         proxy.addr,
@@ -339,24 +326,10 @@ unsafe extern "C" {
 async fn hostile_handshakes_huge_sni_10000_suites_renegotiation() {
     use foreign_types::ForeignTypeRef;
     let pki = TestPki::new();
-    let pg = tokio::task::spawn_blocking({
-        let server = pki.server.cert.clone();
-        let key = pki.server.key.clone();
-        move || {
-            Postgres::start(&common::pki::Issued {
-                cert: server,
-                key,
-                chain: vec![],
-            })
-        }
-    })
-    .await
-    .unwrap();
+    let pg = start_postgres(&pki).await;
     let proxy = Proxy::start(&ProxyConfig::new(&pki, pg.port));
     let addr = proxy.addr;
-    drop(raw::trusted_session(addr, &pki).await);
-    proxy.wait_log(&["session ended"]);
-    let baseline = common::open_fds(proxy.pid());
+    let baseline = warm_baseline(&proxy, &pki).await;
 
     // An SNI of 16,000 bytes (the limit is 255): a fatal alert.
     let answer = answer_to_hello(addr, &client_hello(&[b'a'; 16_000], &[0xc02b])).await;
@@ -414,13 +387,7 @@ async fn hostile_handshakes_huge_sni_10000_suites_renegotiation() {
         renegotiated.1
     );
 
-    common::wait_for(
-        "descriptors back to baseline",
-        Duration::from_secs(15),
-        || (common::open_fds(proxy.pid()) <= baseline).then_some(()),
-    );
-    drop(raw::trusted_session(addr, &pki).await);
-    assert!(!proxy.log().contains("panicked"));
+    assert_recovered(&proxy, &pki, baseline).await;
     drop(pg);
 }
 
@@ -437,11 +404,9 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_stops_reading_is_not_buffered_without_bound() {
     let pki = TestPki::new();
-    let port = common::fake_upstream::start_silent_after_startup(&pki.server).await;
+    let port = fake_upstream::start(&pki.server, Then::StopReading).await;
     let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
-    drop(raw::trusted_session(proxy.addr, &pki).await);
-    proxy.wait_log(&["session ended"]);
-    let baseline = common::open_fds(proxy.pid());
+    let baseline = warm_baseline(&proxy, &pki).await;
     let rss_before = rss_kib(proxy.pid());
 
     // 64 MiB of queries toward a server that reads none of them.
@@ -469,13 +434,7 @@ async fn an_upstream_that_stops_reading_is_not_buffered_without_bound() {
     // The client gives up: the session ends within the close limit, nothing leaks.
     reset_on_drop(session.get_ref());
     drop(session);
-    common::wait_for(
-        "descriptors back to baseline",
-        Duration::from_secs(15),
-        || (common::open_fds(proxy.pid()) <= baseline).then_some(()),
-    );
-    drop(raw::trusted_session(proxy.addr, &pki).await);
-    assert!(!proxy.log().contains("panicked"));
+    assert_recovered(&proxy, &pki, baseline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +450,7 @@ async fn an_upstream_chain_20_deep_verifies_and_serves() {
         common::pki::Validity::Current,
     );
     assert_eq!(leaf.chain.len(), 19, "leaf + 19 intermediates + the root");
-    let port = common::fake_upstream::start_silent_after_startup(&leaf).await;
+    let port = fake_upstream::start(&leaf, Then::StopReading).await;
     let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
     let session = raw::trusted_session(proxy.addr, &pki).await;
     drop(session);
@@ -502,7 +461,7 @@ async fn an_upstream_chain_20_deep_verifies_and_serves() {
 #[tokio::test]
 async fn an_upstream_that_resets_mid_session_is_reported_as_08006() {
     let pki = TestPki::new();
-    let port = common::fake_upstream::start(&pki.server, common::fake_upstream::Then::Reset).await;
+    let port = fake_upstream::start(&pki.server, Then::Reset).await;
     let proxy = Proxy::start(&ProxyConfig::new(&pki, port));
     let mut session = raw::trusted_session(proxy.addr, &pki).await;
     let start = Instant::now();

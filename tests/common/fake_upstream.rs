@@ -1,8 +1,8 @@
 //! A TLS upstream that behaves badly on purpose: it answers SSLRequest, completes the
-//! handshake with the given certificate chain, answers the StartupMessage with
-//! AuthenticationOk, BackendKeyData and ReadyForQuery, and then either never reads again (a
-//! server that has stopped reading) or resets the connection (a server that vanished). Only
-//! for cases a real PostgreSQL cannot be made to play.
+//! handshake with the given certificate chain and reads the StartupMessage; then it hangs up
+//! without a word, or answers with AuthenticationOk, BackendKeyData and ReadyForQuery and
+//! either never reads again (a server that has stopped reading) or resets the connection (a
+//! server that vanished). Only for cases a real PostgreSQL cannot be made to play.
 
 use std::pin::Pin;
 
@@ -18,15 +18,12 @@ const SESSION_START: &[u8] = b"R\0\0\0\x08\0\0\0\0K\0\0\0\x0c\0\0\0\x01\0\0\0\x0
 /// What the upstream does once the session has started.
 #[derive(Clone, Copy)]
 pub enum Then {
+    /// Closes the connection instead of answering the StartupMessage.
+    HangUp,
     /// Holds the connection open, unread, until the runtime ends.
     StopReading,
     /// Resets the connection (SO_LINGER 0) after 300 ms.
     Reset,
-}
-
-/// Starts the upstream on 127.0.0.1 in the current runtime; returns its port.
-pub async fn start_silent_after_startup(identity: &Issued) -> u16 {
-    start(identity, Then::StopReading).await
 }
 
 /// Starts the upstream on 127.0.0.1 in the current runtime; returns its port.
@@ -56,10 +53,13 @@ pub async fn start(identity: &Issued, then: Then) -> u16 {
                 let mut startup =
                     vec![0u8; (u32::from_be_bytes(len) as usize).clamp(4, 10_000) - 4];
                 tls.read_exact(&mut startup).await.ok()?;
-                tls.write_all(SESSION_START).await.ok()?;
+                if !matches!(then, Then::HangUp) {
+                    tls.write_all(SESSION_START).await.ok()?;
+                }
                 Some(tls)
             };
             match (session.await, then) {
+                (Some(tls), Then::HangUp) => drop(tls),
                 (Some(tls), Then::StopReading) => held.push(tls),
                 (Some(tls), Then::Reset) => {
                     tokio::spawn(async move {
