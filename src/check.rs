@@ -3,12 +3,10 @@
 
 use std::fmt::Write;
 
-use openssl::x509::X509;
-
 use crate::config::{ConfigError, LoadedConfig};
 use crate::fips::ProviderInfo;
 use crate::settings::Settings;
-use crate::tls;
+use crate::tls::describe::{certificate_names, name_to_string, validity};
 
 /// Key names whose values are secret and printed masked. None of today's keys hold a secret
 /// (keys are referenced by path), but a future password-like key must not leak here.
@@ -18,7 +16,7 @@ fn is_secret(key: &str) -> bool {
 
 /// Builds the report; the boolean is true when the configuration is usable. `fips` is
 /// `Some(provider in use, or None)` once FIPS mode was decided.
-pub fn report(
+pub(crate) fn report(
     loaded: Result<&LoadedConfig, &[ConfigError]>,
     settings: Option<Result<&Settings, &[ConfigError]>>,
     fips: Option<Option<&ProviderInfo>>,
@@ -115,16 +113,15 @@ pub fn report(
 }
 
 fn describe_cert(out: &mut String, key: &str, cert: &openssl::x509::X509Ref) {
-    let subject = tls::name_to_string(cert.subject_name());
-    let issuer = tls::name_to_string(cert.issuer_name());
-    let names = tls::certificate_names(cert).join(", ");
-    let days = tls::validity(cert).map(|(d, _)| d).unwrap_or(0);
+    let subject = name_to_string(cert.subject_name());
+    let issuer = name_to_string(cert.issuer_name());
+    let names = certificate_names(cert).join(", ");
+    let days = validity(cert).map(|(d, _)| d).unwrap_or(0);
     let _ = writeln!(
         out,
         "  {key}: subject {subject}; issuer {issuer}; names {names}; expires {} ({days} days); key matches",
         cert.not_after()
     );
-    let _: Option<X509> = None;
 }
 
 fn print_errors(out: &mut String, errors: &[ConfigError]) {

@@ -5,7 +5,8 @@
 //!
 //! Everything here acts on OpenSSL's process-wide default library context, so it runs once,
 //! at start, before any TLS context exists. The TLS policy that FIPS mode selects (suites,
-//! groups, signature algorithms, key sizes) lives in [`crate::tls`].
+//! groups, signature algorithms, key sizes) lives in [`crate::tls::policy`] and
+//! [`crate::tls::identity`].
 
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
@@ -14,6 +15,8 @@ use std::path::Path;
 use openssl::provider::Provider;
 
 use crate::config::schema::FipsMode;
+use crate::tls::describe::openssl_errors;
+use crate::tls::ffi;
 
 /// Where the kernel says whether it runs in FIPS mode.
 pub const KERNEL_FIPS_FLAG: &str = "/proc/sys/crypto/fips_enabled";
@@ -96,24 +99,6 @@ pub fn kernel_fips_enabled() -> bool {
     std::fs::read_to_string(path).is_ok_and(|s| s.trim() == "1")
 }
 
-// libcrypto 3.0 functions that openssl-sys does not declare.
-unsafe extern "C" {
-    fn OSSL_LIB_CTX_load_config(ctx: *mut openssl_sys::OSSL_LIB_CTX, file: *const c_char) -> c_int;
-    fn OSSL_PROVIDER_get_params(
-        prov: *const openssl_sys::OSSL_PROVIDER,
-        params: *mut openssl_sys::OSSL_PARAM,
-    ) -> c_int;
-    fn OSSL_PARAM_construct_utf8_ptr(
-        key: *const c_char,
-        buf: *mut *mut c_char,
-        bsize: usize,
-    ) -> openssl_sys::OSSL_PARAM;
-    fn OPENSSL_info(kind: c_int) -> *const c_char;
-}
-
-const OPENSSL_INFO_CONFIG_DIR: c_int = 1001;
-const OPENSSL_INFO_MODULES_DIR: c_int = 1003;
-
 /// Loads `path` into the default library context (providers it configures are loaded).
 pub fn load_openssl_config(path: &Path) -> Result<(), FipsError> {
     let error = |reason: String| FipsError::Config {
@@ -123,10 +108,8 @@ pub fn load_openssl_config(path: &Path) -> Result<(), FipsError> {
     let c_path = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| error("the path contains a NUL byte".into()))?;
     // SAFETY: a NULL context is the default one; the path is a valid C string.
-    if unsafe { OSSL_LIB_CTX_load_config(std::ptr::null_mut(), c_path.as_ptr()) } != 1 {
-        return Err(error(crate::tls::openssl_errors(
-            &openssl::error::ErrorStack::get(),
-        )));
+    if unsafe { ffi::OSSL_LIB_CTX_load_config(std::ptr::null_mut(), c_path.as_ptr()) } != 1 {
+        return Err(error(openssl_errors(&openssl::error::ErrorStack::get())));
     }
     Ok(())
 }
@@ -136,19 +119,15 @@ pub fn load_openssl_config(path: &Path) -> Result<(), FipsError> {
 pub fn activate() -> Result<ProviderInfo, FipsError> {
     let provider_error = |reason: String| FipsError::Provider {
         reason,
-        conf: seen("OPENSSL_CONF", OPENSSL_INFO_CONFIG_DIR, "/openssl.cnf"),
-        modules: seen("OPENSSL_MODULES", OPENSSL_INFO_MODULES_DIR, ""),
+        conf: seen("OPENSSL_CONF", ffi::OPENSSL_INFO_CONFIG_DIR, "/openssl.cnf"),
+        modules: seen("OPENSSL_MODULES", ffi::OPENSSL_INFO_MODULES_DIR, ""),
     };
-    let fips = Provider::load(None, "fips").map_err(|e| {
-        provider_error(format!(
-            "loading it failed: {}",
-            crate::tls::openssl_errors(&e)
-        ))
-    })?;
+    let fips = Provider::load(None, "fips")
+        .map_err(|e| provider_error(format!("loading it failed: {}", openssl_errors(&e))))?;
     let base = Provider::load(None, "base").map_err(|e| {
         provider_error(format!(
             "loading the \"base\" provider failed: {}",
-            crate::tls::openssl_errors(&e)
+            openssl_errors(&e)
         ))
     })?;
     // SAFETY: a NULL context is the default one.
@@ -187,13 +166,13 @@ fn describe(provider: &Provider) -> ProviderInfo {
     // provider writes pointers to strings it owns.
     let ok = unsafe {
         let mut params = [
-            OSSL_PARAM_construct_utf8_ptr(keys[0].as_ptr(), &mut values[0], 0),
-            OSSL_PARAM_construct_utf8_ptr(keys[1].as_ptr(), &mut values[1], 0),
-            OSSL_PARAM_construct_utf8_ptr(keys[2].as_ptr(), &mut values[2], 0),
+            ffi::OSSL_PARAM_construct_utf8_ptr(keys[0].as_ptr(), &mut values[0], 0),
+            ffi::OSSL_PARAM_construct_utf8_ptr(keys[1].as_ptr(), &mut values[1], 0),
+            ffi::OSSL_PARAM_construct_utf8_ptr(keys[2].as_ptr(), &mut values[2], 0),
             openssl_sys::OSSL_PARAM_construct_end(),
         ];
         use foreign_types::ForeignType;
-        OSSL_PROVIDER_get_params(provider.as_ptr(), params.as_mut_ptr()) == 1
+        ffi::OSSL_PROVIDER_get_params(provider.as_ptr(), params.as_mut_ptr()) == 1
     };
     let text = |p: *mut c_char| {
         if !ok || p.is_null() {
@@ -215,7 +194,7 @@ fn seen(var: &str, info: c_int, suffix: &str) -> String {
         Ok(v) => format!("{v} (from the environment)"),
         Err(_) => {
             // SAFETY: OPENSSL_info returns a static string or NULL.
-            let dir = unsafe { OPENSSL_info(info) };
+            let dir = unsafe { ffi::OPENSSL_info(info) };
             if dir.is_null() {
                 "not set".into()
             } else {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// `inner`, with `prefix` read first.
 #[derive(Debug)]
-pub struct PrefixedIo<S> {
+pub(crate) struct PrefixedIo<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
@@ -31,11 +31,6 @@ impl<S> PrefixedIo<S> {
             pos: 0,
             inner,
         }
-    }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 

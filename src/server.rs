@@ -30,7 +30,7 @@ const TERMINATE_LIMIT: Duration = Duration::from_secs(5);
 /// A listening address that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
-pub struct BindError {
+pub(crate) struct BindError {
     /// The address.
     pub addr: SocketAddr,
     /// The socket error.
@@ -38,7 +38,7 @@ pub struct BindError {
 }
 
 /// Binds every configured address; any failure is fatal at start.
-pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
+pub(crate) async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
     let mut listeners = Vec::with_capacity(addresses.len());
     for &addr in addresses {
         let listener = TcpListener::bind(addr)
@@ -49,53 +49,16 @@ pub async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, BindErro
     Ok(listeners)
 }
 
-/// Descriptors each session needs (client and upstream socket), and a margin for listeners,
-/// logs, OCSP and CRL files.
-const FDS_PER_SESSION: u64 = 2;
-const FD_MARGIN: u64 = 64;
-
-/// Raises the soft open-files limit to the hard one (as nginx and Go do: the default soft
-/// limit of 1024 would cap the proxy near 500 sessions). Returns a warning when even the hard
-/// limit cannot hold `max_connections` sessions.
-pub fn raise_fd_limit(max_connections: usize) -> Option<String> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
-        }
-    }
-    let needed = max_connections as u64 * FDS_PER_SESSION + FD_MARGIN;
-    (limit.rlim_cur < needed).then(|| {
-        format!(
-            "the open-files limit ({}) is below the {needed} that listen.max_connections = \
-             {max_connections} needs; raise LimitNOFILE or lower listen.max_connections",
-            limit.rlim_cur
-        )
-    })
-}
-
 /// Serves until `shutdown` resolves, then stops accepting at once, lets sessions run for up
 /// to `listen.shutdown_timeout`, and then ends the remaining ones with FATAL 57P01.
-pub async fn run(
+pub(crate) async fn run(
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let max_connections = shared.settings.load().listen.max_connections;
+    let max_connections = shared.settings.load().start.max_connections;
     let limit = Arc::new(Semaphore::new(max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
     for listener in listeners {

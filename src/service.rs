@@ -133,20 +133,7 @@ impl Service {
         notify(&states);
         let outcome = match (self.load)() {
             Ok(new) => {
-                let old = self.shared.settings.load();
-                let mut restart = Vec::new();
-                if new.listen.addresses != old.listen.addresses {
-                    restart.push("listen.addresses");
-                }
-                if new.listen.max_connections != old.listen.max_connections {
-                    restart.push("listen.max_connections");
-                }
-                if new.log_level != old.log_level
-                    || new.log_format != old.log_format
-                    || new.log_target != old.log_target
-                {
-                    restart.push("log.*");
-                }
+                let restart = self.shared.settings.load().start.changed_keys(&new.start);
                 for warning in &new.warnings {
                     tracing::warn!("{warning}");
                 }
@@ -182,7 +169,7 @@ fn crl_state(
 ) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
     let mut state = Vec::new();
     for path in paths {
-        for file in crate::tls::pem_files("crl", path).unwrap_or_default() {
+        for file in crate::tls::files::list_files(path).unwrap_or_default() {
             let meta = std::fs::metadata(&file).ok();
             let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
             let modified = meta.and_then(|m| m.modified().ok());

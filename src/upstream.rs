@@ -17,14 +17,17 @@ use tokio::time::timeout;
 use tokio_openssl::SslStream;
 
 use crate::config::schema::TlsNegotiation;
-use crate::ocsp::{OcspError, OcspMode};
-use crate::protocol::sqlstate::{SqlState, UNABLE_TO_CONNECT};
+use crate::leg::Leg;
+use crate::protocol::error_response::Refusal;
+use crate::protocol::sqlstate::UNABLE_TO_CONNECT;
 use crate::protocol::startup::SSL_REQUEST;
 use crate::settings::UpstreamSettings;
-use crate::tls::{self, VerifyObserver};
+use crate::tls::describe::describe_ssl_error;
+use crate::tls::revocation::{self, Revocation};
+use crate::tls::verify::VerifyObserver;
 
 /// A verified TLS connection to the upstream.
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The TLS stream, handshake done and verified.
     pub stream: SslStream<TcpStream>,
     /// The address it reached (cancel requests go to the same one).
@@ -33,7 +36,7 @@ pub struct Upstream {
 
 /// Why the upstream leg could not be set up. The client receives FATAL 08001 with this text.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// DNS resolution failed or gave no address.
     #[error("could not resolve upstream host \"{host}\": {reason}")]
     Resolve {
@@ -154,13 +157,35 @@ impl fmt::Display for Joined<'_> {
 }
 
 impl UpstreamError {
-    /// SQLSTATE the client receives.
-    pub fn sqlstate(&self) -> SqlState {
-        UNABLE_TO_CONNECT
+    /// What the client is told: FATAL 08001 with this error's text and a hint for the DBA.
+    pub fn refusal(&self) -> Refusal {
+        let refusal = Refusal::new(UNABLE_TO_CONNECT, self.to_string());
+        match self.hint() {
+            Some(hint) => refusal.hint(hint),
+            None => refusal,
+        }
+    }
+
+    /// The error for a revocation found on the server's certificate at `addr`.
+    fn revocation(addr: SocketAddr, found: Revocation) -> Self {
+        match found {
+            Revocation::Revoked { check, cert } => UpstreamError::Revoked {
+                addr,
+                check,
+                subject: cert.subject,
+                serial: cert.serial,
+            },
+            Revocation::Unknown { reason, cert } => UpstreamError::OcspUnknown {
+                addr,
+                reason,
+                subject: cert.subject,
+                serial: cert.serial,
+            },
+        }
     }
 
     /// A hint for the DBA reading the client's error.
-    pub fn hint(&self) -> Option<&'static str> {
+    fn hint(&self) -> Option<&'static str> {
         match self {
             UpstreamError::Untrusted { .. } => Some(
                 "Check upstream.ca in the pgt-proxy configuration: it must hold the CA that issued the server's certificate.",
@@ -181,7 +206,7 @@ impl UpstreamError {
 }
 
 /// Resolves the upstream and connects to the first address that gives a verified session.
-pub async fn connect(
+pub(crate) async fn connect(
     settings: &UpstreamSettings,
     connector: &SslConnector,
 ) -> Result<Upstream, UpstreamError> {
@@ -218,7 +243,7 @@ pub async fn connect(
 }
 
 /// Connects to one address, negotiates and verifies TLS, all within `connect_timeout`.
-pub async fn connect_addr(
+pub(crate) async fn connect_addr(
     addr: SocketAddr,
     settings: &UpstreamSettings,
     connector: &SslConnector,
@@ -255,31 +280,10 @@ async fn connect_addr_inner(
     )
     .await?;
     if let Some(ocsp) = &settings.ocsp {
-        match ocsp.check(stream.ssl(), connector.context()).await {
-            Ok(()) => {}
-            Err((OcspError::Revoked, who)) => {
-                return Err(UpstreamError::Revoked {
-                    addr,
-                    check: "OCSP",
-                    subject: who.subject,
-                    serial: who.serial,
-                });
-            }
-            Err((OcspError::Unknown(reason), who)) => {
-                if ocsp.mode() == OcspMode::HardFail {
-                    return Err(UpstreamError::OcspUnknown {
-                        addr,
-                        reason,
-                        subject: who.subject,
-                        serial: who.serial,
-                    });
-                }
-                tracing::warn!(
-                    upstream = %addr, subject = who.subject, serial = who.serial,
-                    "upstream certificate revocation status unknown (OCSP): {reason}; accepted (upstream.ocsp = \"soft-fail\")"
-                );
-            }
-        }
+        let context = connector.context();
+        revocation::check_ocsp(ocsp, stream.ssl(), context, Leg::Upstream, Some(addr))
+            .await
+            .map_err(|found| UpstreamError::revocation(addr, found))?;
     }
     Ok(stream)
 }
@@ -340,34 +344,30 @@ async fn handshake(
     match Pin::new(&mut stream).connect().await {
         Ok(()) => Ok(stream),
         Err(e) => Err(match observer.failure() {
-            Some(f) if f.is_revoked() => UpstreamError::Revoked {
+            Some(f) if f.is_revoked() => UpstreamError::revocation(
                 addr,
-                check: "CRL",
-                subject: f.subject,
-                serial: f.serial,
+                Revocation::Revoked {
+                    check: "CRL",
+                    cert: f.cert,
+                },
+            ),
+            Some(f) if f.is_name_mismatch() => UpstreamError::HostnameMismatch {
+                addr,
+                expected: server_name.to_owned(),
+                found: if f.names.is_empty() {
+                    "no name".into()
+                } else {
+                    f.names
+                },
             },
-            Some(f)
-                if f.error.as_raw() == openssl_sys::X509_V_ERR_HOSTNAME_MISMATCH
-                    || f.error.as_raw() == openssl_sys::X509_V_ERR_IP_ADDRESS_MISMATCH =>
-            {
-                UpstreamError::HostnameMismatch {
-                    addr,
-                    expected: server_name.to_owned(),
-                    found: if f.names.is_empty() {
-                        "no name".into()
-                    } else {
-                        f.names
-                    },
-                }
-            }
             Some(f) => UpstreamError::Untrusted {
                 addr,
                 reason: f.error.error_string().to_owned(),
-                subject: f.subject,
+                subject: f.cert.subject,
             },
             None => UpstreamError::Handshake {
                 addr,
-                detail: tls::describe_ssl_error(&e),
+                detail: describe_ssl_error(&e),
             },
         }),
     }

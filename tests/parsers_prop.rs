@@ -3,7 +3,7 @@
 //! whole: a prefix either asks for more bytes, or gives exactly the answer the whole buffer
 //! gives.
 
-use pgt_proxy::protocol::error_response::{encode_fatal, message_of, sqlstate_of};
+use pgt_proxy::protocol::error_response::{Refusal, encode_fatal, message_of, sqlstate_of};
 use pgt_proxy::protocol::message::{
     MessageTracker, parse_authentication, parse_backend_key_data, parse_frame,
     sasl_initial_mechanism, sasl_mechanisms,
@@ -122,7 +122,11 @@ proptest! {
 
     #[test]
     fn our_error_responses_parse_back(message in ".{0,200}", hint in proptest::option::of(".{0,50}")) {
-        let bytes = encode_fatal(SqlState("08001"), &message, None, hint.as_deref());
+        let refusal = Refusal {
+            hint: hint.clone(),
+            ..Refusal::new(SqlState::new("08001"), message.clone())
+        };
+        let bytes = encode_fatal(&refusal);
         let (frame, used) = parse_frame(&bytes, 1 << 20).unwrap().unwrap();
         prop_assert_eq!(used, bytes.len());
         prop_assert_eq!(frame.tag, b'E');
@@ -196,7 +200,7 @@ mod ocsp_answers {
     use openssl::ocsp::{OcspCertId, OcspRequest};
     use openssl::stack::Stack;
     use openssl::x509::store::X509StoreBuilder;
-    use pgt_proxy::ocsp::judge_response;
+    use pgt_proxy::tls::revocation::ocsp::judge_response;
     use proptest::prelude::*;
 
     use super::pki;

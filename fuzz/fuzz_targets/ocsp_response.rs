@@ -17,7 +17,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509, X509NameBuilder};
-use pgt_proxy::ocsp::judge_response;
+use pgt_proxy::tls::revocation::ocsp::judge_response;
 
 struct Fixture {
     request: OcspRequest,

@@ -11,5 +11,4 @@
 pub mod layers;
 pub mod schema;
 
-pub use layers::{ConfigError, LoadedConfig, Origin, Overrides, load};
-pub use schema::RawConfig;
+pub(crate) use layers::{ConfigError, LoadedConfig, Origin, Overrides, load};

@@ -1,4 +1,5 @@
-//! ErrorResponse: encoding the ones the proxy sends, reading the SQLSTATE of the server's.
+//! ErrorResponse: what the proxy tells a client it refuses ([`Refusal`], encoded by
+//! [`encode_fatal`]), and reading the SQLSTATE and message of one the server sent.
 
 use super::sqlstate::SqlState;
 use super::take_cstr;
@@ -13,24 +14,58 @@ mod field {
     pub const HINT: u8 = b'H';
 }
 
-/// Encodes a FATAL ErrorResponse (the proxy only ever sends fatal errors: each one ends the
-/// connection). `detail` and `hint` become the D and H fields that psql prints as
-/// `DETAIL:` and `HINT:`.
-pub fn encode_fatal(
-    code: SqlState,
-    message: &str,
-    detail: Option<&str>,
-    hint: Option<&str>,
-) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + message.len());
+/// What a refused client is told: the fields of the FATAL ErrorResponse the proxy sends.
+/// Every error that can end a session produces one (or says it has nothing to tell), and the
+/// session's log line records the SQLSTATE of the same value, so the log and the client
+/// always agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The SQLSTATE (`C` field).
+    pub sqlstate: SqlState,
+    /// The primary message (`M`), which psql prints after `FATAL:`.
+    pub message: String,
+    /// Printed as `DETAIL:`.
+    pub detail: Option<String>,
+    /// Printed as `HINT:`.
+    pub hint: Option<String>,
+}
+
+impl Refusal {
+    /// A refusal with a code and a message only.
+    pub fn new(sqlstate: SqlState, message: impl Into<String>) -> Self {
+        Self {
+            sqlstate,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    /// Adds a DETAIL.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds a HINT.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Encodes a refusal as a FATAL ErrorResponse (the proxy only ever sends fatal errors: each
+/// one ends the connection).
+pub fn encode_fatal(refusal: &Refusal) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + refusal.message.len());
     push_field(&mut body, field::SEVERITY, "FATAL");
     push_field(&mut body, field::SEVERITY_NONLOCALIZED, "FATAL");
-    push_field(&mut body, field::CODE, code.code());
-    push_field(&mut body, field::MESSAGE, message);
-    if let Some(detail) = detail {
+    push_field(&mut body, field::CODE, refusal.sqlstate.code());
+    push_field(&mut body, field::MESSAGE, &refusal.message);
+    if let Some(detail) = &refusal.detail {
         push_field(&mut body, field::DETAIL, detail);
     }
-    if let Some(hint) = hint {
+    if let Some(hint) = &refusal.hint {
         push_field(&mut body, field::HINT, hint);
     }
     body.push(0);
@@ -82,10 +117,7 @@ mod tests {
     #[test]
     fn fatal_round_trip() {
         let bytes = encode_fatal(
-            TOO_MANY_CONNECTIONS,
-            "too many\0connections",
-            None,
-            Some("later"),
+            &Refusal::new(TOO_MANY_CONNECTIONS, "too many\0connections").hint("later"),
         );
         let (frame, used) = parse_frame(&bytes, 1000).unwrap().unwrap();
         assert_eq!((frame.tag, used), (b'E', bytes.len()));

@@ -23,8 +23,9 @@ use openssl::stack::{Stack, StackRef};
 use openssl::x509::X509;
 use openssl::x509::store::X509StoreRef;
 
-pub use crate::config::schema::OcspMode;
-use crate::tls;
+pub(crate) use crate::config::schema::OcspMode;
+use crate::tls::describe::CertSummary;
+use crate::tls::ffi;
 
 /// Allowed clock difference when checking thisUpdate and nextUpdate.
 const CLOCK_SKEW_SECS: u32 = 300;
@@ -47,18 +48,9 @@ pub enum OcspError {
     Unknown(String),
 }
 
-/// The certificate an answer is about, for messages.
-#[derive(Debug, Clone)]
-pub struct Subject {
-    /// Its subject name.
-    pub subject: String,
-    /// Its serial, hex.
-    pub serial: String,
-}
-
 /// One leg's OCSP policy and cache.
 #[derive(Debug)]
-pub struct OcspChecker {
+pub(crate) struct OcspChecker {
     mode: OcspMode,
     responder: Option<String>,
     timeout: Duration,
@@ -87,7 +79,7 @@ impl OcspChecker {
         &self,
         ssl: &SslRef,
         context: &SslContextRef,
-    ) -> Result<(), (OcspError, Subject)> {
+    ) -> Result<(), (OcspError, CertSummary)> {
         let chain: Vec<X509> = ssl
             .verified_chain()
             .map(|c| c.iter().map(|x| x.to_owned()).collect())
@@ -95,16 +87,10 @@ impl OcspChecker {
         let (Some(leaf), Some(issuer)) = (chain.first().cloned(), chain.get(1).cloned()) else {
             return Err((
                 OcspError::Unknown("no verified chain with an issuer".into()),
-                Subject {
-                    subject: String::new(),
-                    serial: String::new(),
-                },
+                CertSummary::default(),
             ));
         };
-        let who = Subject {
-            subject: tls::name_to_string(leaf.subject_name()),
-            serial: tls::serial_hex(&leaf),
-        };
+        let who = CertSummary::of(&leaf);
         let key = leaf
             .digest(MessageDigest::sha256())
             .map(|d| d.to_vec())
@@ -166,19 +152,6 @@ fn responder_of(cert: &X509) -> Option<String> {
         .find(|s| s.starts_with("http://"))
 }
 
-// libcrypto's nonce helpers, which openssl-sys does not declare.
-unsafe extern "C" {
-    fn OCSP_request_add1_nonce(
-        req: *mut openssl_sys::OCSP_REQUEST,
-        val: *mut u8,
-        len: std::os::raw::c_int,
-    ) -> std::os::raw::c_int;
-    fn OCSP_check_nonce(
-        req: *mut openssl_sys::OCSP_REQUEST,
-        bs: *mut openssl_sys::OCSP_BASICRESP,
-    ) -> std::os::raw::c_int;
-}
-
 /// One exchange with the responder; returns until when a good answer may be trusted.
 fn query(
     url: &str,
@@ -196,7 +169,7 @@ fn query(
         .add_id(id().map_err(|e| unknown("building the request", &e))?)
         .map_err(|e| unknown("building the request", &e))?;
     // SAFETY: a valid request; a null value asks for a random nonce of the default length.
-    if unsafe { OCSP_request_add1_nonce(request.as_ptr(), std::ptr::null_mut(), -1) } != 1 {
+    if unsafe { ffi::OCSP_request_add1_nonce(request.as_ptr(), std::ptr::null_mut(), -1) } != 1 {
         return Err(OcspError::Unknown("cannot add a nonce".into()));
     }
     let der = request
@@ -268,7 +241,7 @@ pub fn judge_response(
         .basic()
         .map_err(|e| unknown("invalid response", &e))?;
     // SAFETY: both objects are valid for the duration of the call.
-    match unsafe { OCSP_check_nonce(request.as_ptr(), basic.as_ptr()) } {
+    match unsafe { ffi::OCSP_check_nonce(request.as_ptr(), basic.as_ptr()) } {
         // Equal nonces; or the responder ignored ours (allowed: pre-signed responses), in
         // which case the validity period below bounds replay.
         1 | -1 => {}

@@ -1,0 +1,202 @@
+//! The binary's orchestration, in order: parse the command line, load and validate the
+//! configuration (and set up FIPS mode) before binding anything, start logging, bind, tell
+//! systemd, and serve until SIGTERM or SIGINT. Returns the process's exit code (sysexits).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, ConfigError, LoadedConfig, Overrides};
+use crate::fips::{self, ProviderInfo};
+use crate::service::{self, Service};
+use crate::session::Shared;
+use crate::settings::Settings;
+use crate::{check, fdlimit, logging, memory, server};
+
+/// sysexits.h: EX_UNAVAILABLE, a listening address could not be bound.
+const EX_UNAVAILABLE: u8 = 69;
+/// sysexits.h: EX_CONFIG.
+const EX_CONFIG: u8 = 78;
+
+/// Runs the `pgt-proxy` command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_args();
+    let overrides = cli.overrides();
+    if cli.command == Some(Command::Manpage) {
+        return match Cli::write_man_page(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgt-proxy: cannot write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let loaded = load_config(&overrides);
+    // FIPS mode and tls.openssl_config apply to the whole process, once, before any TLS
+    // context exists; reloads keep them.
+    let (provider, fips_error) = match &loaded {
+        Ok(l) => prepare_fips(l),
+        Err(_) => (None, None),
+    };
+    if cli.command == Some(Command::CheckConfig) {
+        return check_config(&loaded, fips_error, provider.as_ref());
+    }
+    let settings = match (&loaded, fips_error) {
+        (Err(errors), _) => return config_failure(errors),
+        (Ok(_), Some(e)) => return config_failure(&[e]),
+        (Ok(loaded), None) => match Settings::from_config(loaded, provider.as_ref()) {
+            Ok(settings) => settings,
+            Err(errors) => return config_failure(&errors),
+        },
+    };
+    start_logging(&settings, provider.as_ref());
+    memory::limit_arenas();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Blocking threads only resolve the upstream's name (and trim memory): a burst of
+        // connects must not start hundreds of them, each with a stack and an arena.
+        .max_blocking_threads(memory::MAX_BLOCKING_THREADS)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgt-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reload = move || {
+        let loaded = load_config(&overrides)?;
+        Settings::from_config(&loaded, provider.as_ref())
+    };
+    runtime.block_on(serve(settings, Box::new(reload)))
+}
+
+/// Reads every configuration layer; the process environment is the variables layer.
+fn load_config(overrides: &Overrides) -> Result<LoadedConfig, Vec<ConfigError>> {
+    // Only valid UTF-8 variables can be configuration; others are skipped, not a panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    config::load(overrides, env)
+}
+
+/// Loads `tls.openssl_config` and activates FIPS mode if asked: the provider in use, or
+/// the error as a problem with `tls.fips`.
+fn prepare_fips(loaded: &LoadedConfig) -> (Option<ProviderInfo>, Option<ConfigError>) {
+    match fips::prepare(&loaded.raw.tls) {
+        Ok(provider) => (provider, None),
+        Err(e) => (
+            None,
+            Some(ConfigError::Key {
+                origin: loaded.origin("tls.fips"),
+                key: "tls.fips".into(),
+                message: e.to_string(),
+            }),
+        ),
+    }
+}
+
+/// `pgt-proxy check-config`: the report, and success only for a usable configuration.
+fn check_config(
+    loaded: &Result<LoadedConfig, Vec<ConfigError>>,
+    fips_error: Option<ConfigError>,
+    provider: Option<&ProviderInfo>,
+) -> ExitCode {
+    let (text, ok) = match (loaded, fips_error) {
+        (Err(errors), _) => check::report(Err(errors), None, None),
+        (Ok(loaded), Some(e)) => check::report(Ok(loaded), Some(Err(&[e])), None),
+        (Ok(loaded), None) => {
+            let settings = Settings::from_config(loaded, provider);
+            let settings = settings.as_ref().map_err(Vec::as_slice);
+            check::report(Ok(loaded), Some(settings), Some(provider))
+        }
+    };
+    print!("{text}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Logging, and the start-up lines that need it.
+fn start_logging(settings: &Settings, provider: Option<&ProviderInfo>) {
+    let start = &settings.start;
+    if let Some(warning) = logging::init(&start.log_level, start.log_format, start.log_target) {
+        tracing::warn!("{warning}");
+    }
+    match provider {
+        Some(p) => tracing::info!("FIPS mode active: {p}"),
+        None => tracing::info!("FIPS mode off"),
+    }
+    if let Some(warning) = fdlimit::raise(start.max_connections) {
+        tracing::warn!("{warning}");
+    }
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// Binds, tells systemd, serves until a stop signal.
+async fn serve(settings: Settings, reload: service::Loader) -> ExitCode {
+    let listeners = match server::bind(&settings.start.addresses).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    for l in &listeners {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(listen = %addr, "listening");
+        }
+    }
+    tracing::info!(
+        upstream = %format_args!("{}:{}", settings.upstream.host, settings.upstream.port),
+        openssl = openssl::version::version(),
+        max_connections = settings.start.max_connections,
+        "pgt-proxy {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    let shared = Shared::new(settings);
+    let service = Service::new(Arc::clone(&shared), listeners.len(), reload);
+    // READY=1 first: nothing may notify before it.
+    service.ready();
+    tokio::spawn(Arc::clone(&service).report_status());
+    tokio::spawn(Arc::clone(&service).feed_watchdog());
+    tokio::spawn(Arc::clone(&service).reload_on_sighup());
+    tokio::spawn(Arc::clone(&service).reload_on_crl_change());
+    server::run(listeners, shared, async {
+        shutdown_signal().await;
+        service::notify(&[sd_notify::NotifyState::Stopping]);
+    })
+    .await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn config_failure(errors: &[ConfigError]) -> ExitCode {
+    for e in errors {
+        eprintln!("pgt-proxy: configuration error: {e}");
+    }
+    eprintln!(
+        "pgt-proxy: {} configuration error(s); not starting (run `pgt-proxy check-config` for details)",
+        errors.len()
+    );
+    ExitCode::from(EX_CONFIG)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

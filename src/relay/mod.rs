@@ -1,0 +1,239 @@
+//! The relay after authentication: bytes both ways until either side ends.
+//!
+//! One task polls both directions (no locks, no split of the TLS streams). The session ends
+//! as soon as one side does: when the server ends it, everything it sent (its final
+//! ErrorResponse included) is written to the client before the client's connection is
+//! closed; when the client ends it, the upstream connection is closed at once. Leaving one
+//! leg open is what makes drivers hang in close().
+//!
+//! On a shutdown past `listen.shutdown_timeout`, the relay finishes the server message the
+//! client is in the middle of receiving, sends FATAL 57P01 and closes both legs: the
+//! ErrorResponse lands between messages, never inside one.
+
+mod pipe;
+#[cfg(test)]
+mod tests;
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use self::pipe::{Pipe, PipeError};
+use crate::protocol::error_response::{Refusal, encode_fatal};
+use crate::protocol::message::MessageTracker;
+use crate::protocol::sqlstate::{ADMIN_SHUTDOWN, CONNECTION_FAILURE};
+
+/// After the server ends a session, how long to read (and drop) what the client still sends,
+/// so closing does not reset the connection before the client has read the final message.
+const LINGER: Duration = Duration::from_secs(1);
+/// The most bytes dropped while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+/// On shutdown, how long the server may take to complete the message in flight.
+const FINISH_MESSAGE_LIMIT: Duration = Duration::from_secs(2);
+/// Once one side has ended, how long handing its last bytes and the close to the other side
+/// may take: a peer that is alive but not reading must not hold the session forever.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+/// While a writer holds back, how often the side not being read is checked for a reset.
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
+/// What a session ended by the proxy's shutdown is told: PostgreSQL's own words for 57P01.
+pub(crate) fn admin_shutdown() -> Refusal {
+    Refusal::new(
+        ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    )
+}
+
+/// Which side ended the session.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The client closed its side.
+    ByClient,
+    /// The server closed its side.
+    ByServer,
+    /// A read or write on the client's connection failed.
+    ClientError(io::Error),
+    /// A read or write on the upstream connection failed.
+    ServerError(io::Error),
+    /// The proxy is shutting down; the client was sent FATAL 57P01.
+    Shutdown,
+    /// One side ended and the other did not take the close within the limit.
+    CloseTimedOut,
+}
+
+/// What the relay did.
+#[derive(Debug)]
+pub(crate) struct RelayOutcome {
+    /// How it ended.
+    pub ended: Ended,
+    /// Bytes read from the client and written upstream.
+    pub from_client: u64,
+    /// Bytes read from upstream and written to the client.
+    pub to_client: u64,
+}
+
+/// What the relay needs from a leg beyond reading and writing.
+pub(crate) trait LegIo {
+    /// Called when a read found nothing to do; the session may now idle for hours, so
+    /// memory held for the traffic can go back.
+    fn release_idle(&mut self);
+    /// The error the peer has left on the connection (a reset), found without reading.
+    fn peer_error(&self) -> Option<io::Error>;
+}
+
+impl<S: AsFd> LegIo for tokio_openssl::SslStream<S> {
+    fn release_idle(&mut self) {
+        crate::tls::records::release_idle_buffers(self.ssl());
+    }
+
+    fn peer_error(&self) -> Option<io::Error> {
+        crate::socket::pending_error(self.get_ref())
+    }
+}
+
+/// Relays until one side ends or `terminate` is cancelled. `client_pending` and
+/// `upstream_pending` are bytes each side sent that were read during the startup phase and
+/// are still to be delivered; `upstream_pending` starts at a message boundary.
+pub(crate) async fn relay<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    client_pending: Vec<u8>,
+    upstream_pending: Vec<u8>,
+    terminate: &CancellationToken,
+) -> RelayOutcome
+where
+    C: AsyncRead + AsyncWrite + LegIo + Unpin,
+    U: AsyncRead + AsyncWrite + LegIo + Unpin,
+{
+    let mut up = Pipe::new(client_pending);
+    let mut down = Pipe::new(upstream_pending);
+    down.tracker = Some(MessageTracker::default());
+    let terminated = terminate.cancelled();
+    let mut terminated = std::pin::pin!(terminated);
+    // Armed when either side reaches end of stream.
+    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Armed while either direction's writer holds back.
+    let mut probe: Option<tokio::time::Interval> = None;
+    let ended = poll_fn(|cx| {
+        // First, so that data arriving with the signal is not relayed past a boundary.
+        if terminated.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ended::Shutdown);
+        }
+        if let Poll::Ready(r) = down.poll_copy(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))
+        {
+            return Poll::Ready(match r {
+                Ok(()) => Ended::ByServer,
+                Err(PipeError::Read(e)) => Ended::ServerError(e),
+                Err(PipeError::Write(e)) => Ended::ClientError(e),
+            });
+        }
+        if let Poll::Ready(r) = up.poll_copy(cx, Pin::new(&mut *client), Pin::new(&mut *upstream)) {
+            return Poll::Ready(match r {
+                Ok(()) => Ended::ByClient,
+                Err(PipeError::Read(e)) => Ended::ClientError(e),
+                Err(PipeError::Write(e)) => Ended::ServerError(e),
+            });
+        }
+        // After the pipes, so the poll that sees end of stream also registers the timer.
+        if closing.is_none() && (up.eof || down.eof) {
+            closing = Some(Box::pin(tokio::time::sleep(CLOSE_LIMIT)));
+        }
+        if let Some(deadline) = closing.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Ended::CloseTimedOut);
+        }
+        // A side whose bytes the other side does not take is not read meanwhile (that is
+        // what bounds the buffering), so its reset would go unseen: look for it now and then.
+        if up.stash.is_empty() && down.stash.is_empty() {
+            probe = None;
+        } else {
+            let tick = probe.get_or_insert_with(|| {
+                tokio::time::interval_at(tokio::time::Instant::now() + PROBE_PERIOD, PROBE_PERIOD)
+            });
+            while tick.poll_tick(cx).is_ready() {
+                if !up.stash.is_empty()
+                    && let Some(e) = client.peer_error()
+                {
+                    return Poll::Ready(Ended::ClientError(e));
+                }
+                if !down.stash.is_empty()
+                    && let Some(e) = upstream.peer_error()
+                {
+                    return Poll::Ready(Ended::ServerError(e));
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    match &ended {
+        Ended::ByServer => linger(client).await,
+        // The upstream vanished (reset, keepalive or retransmission timeout): tell the client
+        // which leg failed, where a message may start, instead of a bare close.
+        Ended::ServerError(e)
+            if down
+                .tracker
+                .as_ref()
+                .is_some_and(MessageTracker::at_boundary) =>
+        {
+            let fatal = encode_fatal(&Refusal::new(
+                CONNECTION_FAILURE,
+                format!("pgt-proxy: upstream connection lost: {e}"),
+            ));
+            let _ = tokio::time::timeout(FINISH_MESSAGE_LIMIT, async {
+                client.write_all(&fatal).await?;
+                client.shutdown().await
+            })
+            .await;
+        }
+        Ended::Shutdown => {
+            let finished = tokio::time::timeout(
+                FINISH_MESSAGE_LIMIT,
+                poll_fn(|cx| {
+                    down.poll_to_boundary(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))
+                }),
+            )
+            .await;
+            // Mid-message with no way to finish it: closing is all that is left.
+            if let Ok(Ok(())) = finished {
+                let fatal = encode_fatal(&admin_shutdown());
+                let _ = tokio::time::timeout(FINISH_MESSAGE_LIMIT, async {
+                    client.write_all(&fatal).await?;
+                    client.shutdown().await
+                })
+                .await;
+            }
+            let _ = tokio::time::timeout(FINISH_MESSAGE_LIMIT, upstream.shutdown()).await;
+        }
+        _ => {}
+    }
+    RelayOutcome {
+        ended,
+        from_client: up.total,
+        to_client: down.total,
+    }
+}
+
+/// Reads and drops what the client still sends, briefly, so that closing the socket with
+/// unread data does not send a reset that could destroy the final message in flight.
+async fn linger<C: AsyncRead + Unpin>(client: &mut C) {
+    let _ = tokio::time::timeout(LINGER, async {
+        // On the heap: an array here would sit in every session's relay future for its
+        // whole life.
+        let mut sink = vec![0u8; 1024];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
+}

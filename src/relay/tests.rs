@@ -1,0 +1,180 @@
+//! The relay over in-memory pipes: close propagation, shutdown at a message boundary, and
+//! a peer that never takes the close.
+
+use super::*;
+use std::task::Context;
+
+use tokio::io::{AsyncWriteExt, ReadBuf, duplex};
+
+/// Runs the relay between `client` and `upstream` in a task of its own.
+fn spawn_relay<C, U>(
+    mut client: C,
+    mut upstream: U,
+    client_pending: Vec<u8>,
+    upstream_pending: Vec<u8>,
+    terminate: CancellationToken,
+) -> tokio::task::JoinHandle<RelayOutcome>
+where
+    C: AsyncRead + AsyncWrite + LegIo + Unpin + Send + 'static,
+    U: AsyncRead + AsyncWrite + LegIo + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        relay(
+            &mut client,
+            &mut upstream,
+            client_pending,
+            upstream_pending,
+            &terminate,
+        )
+        .await
+    })
+}
+
+#[tokio::test]
+async fn server_end_delivers_everything_then_closes_the_client() {
+    let (client_side, mut client_peer) = duplex(64);
+    let (upstream_side, mut upstream_peer) = duplex(64);
+    let task = spawn_relay(
+        client_side,
+        upstream_side,
+        b"early".to_vec(),
+        b"hello ".to_vec(),
+        CancellationToken::new(),
+    );
+    let mut got = Vec::new();
+    let write = async {
+        upstream_peer.write_all(&[7u8; 100_000]).await.unwrap();
+        upstream_peer.shutdown().await.unwrap();
+    };
+    let (_, read) = tokio::join!(write, client_peer.read_to_end(&mut got));
+    read.unwrap();
+    assert_eq!(got.len(), 6 + 100_000);
+    assert!(got.starts_with(b"hello "));
+    drop(client_peer);
+    let outcome = task.await.unwrap();
+    assert!(matches!(outcome.ended, Ended::ByServer));
+    assert_eq!(outcome.to_client, 100_006);
+    let mut early = Vec::new();
+    upstream_peer.read_to_end(&mut early).await.unwrap();
+    assert_eq!(early, b"early");
+}
+
+#[tokio::test]
+async fn client_end_closes_upstream() {
+    let (client_side, mut client_peer) = duplex(64);
+    let (upstream_side, mut upstream_peer) = duplex(64);
+    let task = spawn_relay(
+        client_side,
+        upstream_side,
+        Vec::new(),
+        Vec::new(),
+        CancellationToken::new(),
+    );
+    client_peer.write_all(b"X\0\0\0\x04").await.unwrap();
+    client_peer.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    upstream_peer.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"X\0\0\0\x04");
+    let outcome = task.await.unwrap();
+    assert!(matches!(outcome.ended, Ended::ByClient));
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_message_in_flight_then_sends_57p01() {
+    let (client_side, mut client_peer) = duplex(1024);
+    let (upstream_side, mut upstream_peer) = duplex(1024);
+    let terminate = CancellationToken::new();
+    let token = terminate.clone();
+    let task = spawn_relay(client_side, upstream_side, Vec::new(), Vec::new(), token);
+    // A DataRow of 10 body bytes, of which the server has sent only 7 so far.
+    let row = [b"D\0\0\0\x0e".as_slice(), b"0123456789"].concat();
+    upstream_peer.write_all(&row[..12]).await.unwrap();
+    let mut first = [0u8; 12];
+    client_peer.read_exact(&mut first).await.unwrap();
+    terminate.cancel();
+    // The rest of the row, and more that must not reach the client.
+    upstream_peer.write_all(&row[12..]).await.unwrap();
+    upstream_peer
+        .write_all(b"C\0\0\0\x0dSELECT 1\0")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    client_peer.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(&rest[..3], &row[12..]);
+    let (frame, used) = crate::protocol::message::parse_frame(&rest[3..], 1000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.tag, b'E');
+    assert_eq!(used, rest.len() - 3, "nothing after the ErrorResponse");
+    assert_eq!(
+        crate::protocol::error_response::sqlstate_of(frame.body).as_deref(),
+        Some("57P01")
+    );
+    assert!(matches!(task.await.unwrap().ended, Ended::Shutdown));
+}
+
+/// A peer that takes writes but never completes a shutdown, and never sends.
+struct NeverCloses;
+
+impl LegIo for NeverCloses {
+    fn release_idle(&mut self) {}
+    fn peer_error(&self) -> Option<io::Error> {
+        None
+    }
+}
+
+impl LegIo for tokio::io::DuplexStream {
+    fn release_idle(&mut self) {}
+    fn peer_error(&self) -> Option<io::Error> {
+        None
+    }
+}
+
+impl AsyncRead for NeverCloses {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for NeverCloses {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_never_takes_the_close_cannot_hold_the_session() {
+    let (client_side, mut client_peer) = duplex(64);
+    let upstream = NeverCloses;
+    let task = spawn_relay(
+        client_side,
+        upstream,
+        Vec::new(),
+        Vec::new(),
+        CancellationToken::new(),
+    );
+    client_peer.write_all(b"X\0\0\0\x04").await.unwrap();
+    client_peer.shutdown().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome.ended, Ended::CloseTimedOut),
+        "{:?}",
+        outcome.ended
+    );
+    assert_eq!(started.elapsed(), CLOSE_LIMIT);
+}

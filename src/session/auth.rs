@@ -1,0 +1,172 @@
+//! The authentication exchange, relayed message by message: the StartupMessage goes to the
+//! server, each Authentication request goes to the client and the client's answer back,
+//! until the server's ReadyForQuery (success) or ErrorResponse (refusal, relayed as is).
+//!
+//! Generic over both streams, so it runs over TLS in production and over in-memory pipes
+//! in tests. The proxy looks only at what it must act on: which requests need a client
+//! answer, the SASL mechanism the client picks (SCRAM-SHA-256-PLUS cannot cross a
+//! terminating proxy), and the session's cancel key.
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::error::SessionError;
+use super::startup::Startup;
+use crate::framed::{FrameReader, Message, ReadError};
+use crate::leg::Leg;
+use crate::protocol::error_response::{message_of, sqlstate_of};
+use crate::protocol::message::{
+    self, Authentication, MAX_BACKEND_STARTUP_MESSAGE, MAX_FRONTEND_AUTH_MESSAGE,
+    SCRAM_SHA_256_PLUS, tag,
+};
+use crate::protocol::sqlstate::SqlState;
+
+/// The end of a successful authentication.
+#[derive(Debug)]
+pub(crate) struct Authenticated {
+    /// BackendKeyData: pid and cancel key.
+    pub key: Option<(i32, Vec<u8>)>,
+    /// Client bytes read past its last authentication message.
+    pub client_pending: Vec<u8>,
+    /// Server bytes read past ReadyForQuery.
+    pub upstream_pending: Vec<u8>,
+}
+
+/// Forwards `startup` and relays the exchange until ReadyForQuery or the server's refusal.
+/// `from_client` holds what the client sent after its StartupMessage.
+pub(crate) async fn authenticate<C, U>(
+    client: &mut C,
+    server: &mut U,
+    startup: &Startup,
+    mut from_client: FrameReader,
+) -> Result<Authenticated, SessionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    send(server, Leg::Upstream, startup.as_bytes()).await?;
+    let mut from_server = FrameReader::new();
+    // Server messages for the client, written out in one go when the client must act.
+    let mut to_client = Vec::new();
+    let mut key = None;
+    loop {
+        let m = server_message(server, &mut from_server).await?;
+        to_client.extend_from_slice(m.as_bytes());
+        match m.tag {
+            tag::AUTHENTICATION => {
+                let request = message::parse_authentication(m.body()).map_err(upstream_protocol)?;
+                if !request.expects_client_response() {
+                    continue;
+                }
+                send(client, Leg::Client, &to_client).await?;
+                to_client.clear();
+                let answer = client_answer(client, &mut from_client, &request).await?;
+                send(server, Leg::Upstream, answer.as_bytes()).await?;
+            }
+            tag::BACKEND_KEY_DATA => {
+                let k = message::parse_backend_key_data(m.body()).map_err(upstream_protocol)?;
+                key = Some((k.pid, k.key.to_vec()));
+            }
+            tag::READY_FOR_QUERY => {
+                send(client, Leg::Client, &to_client).await?;
+                return Ok(Authenticated {
+                    key,
+                    client_pending: from_client.into_rest(),
+                    upstream_pending: from_server.into_rest(),
+                });
+            }
+            tag::ERROR_RESPONSE => {
+                // Relay the server's own words; the connection ends after them.
+                let _ = client.write_all(&to_client).await;
+                let _ = client.shutdown().await;
+                return Err(SessionError::ServerRefused {
+                    sqlstate: sqlstate_of(m.body()).as_deref().and_then(SqlState::parse),
+                    message: message_of(m.body()).unwrap_or_default(),
+                });
+            }
+            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {
+                // Bound what waits for the client, whatever the server sends.
+                if to_client.len() > MAX_BACKEND_STARTUP_MESSAGE {
+                    client
+                        .write_all(&to_client)
+                        .await
+                        .map_err(|e| SessionError::Io(Leg::Client, e))?;
+                    to_client.clear();
+                }
+            }
+            other => {
+                return Err(SessionError::Protocol(
+                    Leg::Upstream,
+                    format!("unexpected message type 0x{other:02x} during authentication"),
+                ));
+            }
+        }
+    }
+}
+
+/// The client's answer to `request`: a PasswordMessage-type message, never SCRAM-SHA-256-PLUS.
+async fn client_answer<C: AsyncRead + Unpin>(
+    client: &mut C,
+    from_client: &mut FrameReader,
+    request: &Authentication<'_>,
+) -> Result<Message, SessionError> {
+    let answer = match from_client.message(client, MAX_FRONTEND_AUTH_MESSAGE).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(SessionError::Closed(Leg::Client)),
+        Err(ReadError::Io(e)) => return Err(SessionError::Io(Leg::Client, e)),
+        Err(ReadError::Protocol(e)) => {
+            return Err(SessionError::Protocol(
+                Leg::Client,
+                format!("invalid message during authentication: {e}"),
+            ));
+        }
+    };
+    match answer.tag {
+        tag::PASSWORD_MESSAGE => {}
+        tag::TERMINATE => return Err(SessionError::Closed(Leg::Client)),
+        other => {
+            return Err(SessionError::Protocol(
+                Leg::Client,
+                format!("expected an authentication response, received message type 0x{other:02x}"),
+            ));
+        }
+    }
+    if matches!(request, Authentication::Sasl(_))
+        && message::sasl_initial_mechanism(answer.body())
+            .map_err(|e| SessionError::Protocol(Leg::Client, e.to_string()))?
+            == SCRAM_SHA_256_PLUS
+    {
+        return Err(SessionError::ChannelBinding);
+    }
+    Ok(answer)
+}
+
+/// The server's next message during the startup phase.
+async fn server_message<U: AsyncRead + Unpin>(
+    server: &mut U,
+    from_server: &mut FrameReader,
+) -> Result<Message, SessionError> {
+    match from_server
+        .message(server, MAX_BACKEND_STARTUP_MESSAGE)
+        .await
+    {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(SessionError::Closed(Leg::Upstream)),
+        Err(ReadError::Io(e)) => Err(SessionError::Io(Leg::Upstream, e)),
+        Err(ReadError::Protocol(e)) => Err(upstream_protocol(e)),
+    }
+}
+
+fn upstream_protocol(e: crate::protocol::ProtocolError) -> SessionError {
+    SessionError::Protocol(Leg::Upstream, e.to_string())
+}
+
+/// Writes and flushes `bytes` to one leg.
+async fn send<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    leg: Leg,
+    bytes: &[u8],
+) -> Result<(), SessionError> {
+    let io_error = |e| SessionError::Io(leg, e);
+    io.write_all(bytes).await.map_err(io_error)?;
+    io.flush().await.map_err(io_error)
+}

@@ -1,0 +1,133 @@
+//! Why a session ended before or instead of relaying, and the one place that decides what
+//! the client is told: [`SessionError::refusal`]. The session's log line takes its SQLSTATE
+//! from the same value ([`SessionError::sqlstate`]), so the log says what the client saw.
+
+use std::time::Duration;
+
+use crate::client::ClientError;
+use crate::leg::Leg;
+use crate::protocol::error_response::Refusal;
+use crate::protocol::sqlstate::{
+    CONNECTION_FAILURE, FEATURE_NOT_SUPPORTED, INVALID_AUTHORIZATION, PROTOCOL_VIOLATION, SqlState,
+    TOO_MANY_CONNECTIONS,
+};
+use crate::upstream::UpstreamError;
+
+/// Why a session ended before relaying. Each variant knows what the client is told (if
+/// anything) and with which SQLSTATE.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// The client leg failed up to the end of its TLS handshake, or its certificate was
+    /// refused.
+    #[error("client {0}")]
+    Client(#[from] ClientError),
+    /// The upstream leg could not be set up.
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+    /// `listen.startup_timeout` ran out before authentication completed.
+    #[error("authentication did not complete within {} (listen.startup_timeout)", humantime::format_duration(*.0))]
+    StartupTimeout(Duration),
+    /// A peer sent something invalid during the startup phase (inside TLS).
+    #[error("{} protocol violation: {}", leg_name(*.0), .1)]
+    Protocol(Leg, String),
+    /// A peer closed its connection during authentication without an error message.
+    #[error("{} closed the connection during authentication", leg_name(*.0))]
+    Closed(Leg),
+    /// A leg's connection failed after TLS.
+    #[error("{0} connection error: {1}")]
+    Io(Leg, std::io::Error),
+    /// The client asked for a protocol version other than 3.x.
+    #[error("unsupported frontend protocol {0}.{1}: pgt-proxy supports 3.x")]
+    UnsupportedProtocol(u16, u16),
+    /// No `user` in the StartupMessage.
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    /// The client chose SCRAM-SHA-256-PLUS.
+    #[error(
+        "client selected SCRAM-SHA-256-PLUS (channel binding), which cannot work through a TLS-terminating proxy"
+    )]
+    ChannelBinding,
+    /// The server refused the session with an ErrorResponse (relayed to the client as is).
+    #[error("server refused the session: {} {message}", .sqlstate.map(|s| s.to_string()).unwrap_or_default())]
+    ServerRefused {
+        /// The server's SQLSTATE, when it sent a valid one.
+        sqlstate: Option<SqlState>,
+        /// The server's message.
+        message: String,
+    },
+    /// More than `listen.max_connections` clients.
+    #[error("refused: too many connections (listen.max_connections)")]
+    TooManyConnections,
+    /// The StartupMessage's user does not match the client certificate
+    /// (`listen.client_cert_user`).
+    #[error(
+        "certificate authentication failed for user \"{user}\": the client certificate's {field} is {found}"
+    )]
+    CertificateUser {
+        /// The user the client asked for.
+        user: String,
+        /// "CN" or "e-mail address".
+        field: &'static str,
+        /// What the certificate carries.
+        found: String,
+    },
+    /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
+    #[error("proxy shutting down (listen.shutdown_timeout reached)")]
+    Shutdown,
+}
+
+/// How messages name a leg: "client" and "upstream server".
+fn leg_name(leg: Leg) -> &'static str {
+    match leg {
+        Leg::Client => "client",
+        Leg::Upstream => "upstream server",
+    }
+}
+
+impl SessionError {
+    /// What the proxy tells the client, or `None` when it sends nothing: the client has
+    /// gone, the handshake failed (OpenSSL's alert said it), or the server's own
+    /// ErrorResponse was relayed.
+    pub fn refusal(&self) -> Option<Refusal> {
+        let message = || self.to_string();
+        Some(match self {
+            SessionError::Client(e) => return e.refusal(),
+            SessionError::Upstream(e) => e.refusal(),
+            SessionError::StartupTimeout(_)
+            | SessionError::Protocol(Leg::Upstream, _)
+            | SessionError::Closed(Leg::Upstream)
+            | SessionError::Io(Leg::Upstream, _) => Refusal::new(CONNECTION_FAILURE, message()),
+            SessionError::Protocol(Leg::Client, what) => {
+                Refusal::new(PROTOCOL_VIOLATION, what.clone())
+            }
+            SessionError::UnsupportedProtocol(..) => {
+                Refusal::new(FEATURE_NOT_SUPPORTED, message())
+            }
+            SessionError::NoUser | SessionError::CertificateUser { .. } => {
+                Refusal::new(INVALID_AUTHORIZATION, message())
+            }
+            SessionError::ChannelBinding => Refusal::new(
+                INVALID_AUTHORIZATION,
+                "channel binding (SCRAM-SHA-256-PLUS) cannot work through pgt-proxy, a TLS-terminating proxy",
+            )
+            .detail("The client chose SCRAM-SHA-256-PLUS, which binds the login to the TLS certificate the client sees. That is the proxy's certificate, not the server's, so the server would reject the login.")
+            .hint("Connect with channel_binding=disable (psql: \"host=... sslmode=verify-full channel_binding=disable\"), or use certificate authentication."),
+            SessionError::Shutdown => crate::relay::admin_shutdown(),
+            SessionError::TooManyConnections => {
+                Refusal::new(TOO_MANY_CONNECTIONS, "too many connections")
+                    .detail("pgt-proxy is serving listen.max_connections clients already.")
+            }
+            SessionError::ServerRefused { .. }
+            | SessionError::Closed(Leg::Client)
+            | SessionError::Io(Leg::Client, _) => return None,
+        })
+    }
+
+    /// The SQLSTATE the client received: the proxy's refusal, or the server's own error.
+    pub fn sqlstate(&self) -> Option<SqlState> {
+        match self {
+            SessionError::ServerRefused { sqlstate, .. } => *sqlstate,
+            other => other.refusal().map(|r| r.sqlstate),
+        }
+    }
+}

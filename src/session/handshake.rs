@@ -1,0 +1,164 @@
+//! The client's opening and TLS handshake, run beside the upstream connect, and what is
+//! checked of the client before the startup packet: its certificate's revocation (CRL,
+//! OCSP) and, once the user is known, that the certificate names that user.
+
+use openssl::x509::X509;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+
+use super::error::SessionError;
+use crate::client::{self, ClientError, ClientStream, Opening};
+use crate::config::schema::ClientCertUser;
+use crate::leg::Leg;
+use crate::prefixed::PrefixedIo;
+use crate::settings::Settings;
+use crate::tls::revocation;
+use crate::upstream::{self, Upstream, UpstreamError};
+
+/// The plaintext opening, within the handshake deadline.
+pub(super) async fn opening(
+    tcp: &mut TcpStream,
+    settings: &Settings,
+    deadline: Instant,
+) -> Result<Opening, ClientError> {
+    let listen = &settings.listen;
+    timeout_at(deadline, client::negotiate(tcp, listen.rules))
+        .await
+        .map_err(|_| ClientError::HandshakeTimeout(listen.handshake_timeout))?
+}
+
+/// The client's connection once its handshake is done.
+pub(super) struct ClientLeg {
+    /// The TLS stream.
+    pub stream: ClientStream,
+    /// Whether the client may go on; a refusal here is told over `stream`.
+    pub admitted: Result<(), ClientError>,
+}
+
+/// The upstream leg as the handshake phase leaves it.
+pub(super) enum UpstreamLeg {
+    /// Connected (or failed) while the client's handshake ran.
+    Done(Result<Upstream, UpstreamError>),
+    /// Not attempted: the client was refused first.
+    NotStarted,
+}
+
+/// Runs the client's TLS handshake and the upstream connect. Both at once: the added
+/// connect latency is the slower of the two, not the sum. With client certificates
+/// required, nobody reaches the upstream before their certificate has verified. A failed
+/// upstream is reported to the client once its TLS is up, so the leg's result is carried as
+/// a value; a failed client handshake returns at once and drops the upstream.
+pub(super) async fn both_legs(
+    tcp: TcpStream,
+    prefix: Vec<u8>,
+    direct: bool,
+    settings: &Settings,
+    deadline: Instant,
+) -> Result<(ClientLeg, UpstreamLeg), ClientError> {
+    let client_leg = client_leg(tcp, prefix, direct, settings, deadline);
+    let upstream_leg = async {
+        Ok::<_, ClientError>(upstream::connect(&settings.upstream, &settings.connector).await)
+    };
+    if settings.listen.client_certs.is_none() {
+        let (client, upstream) =
+            Box::pin(async { tokio::try_join!(client_leg, upstream_leg) }).await?;
+        return Ok((client, UpstreamLeg::Done(upstream)));
+    }
+    let client = Box::pin(client_leg).await?;
+    if client.admitted.is_err() {
+        return Ok((client, UpstreamLeg::NotStarted));
+    }
+    let upstream = Box::pin(upstream_leg).await?;
+    Ok((client, UpstreamLeg::Done(upstream)))
+}
+
+/// The handshake, then the client certificate's OCSP check when configured.
+async fn client_leg(
+    tcp: TcpStream,
+    prefix: Vec<u8>,
+    direct: bool,
+    settings: &Settings,
+    deadline: Instant,
+) -> Result<ClientLeg, ClientError> {
+    let listen = &settings.listen;
+    let accepted = timeout_at(
+        deadline,
+        client::accept_tls(
+            PrefixedIo::new(prefix, tcp),
+            direct,
+            &settings.acceptor,
+            listen.client_certs.is_some(),
+            listen.allow_expired_crl,
+        ),
+    )
+    .await
+    .map_err(|_| ClientError::HandshakeTimeout(listen.handshake_timeout))??;
+    let mut admitted = accepted.admitted;
+    if admitted.is_ok()
+        && let Some(ocsp) = &listen.client_ocsp
+    {
+        let context = settings.acceptor.context();
+        let ssl = accepted.stream.ssl();
+        admitted = Box::pin(revocation::check_ocsp(
+            ocsp,
+            ssl,
+            context,
+            Leg::Client,
+            None,
+        ))
+        .await
+        .map_err(ClientError::Revocation);
+    }
+    Ok(ClientLeg {
+        stream: accepted.stream,
+        admitted,
+    })
+}
+
+/// `listen.client_cert_user`: the user must be the certificate's CN (PostgreSQL's
+/// clientcert=verify-full) or one of its e-mail SANs.
+pub(super) fn check_certificate_user(
+    rule: ClientCertUser,
+    cert: Option<&X509>,
+    user: &str,
+) -> Result<(), SessionError> {
+    let Some(cert) = cert else {
+        return Ok(());
+    };
+    let (field, names): (&'static str, Vec<String>) = match rule {
+        ClientCertUser::Off => return Ok(()),
+        ClientCertUser::Cn => (
+            "CN",
+            cert.subject_name()
+                .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                .filter_map(|e| e.data().to_string().ok())
+                .collect(),
+        ),
+        ClientCertUser::SanEmail => (
+            "e-mail address",
+            cert.subject_alt_names()
+                .map(|sans| {
+                    sans.iter()
+                        .filter_map(|n| n.email().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+    };
+    if names.iter().any(|n| n == user) {
+        return Ok(());
+    }
+    Err(SessionError::CertificateUser {
+        user: user.to_owned(),
+        field,
+        found: if names.is_empty() {
+            "missing".into()
+        } else {
+            names
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    })
+}

@@ -1,0 +1,149 @@
+//! The one log line per connection: the facts gathered while serving it ([`Record`]) and
+//! how it ended ([`Outcome`]). Never holds passwords or query text.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use openssl::ssl::SslRef;
+
+use super::Outcome;
+use crate::cancel::CancelOutcome;
+use crate::client::ClientError;
+use crate::relay::Ended;
+use crate::tls::describe::{CertSummary, describe_tls};
+
+use super::error::SessionError;
+
+/// Facts gathered for the session's log line.
+#[derive(Debug)]
+pub(super) struct Record {
+    pub peer: SocketAddr,
+    pub started: Instant,
+    pub client_cert: Option<CertSummary>,
+    pub client_tls: Option<String>,
+    pub client_tls_version: Option<&'static str>,
+    pub upstream: Option<SocketAddr>,
+    pub upstream_tls: Option<String>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub application_name: Option<String>,
+    pub backend_pid: Option<i32>,
+    pub from_client: u64,
+    pub to_client: u64,
+}
+
+impl Record {
+    /// A record for a connection from `peer`, accepted now.
+    pub fn new(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            started: Instant::now(),
+            client_cert: None,
+            client_tls: None,
+            client_tls_version: None,
+            upstream: None,
+            upstream_tls: None,
+            user: None,
+            database: None,
+            application_name: None,
+            backend_pid: None,
+            from_client: 0,
+            to_client: 0,
+        }
+    }
+
+    /// Notes the client's TLS connection and certificate.
+    pub fn client_tls(&mut self, ssl: &SslRef) {
+        self.client_tls = Some(describe_tls(ssl));
+        self.client_tls_version = Some(ssl.version_str());
+        self.client_cert = ssl.peer_certificate().map(|c| CertSummary::of(&c));
+    }
+}
+
+/// How an ended session is described.
+fn describe(outcome: &Outcome) -> (tracing::Level, String, String, String) {
+    use tracing::Level;
+    let (level, outcome_field, sqlstate, message) = match outcome {
+        Outcome::Relayed(ended) => {
+            let how = match ended {
+                Ended::ByClient => "client closed".to_string(),
+                Ended::ByServer => "server closed".to_string(),
+                Ended::ClientError(e) => format!("client connection lost: {e}"),
+                Ended::ServerError(e) => format!("upstream connection lost: {e}"),
+                Ended::Shutdown => "proxy shutting down (57P01 sent)".to_string(),
+                Ended::CloseTimedOut => {
+                    "one side ended and the other did not take the close in time".to_string()
+                }
+            };
+            let message = format!("session ended: {how}");
+            (Level::INFO, "authenticated".into(), String::new(), message)
+        }
+        Outcome::Cancel(CancelOutcome::Forwarded(addr)) => (
+            Level::INFO,
+            "cancel forwarded".into(),
+            String::new(),
+            format!("cancel request forwarded to {addr}"),
+        ),
+        Outcome::Cancel(CancelOutcome::NoMatch) => (
+            Level::WARN,
+            "cancel dropped".into(),
+            String::new(),
+            "cancel request matches no live session; not forwarded".into(),
+        ),
+        Outcome::Refused(e) => {
+            let sqlstate = e.sqlstate().map(|s| s.to_string()).unwrap_or_default();
+            let outcome = if sqlstate.is_empty() {
+                "refused".to_string()
+            } else {
+                sqlstate.clone()
+            };
+            (
+                Level::WARN,
+                outcome,
+                sqlstate,
+                format!("session refused: {e}"),
+            )
+        }
+    };
+    (level, outcome_field, sqlstate, message)
+}
+
+/// Writes the line for a connection that ended with `outcome`.
+pub(super) fn session_end(r: &Record, outcome: &Outcome) {
+    if let Outcome::Refused(SessionError::Client(ClientError::Empty)) = outcome {
+        // Health checks connect and close; keep them out of the log.
+        tracing::debug!(client_addr = %r.peer, "connection closed without data");
+        return;
+    }
+    let (level, outcome, sqlstate, message) = describe(outcome);
+    let duration_ms = r.started.elapsed().as_millis() as u64;
+    let client_tls = r.client_tls.as_deref().unwrap_or("none");
+    let tls_version = r.client_tls_version.unwrap_or("none");
+    let cert = r.client_cert.as_ref();
+    let client_cert_subject = cert.map(|c| c.subject.as_str()).unwrap_or("");
+    let client_cert_serial = cert.map(|c| c.serial.as_str()).unwrap_or("");
+    let client_cert_issuer = cert.map(|c| c.issuer.as_str()).unwrap_or("");
+    let upstream_tls = r.upstream_tls.as_deref().unwrap_or("none");
+    let upstream = r.upstream.map(|a| a.to_string()).unwrap_or_default();
+    let user = r.user.as_deref().unwrap_or("");
+    let database = r.database.as_deref().unwrap_or("");
+    let application_name = r.application_name.as_deref().unwrap_or("");
+    let backend_pid = r.backend_pid.unwrap_or(0);
+    let sqlstate = sqlstate.as_str();
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                client_addr = %r.peer, tls_version, client_tls, client_cert_subject,
+                client_cert_serial, client_cert_issuer, upstream = %upstream, upstream_tls, user,
+                database, application_name, backend_pid, outcome = %outcome,
+                sqlstate, duration_ms, bytes_from_client = r.from_client,
+                bytes_to_client = r.to_client, "{}", message
+            )
+        };
+    }
+    if level == tracing::Level::INFO {
+        line!(info);
+    } else {
+        line!(warn);
+    }
+}

@@ -1,0 +1,44 @@
+//! What every session shares: the running settings, the cancel registry, the counters, and
+//! the signal that ends sessions at shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::cancel::CancelRegistry;
+use crate::settings::Settings;
+
+/// Shared by the accept loops, every session and the service tasks.
+pub struct Shared {
+    /// The running configuration. A reload swaps it whole; each connection takes the
+    /// snapshot current at accept and keeps it to the end, so a reload never changes a live
+    /// session.
+    pub settings: ArcSwap<Settings>,
+    /// Live sessions' cancel keys.
+    pub(crate) cancels: Arc<CancelRegistry>,
+    /// Sessions currently open.
+    pub active: AtomicUsize,
+    /// Sessions served since start.
+    pub total: AtomicU64,
+    /// Cancelled when `listen.shutdown_timeout` has run out: remaining sessions get FATAL
+    /// 57P01 and end.
+    pub terminate: CancellationToken,
+    /// Accept loops running (the watchdog pings only while all are).
+    pub accepting: AtomicUsize,
+}
+
+impl Shared {
+    /// Wraps settings with an empty registry and zeroed counters.
+    pub fn new(settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            settings: ArcSwap::from_pointee(settings),
+            cancels: Arc::default(),
+            active: AtomicUsize::new(0),
+            total: AtomicU64::new(0),
+            terminate: CancellationToken::new(),
+            accepting: AtomicUsize::new(0),
+        })
+    }
+}

@@ -1,0 +1,340 @@
+//! What the proxy runs with: the user's configuration validated and resolved into parsed
+//! addresses, durations and built TLS contexts.
+//!
+//! `run`, `check-config` and reload all go through [`Settings::from_config`], so a
+//! configuration that passes `check-config` is exactly one the proxy will start with.
+//! [`StartOnly`] holds what a reload cannot change; a reload compares it to say which keys
+//! need a restart. [`tls`] turns the TLS keys into the specs the contexts are built from,
+//! with the rules that span several keys.
+
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssl::ssl::{SslAcceptor, SslConnector};
+use serde::Serialize;
+
+use crate::client::Rules;
+use crate::config::schema::{ClientCertUser, LogFormat, LogTarget, RawConfig, TlsNegotiation};
+use crate::config::{ConfigError, LoadedConfig, Origin};
+use crate::fips::ProviderInfo;
+use crate::tls::revocation::ocsp::OcspChecker;
+
+/// The validated configuration and the TLS contexts built from it.
+pub struct Settings {
+    /// What only a restart changes.
+    pub start: StartOnly,
+    /// Client-facing settings.
+    pub listen: ListenSettings,
+    /// Upstream settings.
+    pub upstream: UpstreamSettings,
+    /// Presents the proxy's certificate to clients.
+    pub acceptor: SslAcceptor,
+    /// Verifies the upstream.
+    pub connector: SslConnector,
+    /// Things worth telling the operator that do not stop the proxy (e.g. a certificate that
+    /// expires soon).
+    pub warnings: Vec<String>,
+    /// CRL files or directories in use, watched for changes.
+    pub crl_paths: Vec<PathBuf>,
+    /// How often they are checked.
+    pub crl_refresh: Duration,
+}
+
+/// The settings a running proxy cannot change: it binds its addresses, sizes its limit and
+/// sets up logging once. Serialized under the keys' own names, so the keys a reload could
+/// not apply are found by comparison, never by a hand-kept list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StartOnly {
+    /// Addresses to bind.
+    #[serde(rename = "listen.addresses")]
+    pub addresses: Vec<SocketAddr>,
+    /// Concurrent connection limit.
+    #[serde(rename = "listen.max_connections")]
+    pub max_connections: usize,
+    /// Logging filter directive (already checked to parse).
+    #[serde(rename = "log.level")]
+    pub log_level: String,
+    /// Log line format.
+    #[serde(rename = "log.format")]
+    pub log_format: LogFormat,
+    /// Where logs go.
+    #[serde(rename = "log.target")]
+    pub log_target: LogTarget,
+}
+
+impl StartOnly {
+    /// The keys whose values differ between `self` and `other`.
+    pub fn changed_keys(&self, other: &StartOnly) -> Vec<String> {
+        let (Ok(a), Ok(b)) = (toml::Table::try_from(self), toml::Table::try_from(other)) else {
+            return vec!["listen.*, log.*".into()];
+        };
+        a.iter()
+            .filter(|(key, value)| b.get(*key) != Some(value))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+}
+
+/// `[listen]`, validated: what each connection is served with.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenSettings {
+    /// What the plaintext opening accepts.
+    pub rules: Rules,
+    /// Accept to end of client TLS handshake.
+    pub handshake_timeout: Duration,
+    /// End of TLS handshake to end of authentication.
+    pub startup_timeout: Duration,
+    /// Drain time on SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Set when clients must present a certificate (`listen.client_ca`).
+    pub client_certs: Option<ClientCertPolicy>,
+    /// Accept an expired CRL (`tls.crl_allow_expired`).
+    pub allow_expired_crl: bool,
+    /// OCSP for client certificates.
+    pub client_ocsp: Option<Arc<OcspChecker>>,
+}
+
+/// What is required of client certificates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientCertPolicy {
+    /// Whether the StartupMessage's user must match the certificate.
+    pub user: ClientCertUser,
+}
+
+/// `[upstream]`, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamSettings {
+    /// Host name or address, resolved at every connect.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Name the certificate must match.
+    pub server_name: String,
+    /// SSLRequest or direct TLS.
+    pub negotiation: TlsNegotiation,
+    /// Per-address bound on connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Accept an expired CRL (`tls.crl_allow_expired`).
+    pub allow_expired_crl: bool,
+    /// OCSP for the server's certificate.
+    pub ocsp: Option<Arc<OcspChecker>>,
+}
+
+/// Collects every problem found, each naming its key and where the key was set.
+pub(crate) struct Problems<'a> {
+    loaded: &'a LoadedConfig,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(loaded: &'a LoadedConfig) -> Self {
+        Self {
+            loaded,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A key's value is wrong.
+    pub fn key(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError::Key {
+            origin: self.loaded.origin(key),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A file a key names is unusable; `key` gives the origin.
+    pub fn file(&mut self, key: Option<&str>, message: String) {
+        let origin = key.map_or(Origin::Default, |k| self.loaded.origin(k));
+        self.errors.push(ConfigError::Tls { origin, message });
+    }
+}
+
+impl Settings {
+    /// Validates `loaded` and builds the TLS contexts, reporting every problem found. `fips`
+    /// is the provider activated at start ([`crate::fips::activate`]), if FIPS mode is on.
+    pub fn from_config(
+        loaded: &LoadedConfig,
+        fips: Option<&ProviderInfo>,
+    ) -> Result<Settings, Vec<ConfigError>> {
+        let raw = &loaded.raw;
+        let mut problems = Problems::new(loaded);
+        let start = start_only(raw, loaded, &mut problems);
+        let listen = listen(raw, &mut problems);
+        let upstream = upstream(raw, &mut problems);
+        let mut warnings = Vec::new();
+        let contexts = tls::contexts(raw, fips.is_some(), &mut problems, &mut warnings);
+        match (contexts, problems.errors.is_empty()) {
+            (Some((acceptor, connector)), true) => Ok(Settings {
+                start,
+                listen,
+                upstream,
+                acceptor,
+                connector,
+                warnings,
+                crl_paths: [&raw.listen.client_crl, &raw.upstream.crl]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                crl_refresh: raw.tls.crl_refresh,
+            }),
+            _ => Err(problems.errors),
+        }
+    }
+}
+
+/// `listen.max_connections` when it is not set: as many as the open-files limit allows, up
+/// to this.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+fn start_only(raw: &RawConfig, loaded: &LoadedConfig, problems: &mut Problems) -> StartOnly {
+    let mut addresses = Vec::new();
+    for text in &raw.listen.addresses {
+        match text.parse::<SocketAddr>() {
+            Ok(a) => addresses.push(a),
+            Err(_) => problems.key(
+                "listen.addresses",
+                format!(
+                    "{text:?} is not an IP socket address such as \"0.0.0.0:5432\" or \"[::]:5432\""
+                ),
+            ),
+        }
+    }
+    if raw.listen.addresses.is_empty() {
+        problems.key("listen.addresses", "at least one address is needed");
+    }
+    if raw.listen.max_connections == 0 {
+        problems.key("listen.max_connections", "must be at least 1");
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        problems.key(
+            "log.level",
+            format!("{:?} is not a level or filter: {e}", raw.log.level),
+        );
+    }
+    let max_connections = match loaded.origin("listen.max_connections") {
+        Origin::Default => crate::fdlimit::sessions_allowed()
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n.min(DEFAULT_MAX_CONNECTIONS)),
+        _ => raw.listen.max_connections as usize,
+    };
+    StartOnly {
+        addresses,
+        max_connections,
+        log_level: raw.log.level.clone(),
+        log_format: raw.log.format,
+        log_target: raw.log.target,
+    }
+}
+
+fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
+    let l = &raw.listen;
+    for (key, value) in [
+        ("listen.handshake_timeout", l.handshake_timeout),
+        ("listen.startup_timeout", l.startup_timeout),
+    ] {
+        if value.is_zero() {
+            problems.key(key, "must be longer than 0s");
+        }
+    }
+    check_responder(
+        problems,
+        "listen.client_ocsp_responder",
+        &l.client_ocsp_responder,
+    );
+    ListenSettings {
+        rules: Rules {
+            direct_tls: l.direct_tls,
+            plaintext_cancel: l.plaintext_cancel,
+        },
+        handshake_timeout: l.handshake_timeout,
+        startup_timeout: l.startup_timeout,
+        shutdown_timeout: l.shutdown_timeout,
+        client_certs: l.client_ca.as_ref().map(|_| ClientCertPolicy {
+            user: l.client_cert_user,
+        }),
+        allow_expired_crl: raw.tls.crl_allow_expired,
+        client_ocsp: OcspChecker::new(
+            l.client_ocsp,
+            l.client_ocsp_responder.clone(),
+            raw.tls.ocsp_timeout,
+        )
+        .map(Arc::new),
+    }
+}
+
+fn upstream(raw: &RawConfig, problems: &mut Problems) -> UpstreamSettings {
+    let u = &raw.upstream;
+    if u.connect_timeout.is_zero() {
+        problems.key("upstream.connect_timeout", "must be longer than 0s");
+    }
+    let host = match u.host.as_deref().map(str::trim) {
+        Some(h) if !h.is_empty() => h.to_owned(),
+        _ => {
+            problems.key(
+                "upstream.host",
+                "not set: name the PostgreSQL server (in the config file, \
+                 PGT_PROXY__UPSTREAM__HOST or --upstream-host)",
+            );
+            String::new()
+        }
+    };
+    check_responder(problems, "upstream.ocsp_responder", &u.ocsp_responder);
+    if u.port == 0 {
+        problems.key("upstream.port", "must be 1 to 65535");
+    }
+    UpstreamSettings {
+        server_name: u.tls_server_name.clone().unwrap_or_else(|| host.clone()),
+        host,
+        port: u.port,
+        negotiation: u.tls_negotiation,
+        connect_timeout: u.connect_timeout,
+        allow_expired_crl: raw.tls.crl_allow_expired,
+        ocsp: OcspChecker::new(u.ocsp, u.ocsp_responder.clone(), raw.tls.ocsp_timeout)
+            .map(Arc::new),
+    }
+}
+
+/// OCSP responses are signed; a responder is reached over plain HTTP.
+fn check_responder(problems: &mut Problems, key: &str, url: &Option<String>) {
+    if let Some(url) = url
+        && !url.starts_with("http://")
+    {
+        problems.key(
+            key,
+            format!("{url:?} must be an http:// URL (OCSP responses are signed; TLS is not used)"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(max: usize, level: &str) -> StartOnly {
+        StartOnly {
+            addresses: vec!["127.0.0.1:5432".parse().unwrap()],
+            max_connections: max,
+            log_level: level.into(),
+            log_format: LogFormat::Text,
+            log_target: LogTarget::Auto,
+        }
+    }
+
+    #[test]
+    fn changed_keys_names_exactly_the_keys_that_differ() {
+        assert!(
+            start(10, "info")
+                .changed_keys(&start(10, "info"))
+                .is_empty()
+        );
+        assert_eq!(
+            start(10, "info").changed_keys(&start(11, "debug")),
+            ["listen.max_connections", "log.level"]
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! Every libssl and libcrypto function pgt-proxy calls that openssl-sys does not declare, in
+//! one place, so the unsafe surface is visible at a glance. The safe wrappers live with the
+//! code that needs them (records, CRL loading, OCSP nonces, FIPS set-up).
+
+use std::os::raw::{c_char, c_int};
+
+// libssl (OpenSSL 1.1.0 and later).
+unsafe extern "C" {
+    pub(crate) fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
+    pub(crate) fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> c_int;
+    pub(crate) fn SSL_CTX_set_default_read_buffer_len(ctx: *mut openssl_sys::SSL_CTX, len: usize);
+}
+
+// libcrypto (OpenSSL 1.0.0 and later).
+unsafe extern "C" {
+    pub(crate) fn X509_STORE_add_crl(
+        store: *mut openssl_sys::X509_STORE,
+        crl: *mut openssl_sys::X509_CRL,
+    ) -> c_int;
+    pub(crate) fn OCSP_request_add1_nonce(
+        req: *mut openssl_sys::OCSP_REQUEST,
+        val: *mut u8,
+        len: c_int,
+    ) -> c_int;
+    pub(crate) fn OCSP_check_nonce(
+        req: *mut openssl_sys::OCSP_REQUEST,
+        bs: *mut openssl_sys::OCSP_BASICRESP,
+    ) -> c_int;
+}
+
+// libcrypto 3.0.
+unsafe extern "C" {
+    pub(crate) fn OSSL_LIB_CTX_load_config(
+        ctx: *mut openssl_sys::OSSL_LIB_CTX,
+        file: *const c_char,
+    ) -> c_int;
+    pub(crate) fn OSSL_PROVIDER_get_params(
+        prov: *const openssl_sys::OSSL_PROVIDER,
+        params: *mut openssl_sys::OSSL_PARAM,
+    ) -> c_int;
+    pub(crate) fn OSSL_PARAM_construct_utf8_ptr(
+        key: *const c_char,
+        buf: *mut *mut c_char,
+        bsize: usize,
+    ) -> openssl_sys::OSSL_PARAM;
+    pub(crate) fn OPENSSL_info(kind: c_int) -> *const c_char;
+}
+
+/// `OPENSSL_info` selector: the configuration directory.
+pub(crate) const OPENSSL_INFO_CONFIG_DIR: c_int = 1001;
+/// `OPENSSL_info` selector: the provider modules directory.
+pub(crate) const OPENSSL_INFO_MODULES_DIR: c_int = 1003;

@@ -1,0 +1,38 @@
+//! TLS record buffers on both legs: read-ahead with a large read buffer while data flows,
+//! and no buffers at all while a session is idle.
+
+use foreign_types::ForeignTypeRef;
+use openssl::ssl::{SslContextBuilder, SslMode, SslRef};
+
+use super::ffi;
+
+/// OpenSSL's read buffer while data flows (released when idle): room for four full records,
+/// so a bulk transfer takes several records per socket read.
+const READ_BUFFER_LEN: usize = 4 * (16 * 1024 + 512);
+
+/// Idle sessions must not keep 2 x 16 KiB of record buffers each (RELEASE_BUFFERS).
+/// Read-ahead lets one socket read take every record that has arrived, instead of one read
+/// for each record's header and another for its body; a short read also tells tokio the
+/// socket is drained, which saves the read that would only return EAGAIN. Only TLS records
+/// follow the handshake on either leg, so reading ahead can never swallow plaintext.
+pub(crate) fn tune_records(b: &mut SslContextBuilder) {
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    b.set_read_ahead(true);
+    // SAFETY: sets a length on the context being built.
+    unsafe { ffi::SSL_CTX_set_default_read_buffer_len(b.as_ptr(), READ_BUFFER_LEN) };
+}
+
+/// Frees a connection's record buffers while it is idle. RELEASE_BUFFERS alone does not
+/// keep an idle session free of them: every read that finds the socket empty sets up a
+/// fresh 16 KiB read buffer first, and it stays until data arrives. Only when nothing is
+/// buffered (no partial record: `SSL_has_pending` is 0), so even OpenSSL releases without
+/// the CVE-2024-4741 fix are safe; OpenSSL refuses by itself when a write is unfinished.
+pub(crate) fn release_idle_buffers(ssl: &SslRef) {
+    // SAFETY: `ssl` is a live SSL object borrowed for the call; both functions only look
+    // at and free its own buffers, and decline when data is pending.
+    unsafe {
+        if ffi::SSL_has_pending(ssl.as_ptr()) == 0 {
+            ffi::SSL_free_buffers(ssl.as_ptr());
+        }
+    }
+}
