@@ -119,6 +119,7 @@ fn describe_cert(out: &mut String, key: &str, cert: &openssl::x509::X509Ref) {
     let days = validity(cert).map(|(d, _)| d).unwrap_or(0);
     let _ = writeln!(
         out,
+        // Settings exist only when the key matched its certificate (IdentitySpec::load).
         "  {key}: subject {subject}; issuer {issuer}; names {names}; expires {} ({days} days); key matches",
         cert.not_after()
     );

@@ -38,7 +38,8 @@ pub struct RawListen {
     pub direct_tls: bool,
     /// Accept CancelRequests sent in plaintext (libpq before 17 sends them so).
     pub plaintext_cancel: bool,
-    /// Most concurrent client connections; more get FATAL 53300.
+    /// Most concurrent client connections; more get FATAL 53300. Left unset, the proxy uses
+    /// 10,000 or as many as the open-files limit allows, whichever is lower.
     pub max_connections: u32,
     /// From accept until the client's TLS handshake completes.
     #[serde(with = "humantime_serde")]
