@@ -96,6 +96,7 @@ pub(crate) fn report(
                     );
                 }
             }
+            describe_auth(&mut out, settings);
             for w in &settings.warnings {
                 let _ = writeln!(out, "warning: {w}");
             }
@@ -122,6 +123,49 @@ fn describe_cert(out: &mut String, key: &str, cert: &openssl::x509::X509Ref) {
         // Settings exist only when the key matched its certificate (IdentitySpec::load).
         "  {key}: subject {subject}; issuer {issuer}; names {names}; expires {} ({days} days); key matches",
         cert.not_after()
+    );
+}
+
+/// The auth mode, the userlist's size, and whether the auth query's user can log in.
+fn describe_auth(out: &mut String, settings: &Settings) {
+    let auth = &settings.auth;
+    let _ = writeln!(out, "auth: mode {:?}", String::from(auth.mode));
+    if auth.mode != crate::config::schema::AuthMode::Scram {
+        return;
+    }
+    let verifiers = &auth.verifiers;
+    let _ = writeln!(
+        out,
+        "  auth.userlist: {} verifier(s)",
+        verifiers.userlist_len()
+    );
+    if let Some(query) = verifiers.query() {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(query.check()));
+        let _ = match result {
+            Ok(()) => writeln!(
+                out,
+                "  auth.query_user \"{}\": logs in (verified TLS)",
+                query.user()
+            ),
+            Err(e) => writeln!(
+                out,
+                "  auth.query_user \"{}\": cannot log in: {e}",
+                query.user()
+            ),
+        };
+    }
+    let _ = writeln!(
+        out,
+        "  channel binding to clients: {}",
+        if auth.client_binding.is_some() {
+            "SCRAM-SHA-256-PLUS offered"
+        } else {
+            "not offered (listen.certificate's signature has no tls-server-end-point hash)"
+        }
     );
 }
 

@@ -18,6 +18,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// TLS settings that apply to both legs.
     pub tls: RawTls,
+    /// Who authenticates clients: the server (passthrough) or the proxy (SCRAM on both legs).
+    pub auth: RawAuth,
 }
 
 /// `[listen]`: where clients connect and how their TLS is set up.
@@ -196,6 +198,54 @@ impl Default for RawTls {
     }
 }
 
+/// `[auth]`: how clients log in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// "passthrough": the server authenticates the client through the proxy (SCRAM without
+    /// channel binding, or any other method); "scram": the proxy runs SCRAM-SHA-256 with the
+    /// client (channel binding to its own certificate) and with the server (bound to the
+    /// server's certificate), from the users' SCRAM verifiers.
+    pub mode: AuthMode,
+    /// A file of `"user" "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>"` lines
+    /// (pgbouncer's format); 0600, or 0640 when owned by root. Re-read on reload.
+    pub userlist: Option<PathBuf>,
+    /// A role the proxy logs in as to fetch verifiers it does not have from `userlist`.
+    pub query_user: Option<String>,
+    /// The query that returns a user's verifier (`$1` is the user name); schema-qualified.
+    pub query: String,
+    /// The database `query_user` connects to.
+    pub query_database: String,
+    /// A file holding `query_user`'s password (mode 0600); without it the proxy logs in with
+    /// `upstream.client_certificate` (or trust).
+    pub query_password_file: Option<PathBuf>,
+    /// How long a fetched verifier is reused.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// A user without a verifier: "passthrough" (relayed to the server as without `[auth]`)
+    /// or "refuse" (28P01, the same answer as a wrong password).
+    pub unknown_user: UnknownUser,
+    /// A server that offers no channel binding: "prefer" (plain SCRAM-SHA-256) or "require"
+    /// (the client gets FATAL 08001).
+    pub upstream_channel_binding: ChannelBindingPolicy,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Passthrough,
+            userlist: None,
+            query_user: None,
+            query: "SELECT username, verifier FROM pgt_proxy.get_auth($1)".into(),
+            query_database: "postgres".into(),
+            query_password_file: None,
+            cache_ttl: Duration::from_secs(300),
+            unknown_user: UnknownUser::Passthrough,
+            upstream_channel_binding: ChannelBindingPolicy::Prefer,
+        }
+    }
+}
+
 /// Defines a closed set of string values: (de)serialized as text, and an unknown value is
 /// reported as `"x" is not one of: a, b` rather than in serde's internal terms.
 macro_rules! string_enum {
@@ -315,6 +365,36 @@ string_enum! {
         Require = "require",
         /// "require" when /proc/sys/crypto/fips_enabled is 1, else "off".
         Auto = "auto",
+    }
+}
+
+string_enum! {
+    /// Who authenticates clients.
+    AuthMode {
+        /// The server, through the proxy.
+        Passthrough = "passthrough",
+        /// The proxy, with SCRAM on both legs.
+        Scram = "scram",
+    }
+}
+
+string_enum! {
+    /// What happens to a user the proxy has no verifier for.
+    UnknownUser {
+        /// Relayed to the server as in passthrough mode.
+        Passthrough = "passthrough",
+        /// Refused like a wrong password.
+        Refuse = "refuse",
+    }
+}
+
+string_enum! {
+    /// Whether the upstream login must be bound to the server's certificate.
+    ChannelBindingPolicy {
+        /// SCRAM-SHA-256-PLUS when the server offers it, else SCRAM-SHA-256.
+        Prefer = "prefer",
+        /// SCRAM-SHA-256-PLUS or no session.
+        Require = "require",
     }
 }
 

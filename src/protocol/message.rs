@@ -97,16 +97,16 @@ pub enum Authentication<'a> {
     Sspi,
     /// AuthenticationSASL (10) with its raw mechanism list.
     Sasl(&'a [u8]),
-    /// AuthenticationSASLContinue (11).
-    SaslContinue,
-    /// AuthenticationSASLFinal (12).
-    SaslFinal,
+    /// AuthenticationSASLContinue (11) with the server-first-message.
+    SaslContinue(&'a [u8]),
+    /// AuthenticationSASLFinal (12) with the server-final-message.
+    SaslFinal(&'a [u8]),
 }
 
 impl Authentication<'_> {
     /// Whether the client answers this request with a message of its own.
     pub fn expects_client_response(&self) -> bool {
-        !matches!(self, Authentication::Ok | Authentication::SaslFinal)
+        !matches!(self, Authentication::Ok | Authentication::SaslFinal(_))
     }
 }
 
@@ -127,8 +127,8 @@ pub fn parse_authentication(body: &[u8]) -> Result<Authentication<'_>, ProtocolE
         8 => Authentication::GssContinue,
         9 => Authentication::Sspi,
         10 => Authentication::Sasl(&body[4..]),
-        11 => Authentication::SaslContinue,
-        12 => Authentication::SaslFinal,
+        11 => Authentication::SaslContinue(&body[4..]),
+        12 => Authentication::SaslFinal(&body[4..]),
         _ => return Err(BAD),
     })
 }
@@ -159,6 +159,128 @@ pub fn sasl_initial_mechanism(body: &[u8]) -> Result<&[u8], ProtocolError> {
             what: "SASLInitialResponse",
             reason: "missing mechanism name",
         })
+}
+
+/// A SASLInitialResponse: the chosen mechanism and its initial data (`None` when the
+/// client sent a length of -1).
+pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&[u8], Option<&[u8]>), ProtocolError> {
+    const BAD: ProtocolError = ProtocolError::Malformed {
+        what: "SASLInitialResponse",
+        reason: "missing mechanism or bad data length",
+    };
+    let (mechanism, rest) = take_cstr(body).ok_or(BAD)?;
+    if rest.len() < 4 {
+        return Err(BAD);
+    }
+    let length = be_i32(rest, 0);
+    let data = &rest[4..];
+    match length {
+        -1 if data.is_empty() => Ok((mechanism, None)),
+        n if n >= 0 && n as usize == data.len() => Ok((mechanism, Some(data))),
+        _ => Err(BAD),
+    }
+}
+
+/// Appends a message with `tag` and `body`.
+pub fn encode(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// An Authentication* request: `code` and its data.
+pub fn encode_authentication(out: &mut Vec<u8>, code: i32, data: &[u8]) {
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend_from_slice(data);
+    encode(out, tag::AUTHENTICATION, &body);
+}
+
+/// AuthenticationSASL offering `mechanisms`.
+pub fn encode_authentication_sasl(out: &mut Vec<u8>, mechanisms: &[&str]) {
+    let mut list = Vec::new();
+    for m in mechanisms {
+        list.extend_from_slice(m.as_bytes());
+        list.push(0);
+    }
+    list.push(0);
+    encode_authentication(out, auth_code::SASL, &list);
+}
+
+/// Authentication request codes the proxy sends.
+pub mod auth_code {
+    /// AuthenticationOk.
+    pub const OK: i32 = 0;
+    /// AuthenticationSASL.
+    pub const SASL: i32 = 10;
+    /// AuthenticationSASLContinue.
+    pub const SASL_CONTINUE: i32 = 11;
+    /// AuthenticationSASLFinal.
+    pub const SASL_FINAL: i32 = 12;
+}
+
+/// SASLInitialResponse choosing `mechanism` with `data`.
+pub fn encode_sasl_initial_response(out: &mut Vec<u8>, mechanism: &str, data: &[u8]) {
+    let mut body = mechanism.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&(data.len() as i32).to_be_bytes());
+    body.extend_from_slice(data);
+    encode(out, tag::PASSWORD_MESSAGE, &body);
+}
+
+/// The extended-protocol messages of one parameterised query with text parameters and
+/// text results: Parse (unnamed), Bind, Execute and Sync.
+pub fn encode_query_with_params(out: &mut Vec<u8>, sql: &str, params: &[&str]) {
+    let mut parse = sql.as_bytes().to_vec();
+    parse.insert(0, 0); // unnamed statement
+    parse.push(0);
+    parse.extend_from_slice(&0i16.to_be_bytes()); // parameter types: inferred
+    encode(out, b'P', &parse);
+    let mut bind = vec![0, 0]; // unnamed portal, unnamed statement
+    bind.extend_from_slice(&0i16.to_be_bytes()); // all parameters in text
+    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        bind.extend_from_slice(p.as_bytes());
+    }
+    bind.extend_from_slice(&0i16.to_be_bytes()); // all results in text
+    encode(out, b'B', &bind);
+    encode(out, b'E', &[0, 0, 0, 0, 0]); // unnamed portal, no row limit
+    encode(out, b'S', &[]);
+}
+
+/// The columns of a DataRow body (`None` for NULL).
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    const BAD: ProtocolError = ProtocolError::Malformed {
+        what: "DataRow",
+        reason: "column lengths do not match the message",
+    };
+    if body.len() < 2 {
+        return Err(BAD);
+    }
+    let count = i16::from_be_bytes([body[0], body[1]]);
+    let mut rest = &body[2..];
+    let mut columns = Vec::new();
+    for _ in 0..count.max(0) {
+        if rest.len() < 4 {
+            return Err(BAD);
+        }
+        let len = be_i32(rest, 0);
+        rest = &rest[4..];
+        if len < 0 {
+            columns.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if rest.len() < len {
+            return Err(BAD);
+        }
+        columns.push(Some(&rest[..len]));
+        rest = &rest[len..];
+    }
+    if !rest.is_empty() {
+        return Err(BAD);
+    }
+    Ok(columns)
 }
 
 /// A session's cancel credentials.
@@ -282,8 +404,8 @@ mod tests {
         );
         assert_eq!(parse_authentication(&[0, 0, 0, 0]), Ok(Authentication::Ok));
         assert!(!Authentication::Ok.expects_client_response());
-        assert!(!Authentication::SaslFinal.expects_client_response());
-        assert!(Authentication::SaslContinue.expects_client_response());
+        assert!(!Authentication::SaslFinal(b"").expects_client_response());
+        assert!(Authentication::SaslContinue(b"").expects_client_response());
         assert!(parse_authentication(&[0, 0, 0, 6]).is_err());
         assert!(parse_authentication(&[0, 0]).is_err());
         assert!(sasl_mechanisms(b"SCRAM").is_err());

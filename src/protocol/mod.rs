@@ -15,6 +15,7 @@
 
 pub mod error_response;
 pub mod message;
+pub mod scram;
 pub mod sqlstate;
 pub mod startup;
 

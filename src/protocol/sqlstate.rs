@@ -52,6 +52,10 @@ pub const TOO_MANY_CONNECTIONS: SqlState = SqlState::new("53300");
 pub const ADMIN_SHUTDOWN: SqlState = SqlState::new("57P01");
 /// 0A000 feature_not_supported.
 pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState::new("0A000");
+/// 28P01 invalid_password: a wrong password (PostgreSQL's answer, which the proxy gives too).
+pub const INVALID_PASSWORD: SqlState = SqlState::new("28P01");
+/// XX000 internal_error.
+pub const INTERNAL_ERROR: SqlState = SqlState::new("XX000");
 /// 08006 connection_failure: a leg timed out or broke during start-up.
 pub const CONNECTION_FAILURE: SqlState = SqlState::new("08006");
 

@@ -187,6 +187,22 @@ fn check_params(body: &[u8]) -> Result<(), ProtocolError> {
     }
 }
 
+/// Encodes a protocol 3.0 StartupMessage with `params` (name, value pairs).
+pub fn encode_startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = vec![0; 4];
+    out.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
+    for (name, value) in params {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out.push(0);
+    let len = out.len() as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
 /// Encodes a CancelRequest for the upstream.
 pub fn encode_cancel_request(pid: i32, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + key.len());

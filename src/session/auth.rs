@@ -37,21 +37,63 @@ pub(crate) async fn authenticate<C, U>(
     client: &mut C,
     server: &mut U,
     startup: &Startup,
-    mut from_client: FrameReader,
+    from_client: FrameReader,
 ) -> Result<Authenticated, SessionError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     send(server, Leg::Upstream, startup.as_bytes()).await?;
-    let mut from_server = FrameReader::new();
-    // Server messages for the client, written out in one go when the client must act.
-    let mut to_client = Vec::new();
+    let exchange = Exchange {
+        from_client,
+        from_server: FrameReader::new(),
+        to_client: Vec::new(),
+        relay_authentication: true,
+    };
+    until_ready(client, server, exchange).await
+}
+
+/// The startup phase's state between the two legs.
+pub(crate) struct Exchange {
+    /// What the client sent past its last message read.
+    pub from_client: FrameReader,
+    /// What the server sent past its last message read.
+    pub from_server: FrameReader,
+    /// Server messages for the client, written out in one go when the client must act.
+    pub to_client: Vec<u8>,
+    /// Whether the server's Authentication requests go to the client (passthrough); with
+    /// SCRAM termination the proxy has logged in already and any further one is an error.
+    pub relay_authentication: bool,
+}
+
+/// Relays the server's messages (and the client's answers to Authentication requests)
+/// until ReadyForQuery.
+pub(crate) async fn until_ready<C, U>(
+    client: &mut C,
+    server: &mut U,
+    exchange: Exchange,
+) -> Result<Authenticated, SessionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let Exchange {
+        mut from_client,
+        mut from_server,
+        mut to_client,
+        relay_authentication,
+    } = exchange;
     let mut key = None;
     loop {
         let m = server_message(server, &mut from_server).await?;
         to_client.extend_from_slice(m.as_bytes());
         match m.tag {
+            tag::AUTHENTICATION if !relay_authentication => {
+                return Err(SessionError::Protocol(
+                    Leg::Upstream,
+                    "authentication request after AuthenticationOk".into(),
+                ));
+            }
             tag::AUTHENTICATION => {
                 let request = message::parse_authentication(m.body()).map_err(upstream_protocol)?;
                 if !request.expects_client_response() {
@@ -161,7 +203,7 @@ fn upstream_protocol(e: crate::protocol::ProtocolError) -> SessionError {
 }
 
 /// Writes and flushes `bytes` to one leg.
-async fn send<S: AsyncWrite + Unpin>(
+pub(crate) async fn send<S: AsyncWrite + Unpin>(
     io: &mut S,
     leg: Leg,
     bytes: &[u8],

@@ -71,6 +71,14 @@ pub(crate) enum SessionError {
         /// What the certificate carries.
         found: String,
     },
+    /// SCRAM termination failed (`auth.mode = "scram"`).
+    #[error("SCRAM authentication of user \"{user}\" failed: {failure}")]
+    Scram {
+        /// The user from the StartupMessage.
+        user: String,
+        /// What failed.
+        failure: crate::scram::ScramFailure,
+    },
     /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
     #[error("proxy shutting down (listen.shutdown_timeout reached)")]
     Shutdown,
@@ -113,6 +121,7 @@ impl SessionError {
             .detail("The client chose SCRAM-SHA-256-PLUS, which binds the login to the TLS certificate the client sees. That is the proxy's certificate, not the server's, so the server would reject the login.")
             .hint("Connect with channel_binding=disable (psql: \"host=... sslmode=verify-full channel_binding=disable\"), or use certificate authentication."),
             SessionError::Shutdown => crate::relay::admin_shutdown(),
+            SessionError::Scram { user, failure } => failure.refusal(user),
             SessionError::TooManyConnections => {
                 Refusal::new(TOO_MANY_CONNECTIONS, "too many connections")
                     .detail("pgt-proxy is serving listen.max_connections clients already.")

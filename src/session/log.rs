@@ -13,6 +13,9 @@ use crate::relay::Ended;
 use crate::tls::describe::{CertSummary, describe_tls};
 
 use super::error::SessionError;
+use super::terminate::Mechanisms;
+use crate::scram::login::Method;
+use crate::settings::AuthSettings;
 
 /// Facts gathered for the session's log line.
 #[derive(Debug)]
@@ -30,6 +33,10 @@ pub(super) struct Record {
     pub backend_pid: Option<i32>,
     pub from_client: u64,
     pub to_client: u64,
+    /// How the client authenticated (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, passthrough).
+    pub client_auth: Option<&'static str>,
+    /// How the proxy logged in upstream (the same, or trust, cert, passthrough).
+    pub upstream_auth: Option<&'static str>,
 }
 
 impl Record {
@@ -49,6 +56,8 @@ impl Record {
             backend_pid: None,
             from_client: 0,
             to_client: 0,
+            client_auth: None,
+            upstream_auth: None,
         }
     }
 
@@ -57,6 +66,25 @@ impl Record {
         self.client_tls = Some(describe_tls(ssl));
         self.client_tls_version = Some(ssl.version_str());
         self.client_cert = ssl.peer_certificate().map(|c| CertSummary::of(&c));
+    }
+}
+
+impl Record {
+    /// Notes the mechanisms of a login; `None` is a relayed (passthrough) login.
+    pub fn auth_used(&mut self, used: Option<Mechanisms>, auth: &AuthSettings) {
+        let (client, upstream) = match used {
+            None => ("passthrough", "passthrough"),
+            Some(m) => (
+                m.client,
+                match m.upstream {
+                    Method::Scram(mechanism) => mechanism,
+                    Method::NoPassword if auth.upstream_certificate => "cert",
+                    Method::NoPassword => "trust",
+                },
+            ),
+        };
+        self.client_auth = Some(client);
+        self.upstream_auth = Some(upstream);
     }
 }
 
@@ -129,13 +157,16 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
     let database = r.database.as_deref().unwrap_or("");
     let application_name = r.application_name.as_deref().unwrap_or("");
     let backend_pid = r.backend_pid.unwrap_or(0);
+    let client_auth = r.client_auth.unwrap_or("");
+    let upstream_auth = r.upstream_auth.unwrap_or("");
     let sqlstate = sqlstate.as_str();
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
                 client_addr = %r.peer, tls_version, client_tls, client_cert_subject,
                 client_cert_serial, client_cert_issuer, upstream = %upstream, upstream_tls, user,
-                database, application_name, backend_pid, outcome = %outcome,
+                database, application_name, backend_pid, client_auth, upstream_auth,
+                outcome = %outcome,
                 sqlstate, duration_ms, bytes_from_client = r.from_client,
                 bytes_to_client = r.to_client, "{}", message
             )

@@ -19,6 +19,7 @@ mod handshake;
 mod log;
 mod shared;
 mod startup;
+mod terminate;
 #[cfg(test)]
 mod tests;
 
@@ -38,8 +39,10 @@ use self::log::Record;
 use self::startup::StartupPacket;
 use crate::cancel::{self, CancelOutcome};
 use crate::client::{self, ClientStream, Opening};
+use crate::config::schema::AuthMode;
 use crate::framed::FrameReader;
 use crate::relay::{self, Ended};
+use crate::scram::keys::endpoint_hash;
 use crate::settings::Settings;
 use crate::upstream::Upstream;
 
@@ -219,8 +222,29 @@ async fn over_tls(
         limit: settings.listen.startup_timeout,
         terminate: &shared.terminate,
     };
-    let login = login(&mut client, &mut upstream.stream, &startup, reader, ends);
-    match Box::pin(login).await {
+    let plan = match settings.auth.mode {
+        AuthMode::Passthrough => Plan::Passthrough,
+        AuthMode::Scram => Plan::Scram {
+            auth: &settings.auth,
+            server_binding: upstream
+                .stream
+                .ssl()
+                .peer_certificate()
+                .and_then(|c| endpoint_hash(&c)),
+        },
+    };
+    let login = login(
+        &mut client,
+        &mut upstream.stream,
+        &startup,
+        reader,
+        ends,
+        plan,
+    );
+    match Box::pin(login).await.map(|(auth, used)| {
+        record.auth_used(used, &settings.auth);
+        auth
+    }) {
         Ok(auth) => Ok(Box::new(Established {
             client,
             server: upstream.stream,
@@ -312,20 +336,47 @@ struct LoginEnds<'a> {
     terminate: &'a CancellationToken,
 }
 
+/// Which login a session gets.
+enum Plan<'a> {
+    /// The server authenticates the client through the proxy.
+    Passthrough,
+    /// The proxy terminates SCRAM (`auth.mode = "scram"`); `server_binding` is the server
+    /// certificate's tls-server-end-point hash.
+    Scram {
+        auth: &'a crate::settings::AuthSettings,
+        server_binding: Option<Vec<u8>>,
+    },
+}
+
 /// The authentication exchange, bounded by the startup deadline and ended by shutdown.
+/// Returns the mechanisms a terminated login used (`None`: relayed).
 async fn login<C, U>(
     client: &mut C,
     server: &mut U,
     startup: &startup::Startup,
     reader: FrameReader,
     ends: LoginEnds<'_>,
-) -> Result<Authenticated, SessionError>
+    plan: Plan<'_>,
+) -> Result<(Authenticated, Option<terminate::Mechanisms>), SessionError>
 where
     C: tokio::io::AsyncRead + AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + AsyncWrite + Unpin,
 {
+    let exchange = async {
+        match plan {
+            Plan::Passthrough => auth::authenticate(client, server, startup, reader)
+                .await
+                .map(|a| (a, None)),
+            Plan::Scram {
+                auth,
+                server_binding,
+            } => {
+                terminate::scram_login(client, server, startup, reader, auth, server_binding).await
+            }
+        }
+    };
     tokio::select! {
-        auth = timeout_at(ends.deadline, auth::authenticate(client, server, startup, reader)) => {
+        auth = timeout_at(ends.deadline, exchange) => {
             auth.unwrap_or(Err(SessionError::StartupTimeout(ends.limit)))
         }
         _ = ends.terminate.cancelled() => Err(SessionError::Shutdown),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::startup::{self, StartupPacket};
-use super::{LoginEnds, Outcome, SessionError, login, refuse};
+use super::{LoginEnds, Outcome, Plan, SessionError, login, refuse};
 use crate::framed::FrameReader;
 use crate::protocol::error_response::{message_of, sqlstate_of};
 use crate::protocol::message::parse_frame;
@@ -90,8 +90,17 @@ async fn proxy(mut client: DuplexStream, mut server: DuplexStream) -> Outcome {
         limit: Duration::from_secs(5),
         terminate: &terminate,
     };
-    match login(&mut client, &mut server, &startup, reader, ends).await {
-        Ok(auth) => {
+    match login(
+        &mut client,
+        &mut server,
+        &startup,
+        reader,
+        ends,
+        Plan::Passthrough,
+    )
+    .await
+    {
+        Ok((auth, _)) => {
             let outcome = relay::relay(
                 &mut client,
                 &mut server,

@@ -7,7 +7,10 @@
 //! need a restart. [`tls`] turns the TLS keys into the specs the contexts are built from,
 //! with the rules that span several keys.
 
+mod auth;
 mod tls;
+
+pub(crate) use auth::AuthSettings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +34,8 @@ pub struct Settings {
     pub listen: ListenSettings,
     /// Upstream settings.
     pub upstream: UpstreamSettings,
+    /// How clients log in.
+    pub(crate) auth: AuthSettings,
     /// Presents the proxy's certificate to clients.
     pub acceptor: SslAcceptor,
     /// Verifies the upstream.
@@ -168,11 +173,13 @@ impl Settings {
         let upstream = upstream(raw, &mut problems);
         let mut warnings = Vec::new();
         let contexts = tls::contexts(raw, fips.is_some(), &mut problems, &mut warnings);
+        let auth = auth::auth(raw, &upstream, contexts.as_ref(), &mut problems);
         match (contexts, problems.errors.is_empty()) {
             (Some((acceptor, connector)), true) => Ok(Settings {
                 start,
                 listen,
                 upstream,
+                auth,
                 acceptor,
                 connector,
                 warnings,

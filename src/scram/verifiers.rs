@@ -1,0 +1,281 @@
+//! Where the proxy's SCRAM verifiers come from: `auth.userlist` (pgbouncer's format), then
+//! the auth query, whose answers are cached for `auth.cache_ttl` (30 s when the user has
+//! none) and refreshed at most three times a minute per user when the server's verifier
+//! has changed. A reload builds a new store, which empties the cache.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::keys::{self, Key};
+use super::query::AuthQuery;
+use crate::protocol::scram::{Verifier, parse_verifier};
+
+/// How long "this user has no verifier" is believed.
+const NEGATIVE_TTL: Duration = Duration::from_secs(30);
+/// Most refreshes per user within [`REFRESH_WINDOW`].
+const MAX_REFRESHES: usize = 3;
+const REFRESH_WINDOW: Duration = Duration::from_secs(60);
+/// Most users remembered; the cache is emptied of expired entries, then cleared, beyond.
+const CACHE_LIMIT: usize = 10_000;
+
+/// Where a verifier came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `auth.userlist`.
+    Userlist,
+    /// The auth query.
+    Query,
+}
+
+#[derive(Debug)]
+struct Cached {
+    verifier: Option<Verifier>,
+    until: Instant,
+}
+
+/// The verifiers a configuration gives access to.
+pub(crate) struct Verifiers {
+    userlist: HashMap<String, Verifier>,
+    query: Option<AuthQuery>,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, Cached>>,
+    refreshes: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Verifiers {
+    /// A store over a parsed userlist and an optional query.
+    pub fn new(
+        userlist: HashMap<String, Verifier>,
+        query: Option<AuthQuery>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            userlist,
+            query,
+            ttl,
+            cache: Mutex::default(),
+            refreshes: Mutex::default(),
+        }
+    }
+
+    /// How many verifiers the userlist holds.
+    pub fn userlist_len(&self) -> usize {
+        self.userlist.len()
+    }
+
+    /// The auth query, if configured.
+    pub fn query(&self) -> Option<&AuthQuery> {
+        self.query.as_ref()
+    }
+
+    /// `user`'s verifier and where it came from; `Ok(None)` when the user has none.
+    pub async fn lookup(&self, user: &str) -> Result<Option<(Verifier, Source)>, String> {
+        if let Some(v) = self.userlist.get(user) {
+            return Ok(Some((v.clone(), Source::Userlist)));
+        }
+        let Some(query) = &self.query else {
+            return Ok(None);
+        };
+        if let Some(cached) = self.cached(user) {
+            return Ok(cached.map(|v| (v, Source::Query)));
+        }
+        let found = query.fetch(user).await?;
+        self.remember(user, found.clone());
+        Ok(found.map(|v| (v, Source::Query)))
+    }
+
+    /// Fetches `user`'s verifier again (its server-side verifier has changed), within the
+    /// refresh limit; `Ok(None)` when the limit is reached or the user has none now.
+    pub async fn refresh(&self, user: &str) -> Result<Option<Verifier>, String> {
+        let Some(query) = &self.query else {
+            return Ok(None);
+        };
+        self.forget(user);
+        if !self.may_refresh(user) {
+            return Ok(None);
+        }
+        let found = query.fetch(user).await?;
+        self.remember(user, found.clone());
+        Ok(found)
+    }
+
+    /// Drops `user`'s cached answer.
+    pub fn forget(&self, user: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user);
+    }
+
+    fn cached(&self, user: &str) -> Option<Option<Verifier>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(user)
+            .filter(|c| Instant::now() < c.until)
+            .map(|c| c.verifier.clone())
+    }
+
+    fn remember(&self, user: &str, verifier: Option<Verifier>) {
+        let ttl = if verifier.is_some() {
+            self.ttl
+        } else {
+            NEGATIVE_TTL
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            let now = Instant::now();
+            cache.retain(|_, c| now < c.until);
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            user.to_owned(),
+            Cached {
+                verifier,
+                until: Instant::now() + ttl,
+            },
+        );
+    }
+
+    fn may_refresh(&self, user: &str) -> bool {
+        let mut all = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= CACHE_LIMIT {
+            all.clear();
+        }
+        let now = Instant::now();
+        let recent = all.entry(user.to_owned()).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > REFRESH_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= MAX_REFRESHES {
+            return false;
+        }
+        recent.push_back(now);
+        true
+    }
+}
+
+/// The per-process secret that mock verifiers are derived from.
+pub(crate) fn mock_secret() -> &'static Key {
+    static SECRET: OnceLock<Key> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        // Without randomness the mock salt would be predictable, not wrong; OpenSSL's
+        // generator failing at start is reported by every other TLS operation anyway.
+        let _ = openssl::rand::rand_bytes(&mut secret);
+        secret
+    })
+}
+
+/// A stand-in verifier for a user that has none.
+pub(crate) fn mock_verifier(user: &str) -> Result<Verifier, openssl::error::ErrorStack> {
+    keys::mock_verifier(user, mock_secret())
+}
+
+/// Parses a userlist: `"user" "SCRAM-SHA-256$..."` per line (a `""` inside quotes is one
+/// quote), blank lines and lines starting with `;` or `#` ignored. Every bad line is
+/// reported with its number.
+pub(crate) fn parse_userlist(text: &str) -> Result<HashMap<String, Verifier>, Vec<String>> {
+    let mut users = HashMap::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        let n = i + 1;
+        let Some((user, rest)) = quoted(line) else {
+            errors.push(format!("line {n}: expected \"user\" \"verifier\""));
+            continue;
+        };
+        let Some((verifier, rest)) = quoted(rest.trim_start()) else {
+            errors.push(format!("line {n}: expected \"user\" \"verifier\""));
+            continue;
+        };
+        if !rest.trim().is_empty() {
+            errors.push(format!("line {n}: unexpected text after the verifier"));
+            continue;
+        }
+        match parse_verifier(&verifier) {
+            Ok(v) => {
+                users.insert(user, v);
+            }
+            Err(e) => errors.push(format!("line {n} (user \"{user}\"): {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(users)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A `"..."` string at the front of `s` (with `""` for a quote) and what follows it.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let mut rest = s.strip_prefix('"')?;
+    let mut out = String::new();
+    loop {
+        let at = rest.find('"')?;
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        match rest.strip_prefix('"') {
+            Some(after) => {
+                out.push('"');
+                rest = after;
+            }
+            None => return Some((out, rest)),
+        }
+    }
+}
+
+/// Reads and parses `auth.userlist`, checking its permissions as key files' are.
+pub(crate) fn load_userlist(path: &Path) -> Result<HashMap<String, Verifier>, Vec<String>> {
+    let shown = path.display();
+    crate::tls::identity::check_key_permissions("auth.userlist", path)
+        .map_err(|e| vec![e.to_string()])?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("auth.userlist {shown}: cannot read: {e}")])?;
+    parse_userlist(&text).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| format!("auth.userlist {shown}: {e}"))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V: &str = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+
+    #[test]
+    fn userlist_lines_and_their_errors() {
+        let text = format!("; comment\n\n\"alice\" \"{V}\"\n\"o\"\"brien\" \"{V}\"\n");
+        let users = parse_userlist(&text).unwrap();
+        assert_eq!(users.len(), 2);
+        assert!(users.contains_key("o\"brien"));
+        let bad = format!(
+            "\"alice\" \"{V}\"\n\"bob\" \"md5a3556571e93b0d20722ba62be61e8c2d\"\n\"carol\" \"pencil\"\nnonsense\n"
+        );
+        let errors = parse_userlist(&bad).unwrap_err();
+        assert_eq!(errors.len(), 3);
+        assert!(errors[0].starts_with("line 2 (user \"bob\"): an md5 password hash"));
+        assert!(errors[1].starts_with("line 3 (user \"carol\"): not a SCRAM-SHA-256 verifier"));
+        assert!(errors[2].starts_with("line 4: expected"));
+    }
+
+    #[test]
+    fn refreshes_are_limited_per_user() {
+        let store = Verifiers::new(HashMap::new(), None, Duration::from_secs(60));
+        assert!((0..3).all(|_| store.may_refresh("alice")));
+        assert!(!store.may_refresh("alice"));
+        assert!(store.may_refresh("bob"));
+    }
+}

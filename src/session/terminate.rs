@@ -1,0 +1,335 @@
+//! SCRAM termination for one session (`auth.mode = "scram"`): both exchanges over the
+//! network, pipelined so termination adds at most one upstream round trip.
+//!
+//! 1. The client is offered SASL at once; while its client-first is on the way, the proxy
+//!    sends the server the StartupMessage and its own client-first, and reads the
+//!    server-first.
+//! 2. With the server's salt in (it must be the verifier's, else the verifier is stale and is
+//!    fetched again), the client gets its server-first; its client-final yields the
+//!    ClientKey, which the proxy proves upstream. The server must prove it holds the
+//!    verifier.
+//! 3. Only then does the client get SASLFinal and AuthenticationOk, and the rest of the
+//!    startup phase is relayed as in passthrough mode.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::auth::{self, Authenticated, Exchange};
+use super::error::SessionError;
+use super::startup::Startup;
+use crate::config::schema::ChannelBindingPolicy;
+use crate::config::schema::UnknownUser;
+use crate::framed::{FrameReader, ReadError};
+use crate::leg::Leg;
+use crate::protocol::message::{
+    self, MAX_FRONTEND_AUTH_MESSAGE, auth_code, encode_authentication, tag,
+};
+use crate::protocol::scram::Verifier;
+use crate::protocol::sqlstate::INVALID_PASSWORD;
+use crate::scram::ScramFailure;
+use crate::scram::client::ServerParams;
+use crate::scram::keys::{ClientKey, Key};
+use crate::scram::login::{self, LoginError, Method, Prover};
+use crate::scram::server::ServerExchange;
+use crate::scram::verifiers::{Source, Verifiers, mock_verifier};
+use crate::settings::AuthSettings;
+
+/// What the terminated login used on each leg, for the log line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mechanisms {
+    /// SCRAM-SHA-256-PLUS or SCRAM-SHA-256.
+    pub client: &'static str,
+    /// The upstream login's method.
+    pub upstream: Method,
+}
+
+/// What one terminated login needs.
+struct Terminate<'a> {
+    /// The user from the StartupMessage.
+    pub user: &'a str,
+    /// The verifier, and where it came from (`None`: a mock one, for an unknown user).
+    pub verifier: Verifier,
+    /// `None` for a mock verifier.
+    pub source: Option<Source>,
+    /// The store, for a refresh when the server's verifier has changed.
+    pub verifiers: &'a Verifiers,
+    /// The tls-server-end-point hash of the certificate the client saw.
+    pub client_binding: Option<Vec<u8>>,
+    /// The same of the server's certificate.
+    pub server_binding: Option<Vec<u8>>,
+    /// `auth.upstream_channel_binding`.
+    pub policy: ChannelBindingPolicy,
+}
+
+/// The client's half of the exchange, run when the upstream login needs the keys.
+struct ClientSide<'a, 'b, C> {
+    client: &'a mut C,
+    from_client: FrameReader,
+    exchange: ServerExchange,
+    login: &'a mut Terminate<'b>,
+    /// The server-final-message for the client, once its proof has verified.
+    server_final: Option<String>,
+    /// A client-side failure, kept as itself (the login only carries SCRAM failures).
+    failed: Option<SessionError>,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
+    /// Reads the client's next SASL message (mechanism and data for the first).
+    async fn sasl_message(&mut self) -> Result<Vec<u8>, SessionError> {
+        let m = match self
+            .from_client
+            .message(&mut *self.client, MAX_FRONTEND_AUTH_MESSAGE)
+            .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(SessionError::Closed(Leg::Client)),
+            Err(ReadError::Io(e)) => return Err(SessionError::Io(Leg::Client, e)),
+            Err(ReadError::Protocol(e)) => {
+                return Err(SessionError::Protocol(
+                    Leg::Client,
+                    format!("invalid message during authentication: {e}"),
+                ));
+            }
+        };
+        match m.tag {
+            tag::PASSWORD_MESSAGE => Ok(m.body().to_vec()),
+            tag::TERMINATE => Err(SessionError::Closed(Leg::Client)),
+            other => Err(SessionError::Protocol(
+                Leg::Client,
+                format!("expected an authentication response, received message type 0x{other:02x}"),
+            )),
+        }
+    }
+
+    /// The client's SASLInitialResponse.
+    async fn receive_first(&mut self) -> Result<(), SessionError> {
+        let body = self.sasl_message().await?;
+        let (mechanism, data) = message::parse_sasl_initial_response(&body)
+            .map_err(|e| SessionError::Protocol(Leg::Client, e.to_string()))?;
+        self.exchange
+            .receive_first(mechanism, data.unwrap_or_default())
+            .map_err(|f| self.scram(f))
+    }
+
+    /// server-first to the client, its client-final back, and its proof checked.
+    async fn prove(&mut self) -> Result<ClientKey, SessionError> {
+        let server_first = self
+            .exchange
+            .server_first(&self.login.verifier)
+            .map_err(|f| self.scram(f))?;
+        let mut out = Vec::new();
+        encode_authentication(&mut out, auth_code::SASL_CONTINUE, server_first.as_bytes());
+        auth::send(self.client, Leg::Client, &out).await?;
+        let data = self.sasl_message().await?;
+        let (key, server_final) = self
+            .exchange
+            .receive_final(&data, &self.login.verifier)
+            .map_err(|f| self.scram(f))?;
+        self.server_final = Some(server_final);
+        Ok(key)
+    }
+
+    fn scram(&self, failure: ScramFailure) -> SessionError {
+        SessionError::Scram {
+            user: self.login.user.to_owned(),
+            failure,
+        }
+    }
+
+    /// The verifier the server holds now, when it differs from ours: fetched again.
+    async fn match_server(&mut self, params: &ServerParams) -> Result<(), SessionError> {
+        let ours = &self.login.verifier;
+        if ours.salt == params.salt && ours.iterations == params.iterations {
+            return Ok(());
+        }
+        let fresh = match self.login.source {
+            Some(Source::Query) => self.login.verifiers.refresh(self.login.user).await,
+            _ => Ok(None),
+        };
+        match fresh {
+            Ok(Some(v)) if v.salt == params.salt && v.iterations == params.iterations => {
+                self.login.verifier = v;
+                Ok(())
+            }
+            Ok(_) => Err(self.scram(ScramFailure::PasswordChanged)),
+            Err(e) => Err(self.scram(ScramFailure::Lookup(e))),
+        }
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> Prover for ClientSide<'_, '_, C> {
+    async fn keys(&mut self, params: &ServerParams) -> Result<(ClientKey, Key), ScramFailure> {
+        let result = async {
+            self.receive_first().await?;
+            self.match_server(params).await?;
+            self.prove().await
+        }
+        .await;
+        match result {
+            Ok(key) => Ok((key, self.login.verifier.server_key)),
+            Err(e) => {
+                self.failed = Some(e);
+                Err(ScramFailure::OutOfOrder)
+            }
+        }
+    }
+}
+
+/// The login for `auth.mode = "scram"`: terminated with the user's verifier, or relayed
+/// when the user has none and `auth.unknown_user = "passthrough"` (then no mechanisms are
+/// returned).
+pub(super) async fn scram_login<C, U>(
+    client: &mut C,
+    server: &mut U,
+    startup: &Startup,
+    from_client: FrameReader,
+    settings: &AuthSettings,
+    server_binding: Option<Vec<u8>>,
+) -> Result<(Authenticated, Option<Mechanisms>), SessionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let user = startup.user.as_deref().unwrap_or_default();
+    let scram = |failure| SessionError::Scram {
+        user: user.to_owned(),
+        failure,
+    };
+    let (verifier, source) = match settings.verifiers.lookup(user).await {
+        Ok(Some((verifier, source))) => (verifier, Some(source)),
+        Ok(None) if settings.unknown_user == UnknownUser::Passthrough => {
+            let authenticated = auth::authenticate(client, server, startup, from_client).await?;
+            return Ok((authenticated, None));
+        }
+        Ok(None) => (mock_verifier(user).map_err(|e| scram(e.into()))?, None),
+        Err(e) => return Err(scram(ScramFailure::Lookup(e))),
+    };
+    let login = Terminate {
+        user,
+        verifier,
+        source,
+        verifiers: &settings.verifiers,
+        client_binding: settings.client_binding.clone(),
+        server_binding,
+        policy: settings.upstream_channel_binding,
+    };
+    let (authenticated, mechanisms) =
+        terminate(client, server, startup, from_client, login).await?;
+    Ok((authenticated, Some(mechanisms)))
+}
+
+/// Authenticates the client with its verifier and logs in upstream with the same proof.
+async fn terminate<C, U>(
+    client: &mut C,
+    server: &mut U,
+    startup: &Startup,
+    from_client: FrameReader,
+    mut login: Terminate<'_>,
+) -> Result<(Authenticated, Mechanisms), SessionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange = ServerExchange::new(login.client_binding.take());
+    let mut out = Vec::new();
+    message::encode_authentication_sasl(&mut out, &exchange.mechanisms());
+    auth::send(client, Leg::Client, &out).await?;
+    let mock = login.source.is_none();
+    let server_binding = login.server_binding.take();
+    let policy = login.policy;
+    let user = login.user.to_owned();
+    let mut side = ClientSide {
+        client,
+        from_client,
+        exchange,
+        login: &mut login,
+        server_final: None,
+        failed: None,
+    };
+    let mut from_server = FrameReader::new();
+    let method = if mock {
+        // An unknown user: the same exchange, which no proof can pass; the server is
+        // never asked.
+        side.receive_first().await?;
+        side.prove().await?;
+        return Err(side.scram(ScramFailure::WrongPassword));
+    } else {
+        let result = login::login(
+            server,
+            &mut from_server,
+            startup.as_bytes(),
+            server_binding,
+            policy,
+            &mut side,
+        )
+        .await;
+        if let Some(e) = side.failed.take() {
+            return Err(e);
+        }
+        match result {
+            Ok(method) => method,
+            Err(e) => return Err(upstream_failure(&mut side, &user, e).await),
+        }
+    };
+    if side.server_final.is_none() {
+        // No proof asked upstream (trust, or the proxy's certificate): the client still
+        // proves its password to the proxy.
+        side.receive_first().await?;
+        side.prove().await?;
+    }
+    let client_mechanism = side.exchange.mechanism();
+    let mut to_client = Vec::new();
+    let server_final = side.server_final.take().unwrap_or_default();
+    let ClientSide {
+        client,
+        from_client,
+        ..
+    } = side;
+    encode_authentication(
+        &mut to_client,
+        auth_code::SASL_FINAL,
+        server_final.as_bytes(),
+    );
+    encode_authentication(&mut to_client, auth_code::OK, &[]);
+    let exchange = Exchange {
+        from_client,
+        from_server,
+        to_client,
+        relay_authentication: false,
+    };
+    let authenticated = auth::until_ready(client, server, exchange).await?;
+    Ok((
+        authenticated,
+        Mechanisms {
+            client: client_mechanism,
+            upstream: method,
+        },
+    ))
+}
+
+/// What a failed upstream login means for the client.
+async fn upstream_failure<C: AsyncRead + AsyncWrite + Unpin>(
+    side: &mut ClientSide<'_, '_, C>,
+    user: &str,
+    e: LoginError,
+) -> SessionError {
+    match e {
+        // The server rejected a proof the verifier accepted: its password has changed.
+        LoginError::Refused { sqlstate, .. } if sqlstate == Some(INVALID_PASSWORD) => {
+            side.login.verifiers.forget(user);
+            side.scram(ScramFailure::PasswordChanged)
+        }
+        LoginError::Refused {
+            sqlstate,
+            message,
+            raw,
+        } => {
+            // The server's own words (pg_hba refusals, a missing database...).
+            let _ = auth::send(side.client, Leg::Client, &raw).await;
+            SessionError::ServerRefused { sqlstate, message }
+        }
+        LoginError::Scram(failure) => side.scram(failure),
+        LoginError::Protocol(what) => SessionError::Protocol(Leg::Upstream, what),
+        LoginError::Closed => SessionError::Closed(Leg::Upstream),
+        LoginError::Io(e) => SessionError::Io(Leg::Upstream, e),
+    }
+}

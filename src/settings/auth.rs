@@ -1,0 +1,121 @@
+//! `[auth]`, validated: the mode, the verifier sources (the userlist read and checked
+//! here, the auth query set up to connect over the upstream leg), and the policies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use openssl::ssl::{SslAcceptor, SslConnector};
+
+use super::{Problems, UpstreamSettings};
+use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawConfig, UnknownUser};
+use crate::scram::keys::endpoint_hash;
+use crate::scram::query::{AuthQuery, read_password_file};
+use crate::scram::verifiers::{Verifiers, load_userlist};
+
+/// How clients log in.
+pub(crate) struct AuthSettings {
+    /// Passthrough or SCRAM termination.
+    pub mode: AuthMode,
+    /// What happens to users without a verifier.
+    pub unknown_user: UnknownUser,
+    /// Whether the upstream login must be bound.
+    pub upstream_channel_binding: ChannelBindingPolicy,
+    /// The verifiers (userlist, query, cache).
+    pub verifiers: Arc<Verifiers>,
+    /// The tls-server-end-point hash of `listen.certificate`, computed once per load;
+    /// `None` when its signature has no single digest (no -PLUS then).
+    pub client_binding: Option<Vec<u8>>,
+    /// `upstream.client_certificate` is set (an upstream login without a password is then
+    /// logged as "cert", else "trust").
+    pub upstream_certificate: bool,
+}
+
+/// Validates `[auth]` once the contexts exist (the auth query uses the connector).
+pub(super) fn auth(
+    raw: &RawConfig,
+    upstream: &UpstreamSettings,
+    contexts: Option<&(SslAcceptor, SslConnector)>,
+    problems: &mut Problems,
+) -> AuthSettings {
+    let a = &raw.auth;
+    let userlist = match &a.userlist {
+        Some(path) => load_userlist(path).unwrap_or_else(|errors| {
+            for e in errors {
+                problems.key("auth.userlist", e);
+            }
+            HashMap::new()
+        }),
+        None => HashMap::new(),
+    };
+    if a.mode == AuthMode::Scram && a.userlist.is_none() && a.query_user.is_none() {
+        problems.key(
+            "auth.mode",
+            "\"scram\" needs verifiers: set auth.userlist, auth.query_user, or both",
+        );
+    }
+    if a.cache_ttl.is_zero() {
+        problems.key("auth.cache_ttl", "must be longer than 0s");
+    }
+    let query = a.query_user.as_ref().and_then(|user| {
+        check_query(&a.query, problems);
+        let password = match &a.query_password_file {
+            Some(path) => match read_password_file(path) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    problems.key("auth.query_password_file", e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let (_, connector) = contexts?;
+        Some(AuthQuery::new(
+            user.clone(),
+            a.query_database.clone(),
+            a.query.clone(),
+            password,
+            a.upstream_channel_binding,
+            upstream.clone(),
+            connector.clone(),
+        ))
+    });
+    let client_binding = contexts
+        .and_then(|(acceptor, _)| acceptor.context().certificate())
+        .and_then(endpoint_hash);
+    AuthSettings {
+        mode: a.mode,
+        unknown_user: a.unknown_user,
+        upstream_channel_binding: a.upstream_channel_binding,
+        verifiers: Arc::new(Verifiers::new(userlist, query, a.cache_ttl)),
+        client_binding,
+        upstream_certificate: raw.upstream.client_certificate.is_some(),
+    }
+}
+
+/// The query must bind the user name (`$1`) and name its function or table with a schema:
+/// an unqualified name resolves through `search_path`, which a user could point at their
+/// own object (pgbouncer's CVE-2025-12819).
+fn check_query(sql: &str, problems: &mut Problems) {
+    if !sql.contains("$1") {
+        problems.key(
+            "auth.query",
+            "must take the user name as the parameter $1 (it is never spliced into the SQL)",
+        );
+    }
+    let lower = sql.to_ascii_lowercase();
+    let qualified = lower
+        .split(" from ")
+        .nth(1)
+        .and_then(|after| after.split_whitespace().next())
+        .is_some_and(|target| {
+            let name = target.split('(').next().unwrap_or_default();
+            name.contains('.') && !name.starts_with('.') && !name.ends_with('.')
+        });
+    if !qualified {
+        problems.key(
+            "auth.query",
+            "must name its function or table with a schema (e.g. FROM pgt_proxy.get_auth($1)): \
+             an unqualified name follows search_path, which a user could redirect",
+        );
+    }
+}
