@@ -329,3 +329,37 @@ fn keys_the_provider_cannot_use_are_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn scram_termination_works_in_fips_mode() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let verifier = pg.admin("select rolpassword from pg_authid where rolname = 'alice'");
+    let userlist = pki.dir.path().join("userlist.txt");
+    std::fs::write(&userlist, format!("\"alice\" \"{verifier}\"\n")).unwrap();
+    std::fs::set_permissions(
+        &userlist,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let proxy = Proxy::start(
+        &fips_config(&pki, pg.port)
+            .set("auth.mode", "\"scram\"")
+            .set("auth.userlist", &toml_path(&userlist)),
+    );
+    proxy.wait_log(&["FIPS mode active"]);
+    // libpq's default channel binding, through verifier-only SCRAM (SHA-256 and HMAC from
+    // the FIPS provider, no PBKDF2).
+    let info =
+        conninfo(&proxy, &pki, "alice", ALICE_PASSWORD).replace("channel_binding=disable", "");
+    assert_eq!(psql_ok(&info, "select current_user"), "alice");
+    let line = proxy.wait_log(&["session ended", "user=\"alice\""]);
+    assert!(
+        line.contains("client_auth=\"SCRAM-SHA-256-PLUS\""),
+        "{line}"
+    );
+    assert!(
+        line.contains("upstream_auth=\"SCRAM-SHA-256-PLUS\""),
+        "{line}"
+    );
+}

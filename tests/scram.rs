@@ -569,3 +569,72 @@ fn check_config_reports_the_mode_and_refuses_md5_lines() {
     assert!(text.contains("auth: mode \"scram\""), "{text}");
     assert!(text.contains("auth.userlist: 1 verifier(s)"), "{text}");
 }
+
+#[test]
+fn a_stale_userlist_gets_28p01_with_a_hint_that_the_password_changed() {
+    let (pki, pg, proxy) = with_userlist();
+    pg.admin("alter role alice password 'a-new-password'");
+    let (code, text) = login(&proxy, &pki, "alice", "a-new-password").unwrap_err();
+    assert_eq!(code, "28P01");
+    assert!(
+        text.contains("password authentication failed for user \"alice\""),
+        "{text}"
+    );
+    assert!(text.contains("changed"), "the hint says why: {text}");
+}
+
+/// Runs a Python script (psycopg's venv) with the proxy's port and CA in the environment.
+fn python_driver(script: &str, proxy: &Proxy, pki: &TestPki) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("PGT_PORT", proxy.port().to_string())
+        .env("PGT_CA", &pki.proxy_ca_path)
+        .env("PGT_PASSWORD", ALICE_PASSWORD)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn pg8000_and_asyncpg_log_in() {
+    let (pki, _pg, proxy) = with_userlist();
+    // pg8000 always picks SCRAM-SHA-256-PLUS when offered: it cannot log in through a
+    // passthrough proxy at all.
+    let pg8000 = python_driver(
+        r#"
+import os, ssl, pg8000.native
+ctx = ssl.create_default_context(cafile=os.environ["PGT_CA"])
+c = pg8000.native.Connection("alice", host="localhost", port=int(os.environ["PGT_PORT"]),
+    password=os.environ["PGT_PASSWORD"], database="postgres", ssl_context=ctx)
+print(c.run("select current_user")[0][0])
+"#,
+        &proxy,
+        &pki,
+    );
+    assert_eq!(pg8000, "alice");
+    let line = proxy.wait_log(&["session ended", "application_name=\"\"", "user=\"alice\""]);
+    assert!(
+        line.contains("client_auth=\"SCRAM-SHA-256-PLUS\""),
+        "{line}"
+    );
+    let asyncpg = python_driver(
+        r#"
+import asyncio, os, ssl, asyncpg
+async def main():
+    ctx = ssl.create_default_context(cafile=os.environ["PGT_CA"])
+    c = await asyncpg.connect(host="localhost", port=int(os.environ["PGT_PORT"]), user="alice",
+        password=os.environ["PGT_PASSWORD"], database="postgres", ssl=ctx)
+    print(await c.fetchval("select current_user"))
+    await c.close()
+asyncio.run(main())
+"#,
+        &proxy,
+        &pki,
+    );
+    assert_eq!(asyncpg, "alice");
+}

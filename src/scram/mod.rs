@@ -17,6 +17,8 @@ pub(crate) mod keys;
 pub(crate) mod login;
 pub(crate) mod query;
 pub(crate) mod server;
+#[cfg(test)]
+mod tests;
 pub(crate) mod verifiers;
 
 use crate::protocol::error_response::Refusal;
