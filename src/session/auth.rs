@@ -96,13 +96,12 @@ where
             }
             tag::AUTHENTICATION => {
                 let request = message::parse_authentication(m.body()).map_err(upstream_protocol)?;
-                if !request.expects_client_response() {
-                    continue;
+                if request.expects_client_response() {
+                    send(client, Leg::Client, &to_client).await?;
+                    to_client.clear();
+                    let answer = client_answer(client, &mut from_client, &request).await?;
+                    send(server, Leg::Upstream, answer.as_bytes()).await?;
                 }
-                send(client, Leg::Client, &to_client).await?;
-                to_client.clear();
-                let answer = client_answer(client, &mut from_client, &request).await?;
-                send(server, Leg::Upstream, answer.as_bytes()).await?;
             }
             tag::BACKEND_KEY_DATA => {
                 let k = message::parse_backend_key_data(m.body()).map_err(upstream_protocol)?;
@@ -116,25 +115,15 @@ where
                     upstream_pending: from_server.into_rest(),
                 });
             }
-            tag::ERROR_RESPONSE => {
-                // Relay the server's own words; the connection ends after them.
-                let _ = client.write_all(&to_client).await;
-                let _ = client.shutdown().await;
-                return Err(SessionError::ServerRefused {
-                    sqlstate: sqlstate_of(m.body()).as_deref().and_then(SqlState::parse),
-                    message: message_of(m.body()).unwrap_or_default(),
-                });
+            tag::ERROR_RESPONSE => return Err(server_refused(client, &to_client, &m).await),
+            // Bound what waits for the client, whatever the server sends.
+            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION
+                if to_client.len() > MAX_BACKEND_STARTUP_MESSAGE =>
+            {
+                send(client, Leg::Client, &to_client).await?;
+                to_client.clear();
             }
-            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {
-                // Bound what waits for the client, whatever the server sends.
-                if to_client.len() > MAX_BACKEND_STARTUP_MESSAGE {
-                    client
-                        .write_all(&to_client)
-                        .await
-                        .map_err(|e| SessionError::Io(Leg::Client, e))?;
-                    to_client.clear();
-                }
-            }
+            tag::PARAMETER_STATUS | tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
             other => {
                 return Err(SessionError::Protocol(
                     Leg::Upstream,
@@ -142,6 +131,21 @@ where
                 ));
             }
         }
+    }
+}
+
+/// Relays the server's own words (its ErrorResponse, after what was waiting for the client);
+/// the connection ends after them.
+async fn server_refused<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    to_client: &[u8],
+    m: &Message,
+) -> SessionError {
+    let _ = client.write_all(to_client).await;
+    let _ = client.shutdown().await;
+    SessionError::ServerRefused {
+        sqlstate: sqlstate_of(m.body()).as_deref().and_then(SqlState::parse),
+        message: message_of(m.body()).unwrap_or_default(),
     }
 }
 

@@ -222,17 +222,7 @@ async fn over_tls(
         limit: settings.listen.startup_timeout,
         terminate: &shared.terminate,
     };
-    let plan = match settings.auth.mode {
-        AuthMode::Passthrough => Plan::Passthrough,
-        AuthMode::Scram => Plan::Scram {
-            auth: &settings.auth,
-            server_binding: upstream
-                .stream
-                .ssl()
-                .peer_certificate()
-                .and_then(|c| endpoint_hash(&c)),
-        },
-    };
+    let plan = Plan::for_session(settings, &upstream);
     let login = login(
         &mut client,
         &mut upstream.stream,
@@ -346,6 +336,23 @@ enum Plan<'a> {
         auth: &'a crate::settings::AuthSettings,
         server_binding: Option<Vec<u8>>,
     },
+}
+
+impl<'a> Plan<'a> {
+    /// What `auth.mode` asks for, for a session on `upstream`.
+    fn for_session(settings: &'a Settings, upstream: &Upstream) -> Self {
+        match settings.auth.mode {
+            AuthMode::Passthrough => Plan::Passthrough,
+            AuthMode::Scram => Plan::Scram {
+                auth: &settings.auth,
+                server_binding: upstream
+                    .stream
+                    .ssl()
+                    .peer_certificate()
+                    .and_then(|c| endpoint_hash(&c)),
+            },
+        }
+    }
 }
 
 /// The authentication exchange, bounded by the startup deadline and ended by shutdown.

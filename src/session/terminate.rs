@@ -245,65 +245,93 @@ where
         server_final: None,
         failed: None,
     };
+    if mock {
+        return Err(side.mock().await);
+    }
     let mut from_server = FrameReader::new();
-    let method = if mock {
-        // An unknown user: the same exchange, which no proof can pass; the server is
-        // never asked.
-        side.receive_first().await?;
-        side.prove().await?;
-        return Err(side.scram(ScramFailure::WrongPassword));
-    } else {
-        let result = login::login(
+    let method = side
+        .log_in_upstream(
             server,
             &mut from_server,
-            startup.as_bytes(),
+            startup,
             server_binding,
             policy,
-            &mut side,
+            &user,
         )
+        .await?;
+    side.finish(server, from_server, method).await
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
+    /// An unknown user: the same exchange, which no proof can pass; the server is never
+    /// asked.
+    async fn mock(&mut self) -> SessionError {
+        let result = async {
+            self.receive_first().await?;
+            self.prove().await
+        }
         .await;
-        if let Some(e) = side.failed.take() {
+        match result {
+            Err(e) => e,
+            Ok(_) => self.scram(ScramFailure::WrongPassword),
+        }
+    }
+
+    /// The proxy's login to the server, which asks this side for the keys.
+    async fn log_in_upstream<U: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        server: &mut U,
+        from_server: &mut FrameReader,
+        startup: &Startup,
+        server_binding: Option<Vec<u8>>,
+        policy: ChannelBindingPolicy,
+        user: &str,
+    ) -> Result<Method, SessionError> {
+        let bytes = startup.as_bytes();
+        let result = login::login(server, from_server, bytes, server_binding, policy, self).await;
+        if let Some(e) = self.failed.take() {
             return Err(e);
         }
         match result {
-            Ok(method) => method,
-            Err(e) => return Err(upstream_failure(&mut side, &user, e).await),
+            Ok(method) => Ok(method),
+            Err(e) => Err(upstream_failure(self, user, e).await),
         }
-    };
-    if side.server_final.is_none() {
-        // No proof asked upstream (trust, or the proxy's certificate): the client still
-        // proves its password to the proxy.
-        side.receive_first().await?;
-        side.prove().await?;
     }
-    let client_mechanism = side.exchange.mechanism();
-    let mut to_client = Vec::new();
-    let server_final = side.server_final.take().unwrap_or_default();
-    let ClientSide {
-        client,
-        from_client,
-        ..
-    } = side;
-    encode_authentication(
-        &mut to_client,
-        auth_code::SASL_FINAL,
-        server_final.as_bytes(),
-    );
-    encode_authentication(&mut to_client, auth_code::OK, &[]);
-    let exchange = Exchange {
-        from_client,
-        from_server,
-        to_client,
-        relay_authentication: false,
-    };
-    let authenticated = auth::until_ready(client, server, exchange).await?;
-    Ok((
-        authenticated,
-        Mechanisms {
-            client: client_mechanism,
+
+    /// The client's SASLFinal and AuthenticationOk, then the rest of the startup phase.
+    async fn finish<U: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        server: &mut U,
+        from_server: FrameReader,
+        method: Method,
+    ) -> Result<(Authenticated, Mechanisms), SessionError> {
+        if self.server_final.is_none() {
+            // No proof asked upstream (trust, or the proxy's certificate): the client still
+            // proves its password to the proxy.
+            self.receive_first().await?;
+            self.prove().await?;
+        }
+        let mechanisms = Mechanisms {
+            client: self.exchange.mechanism(),
             upstream: method,
-        },
-    ))
+        };
+        let mut to_client = Vec::new();
+        let server_final = self.server_final.take().unwrap_or_default();
+        encode_authentication(
+            &mut to_client,
+            auth_code::SASL_FINAL,
+            server_final.as_bytes(),
+        );
+        encode_authentication(&mut to_client, auth_code::OK, &[]);
+        let exchange = Exchange {
+            from_client: self.from_client,
+            from_server,
+            to_client,
+            relay_authentication: false,
+        };
+        let authenticated = auth::until_ready(self.client, server, exchange).await?;
+        Ok((authenticated, mechanisms))
+    }
 }
 
 /// What a failed upstream login means for the client.
