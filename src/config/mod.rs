@@ -12,3 +12,43 @@ pub mod layers;
 pub mod schema;
 
 pub(crate) use layers::{ConfigError, LoadedConfig, Origin, Overrides, load};
+
+#[cfg(test)]
+mod tests {
+    use super::schema::RawConfig;
+
+    /// packaging/config.toml documents every key: uncommented, it parses with the schema
+    /// (no unknown or misspelled key) and holds every key the defaults have.
+    #[test]
+    fn the_packaged_config_documents_every_key() {
+        let text = include_str!("../../packaging/config.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let documented: toml::Table = toml::from_str(&uncommented).expect("valid TOML");
+        let parsed: RawConfig = toml::from_str(&uncommented).expect("only known keys");
+        assert!(parsed.upstream.host.is_some());
+        let defaults = toml::Table::try_from(RawConfig::default()).unwrap();
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let doc = documented
+                .get(section)
+                .and_then(|s| s.as_table())
+                .unwrap_or_else(|| panic!("[{section}] is not documented"));
+            for key in keys.keys() {
+                assert!(doc.contains_key(key), "{section}.{key} is not documented");
+            }
+        }
+    }
+}

@@ -9,10 +9,14 @@
 //!   StartupMessage, or the first byte of a direct-TLS ClientHello).
 //! - [`message`]: tagged message framing in both directions and the few startup-phase messages
 //!   the proxy must understand (Authentication*, BackendKeyData, SASLInitialResponse).
+//! - [`encode`]: the startup-phase messages the proxy writes itself (SCRAM termination, its
+//!   own logins and the auth query).
+//! - [`scram`]: SCRAM-SHA-256 messages and the verifier format.
 //! - [`error_response`]: encoding the ErrorResponse the proxy sends, and reading the SQLSTATE of
 //!   one the server sent.
 //! - [`sqlstate`]: the SQLSTATE codes the proxy uses.
 
+pub mod encode;
 pub mod error_response;
 pub mod message;
 pub mod scram;

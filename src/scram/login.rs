@@ -10,10 +10,9 @@ use super::client::{ClientExchange, ServerParams};
 use super::keys::{ClientKey, Key};
 use crate::config::schema::ChannelBindingPolicy;
 use crate::framed::{FrameReader, Message, ReadError};
+use crate::protocol::encode::{encode, encode_sasl_initial_response};
 use crate::protocol::error_response::{message_of, sqlstate_of};
-use crate::protocol::message::{
-    self, Authentication, MAX_BACKEND_STARTUP_MESSAGE, encode, encode_sasl_initial_response, tag,
-};
+use crate::protocol::message::{self, Authentication, MAX_BACKEND_STARTUP_MESSAGE, tag};
 use crate::protocol::sqlstate::SqlState;
 
 /// Supplies the keys of one login once the server has named its salt and iterations.

@@ -17,6 +17,7 @@ use super::keys::{self, ClientKey, Key};
 use super::login::{self, LoginError, Prover};
 use crate::config::schema::ChannelBindingPolicy;
 use crate::framed::FrameReader;
+use crate::protocol::encode;
 use crate::protocol::error_response::message_of;
 use crate::protocol::message::{self, MAX_BACKEND_STARTUP_MESSAGE, tag};
 use crate::protocol::scram::{Verifier, parse_verifier};
@@ -161,7 +162,7 @@ impl AuthQuery {
         user: &str,
     ) -> Result<Result<Option<Verifier>, String>, String> {
         let mut out = Vec::new();
-        message::encode_query_with_params(&mut out, &self.sql, &[user]);
+        encode::encode_query_with_params(&mut out, &self.sql, &[user]);
         conn.stream
             .write_all(&out)
             .await

@@ -17,6 +17,7 @@ mod auth;
 mod error;
 mod handshake;
 mod log;
+mod login;
 mod shared;
 mod startup;
 mod terminate;
@@ -31,18 +32,16 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
-use tokio_util::sync::CancellationToken;
 
 use self::auth::Authenticated;
 use self::handshake::{ClientLeg, UpstreamLeg};
 use self::log::Record;
+use self::login::{LoginEnds, Plan, login};
 use self::startup::StartupPacket;
 use crate::cancel::{self, CancelOutcome};
 use crate::client::{self, ClientStream, Opening};
-use crate::config::schema::AuthMode;
 use crate::framed::FrameReader;
 use crate::relay::{self, Ended};
-use crate::scram::keys::endpoint_hash;
 use crate::settings::Settings;
 use crate::upstream::Upstream;
 
@@ -314,80 +313,6 @@ async fn admit(
     record.upstream = Some(upstream.addr);
     record.upstream_tls = Some(crate::tls::describe::describe_tls(upstream.stream.ssl()));
     Ok(Admitted::Session(upstream, startup))
-}
-
-/// What ends an authentication exchange early.
-struct LoginEnds<'a> {
-    /// The startup deadline.
-    deadline: Instant,
-    /// `listen.startup_timeout`, which set it.
-    limit: std::time::Duration,
-    /// Shutdown past `listen.shutdown_timeout`.
-    terminate: &'a CancellationToken,
-}
-
-/// Which login a session gets.
-enum Plan<'a> {
-    /// The server authenticates the client through the proxy.
-    Passthrough,
-    /// The proxy terminates SCRAM (`auth.mode = "scram"`); `server_binding` is the server
-    /// certificate's tls-server-end-point hash.
-    Scram {
-        auth: &'a crate::settings::AuthSettings,
-        server_binding: Option<Vec<u8>>,
-    },
-}
-
-impl<'a> Plan<'a> {
-    /// What `auth.mode` asks for, for a session on `upstream`.
-    fn for_session(settings: &'a Settings, upstream: &Upstream) -> Self {
-        match settings.auth.mode {
-            AuthMode::Passthrough => Plan::Passthrough,
-            AuthMode::Scram => Plan::Scram {
-                auth: &settings.auth,
-                server_binding: upstream
-                    .stream
-                    .ssl()
-                    .peer_certificate()
-                    .and_then(|c| endpoint_hash(&c)),
-            },
-        }
-    }
-}
-
-/// The authentication exchange, bounded by the startup deadline and ended by shutdown.
-/// Returns the mechanisms a terminated login used (`None`: relayed).
-async fn login<C, U>(
-    client: &mut C,
-    server: &mut U,
-    startup: &startup::Startup,
-    reader: FrameReader,
-    ends: LoginEnds<'_>,
-    plan: Plan<'_>,
-) -> Result<(Authenticated, Option<terminate::Mechanisms>), SessionError>
-where
-    C: tokio::io::AsyncRead + AsyncWrite + Unpin,
-    U: tokio::io::AsyncRead + AsyncWrite + Unpin,
-{
-    let exchange = async {
-        match plan {
-            Plan::Passthrough => auth::authenticate(client, server, startup, reader)
-                .await
-                .map(|a| (a, None)),
-            Plan::Scram {
-                auth,
-                server_binding,
-            } => {
-                terminate::scram_login(client, server, startup, reader, auth, server_binding).await
-            }
-        }
-    };
-    tokio::select! {
-        auth = timeout_at(ends.deadline, exchange) => {
-            auth.unwrap_or(Err(SessionError::StartupTimeout(ends.limit)))
-        }
-        _ = ends.terminate.cancelled() => Err(SessionError::Shutdown),
-    }
 }
 
 /// Relays an authenticated session until one side ends; its cancel key is registered

@@ -20,9 +20,8 @@ use crate::config::schema::ChannelBindingPolicy;
 use crate::config::schema::UnknownUser;
 use crate::framed::{FrameReader, ReadError};
 use crate::leg::Leg;
-use crate::protocol::message::{
-    self, MAX_FRONTEND_AUTH_MESSAGE, auth_code, encode_authentication, tag,
-};
+use crate::protocol::encode::{self, auth_code, encode_authentication};
+use crate::protocol::message::{self, MAX_FRONTEND_AUTH_MESSAGE, tag};
 use crate::protocol::scram::Verifier;
 use crate::protocol::sqlstate::INVALID_PASSWORD;
 use crate::scram::ScramFailure;
@@ -231,7 +230,7 @@ where
 {
     let exchange = ServerExchange::new(login.client_binding.take());
     let mut out = Vec::new();
-    message::encode_authentication_sasl(&mut out, &exchange.mechanisms());
+    encode::encode_authentication_sasl(&mut out, &exchange.mechanisms());
     auth::send(client, Leg::Client, &out).await?;
     let mock = login.source.is_none();
     let server_binding = login.server_binding.take();

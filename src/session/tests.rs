@@ -8,8 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::login::{LoginEnds, Plan, login};
 use super::startup::{self, StartupPacket};
-use super::{LoginEnds, Outcome, Plan, SessionError, login, refuse};
+use super::{Outcome, SessionError, refuse};
 use crate::framed::FrameReader;
 use crate::protocol::error_response::{message_of, sqlstate_of};
 use crate::protocol::message::parse_frame;

@@ -1,0 +1,90 @@
+//! Which login a session gets (relayed, or SCRAM terminated by the proxy), bounded by the
+//! startup deadline and ended by shutdown.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{self, Authenticated};
+use super::error::SessionError;
+use super::startup::Startup;
+use super::terminate;
+use crate::config::schema::AuthMode;
+use crate::framed::FrameReader;
+use crate::scram::keys::endpoint_hash;
+use crate::settings::{AuthSettings, Settings};
+use crate::upstream::Upstream;
+
+/// What ends an authentication exchange early.
+pub(super) struct LoginEnds<'a> {
+    /// The startup deadline.
+    pub deadline: Instant,
+    /// `listen.startup_timeout`, which set it.
+    pub limit: std::time::Duration,
+    /// Shutdown past `listen.shutdown_timeout`.
+    pub terminate: &'a CancellationToken,
+}
+
+/// Which login a session gets.
+pub(super) enum Plan<'a> {
+    /// The server authenticates the client through the proxy.
+    Passthrough,
+    /// The proxy terminates SCRAM (`auth.mode = "scram"`); `server_binding` is the server
+    /// certificate's tls-server-end-point hash.
+    Scram {
+        auth: &'a AuthSettings,
+        server_binding: Option<Vec<u8>>,
+    },
+}
+
+impl<'a> Plan<'a> {
+    /// What `auth.mode` asks for, for a session on `upstream`.
+    pub fn for_session(settings: &'a Settings, upstream: &Upstream) -> Self {
+        match settings.auth.mode {
+            AuthMode::Passthrough => Plan::Passthrough,
+            AuthMode::Scram => Plan::Scram {
+                auth: &settings.auth,
+                server_binding: upstream
+                    .stream
+                    .ssl()
+                    .peer_certificate()
+                    .and_then(|c| endpoint_hash(&c)),
+            },
+        }
+    }
+}
+
+/// The authentication exchange, bounded by the startup deadline and ended by shutdown.
+/// Returns the mechanisms a terminated login used (`None`: relayed).
+pub(super) async fn login<C, U>(
+    client: &mut C,
+    server: &mut U,
+    startup: &Startup,
+    reader: FrameReader,
+    ends: LoginEnds<'_>,
+    plan: Plan<'_>,
+) -> Result<(Authenticated, Option<terminate::Mechanisms>), SessionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange = async {
+        match plan {
+            Plan::Passthrough => auth::authenticate(client, server, startup, reader)
+                .await
+                .map(|a| (a, None)),
+            Plan::Scram {
+                auth,
+                server_binding,
+            } => {
+                terminate::scram_login(client, server, startup, reader, auth, server_binding).await
+            }
+        }
+    };
+    tokio::select! {
+        auth = timeout_at(ends.deadline, exchange) => {
+            auth.unwrap_or(Err(SessionError::StartupTimeout(ends.limit)))
+        }
+        _ = ends.terminate.cancelled() => Err(SessionError::Shutdown),
+    }
+}
