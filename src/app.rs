@@ -38,8 +38,8 @@ pub fn main() -> ExitCode {
         Ok(l) => prepare_fips(l),
         Err(_) => (None, None),
     };
-    if cli.command == Some(Command::CheckConfig) {
-        return check_config(&loaded, fips_error, provider.as_ref());
+    if let Some(Command::CheckConfig { connect }) = cli.command {
+        return check_config(&loaded, fips_error, provider.as_ref(), connect);
     }
     let settings = match (&loaded, fips_error) {
         (Err(errors), _) => return config_failure(errors),
@@ -100,14 +100,23 @@ fn check_config(
     loaded: &Result<LoadedConfig, Vec<ConfigError>>,
     fips_error: Option<ConfigError>,
     provider: Option<&ProviderInfo>,
+    connect: bool,
 ) -> ExitCode {
     let (text, ok) = match (loaded, fips_error) {
         (Err(errors), _) => check::report(Err(errors), None, None),
         (Ok(loaded), Some(e)) => check::report(Ok(loaded), Some(Err(&[e])), None),
         (Ok(loaded), None) => {
             let settings = Settings::from_config(loaded, provider);
-            let settings = settings.as_ref().map_err(Vec::as_slice);
-            check::report(Ok(loaded), Some(settings), Some(provider))
+            let (mut text, mut ok) = {
+                let settings = settings.as_ref().map_err(Vec::as_slice);
+                check::report(Ok(loaded), Some(settings), Some(provider))
+            };
+            if let (true, Ok(settings)) = (connect, &settings) {
+                let (lines, reachable) = check::connect_all(settings);
+                text.push_str(&lines);
+                ok &= reachable;
+            }
+            (text, ok)
         }
     };
     print!("{text}");
@@ -151,7 +160,10 @@ async fn serve(settings: Settings, reload: service::Loader) -> ExitCode {
         }
     }
     tracing::info!(
-        upstream = %format_args!("{}:{}", settings.upstream.host, settings.upstream.port),
+        upstream = %settings.default.as_ref().map_or_else(
+            || format!("{} routes", settings.route_list.len()),
+            |t| format!("{}:{}", t.upstream.host, t.upstream.port)
+        ),
         openssl = openssl::version::version(),
         max_connections = settings.start.max_connections,
         "pgt-proxy {} ready",

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::protocol::startup::encode_cancel_request;
-use crate::settings::Settings;
+use crate::settings::Target;
 use crate::upstream::{self, UpstreamError};
 
 /// Live sessions' cancel keys, by backend pid.
@@ -24,11 +24,19 @@ pub(crate) struct CancelRegistry {
     next_id: AtomicU64,
 }
 
-#[derive(Debug)]
 struct Entry {
     id: u64,
     key: Box<[u8]>,
     upstream: SocketAddr,
+    /// The upstream the session's route leads to (its connector verifies the cancel's leg).
+    target: Arc<Target>,
+}
+
+impl std::fmt::Debug for Entry {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Entry({}, {})", self.id, self.upstream)
+    }
 }
 
 /// Keeps a session's key registered; dropping it removes the key.
@@ -67,13 +75,20 @@ impl CancelRegistry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a session's BackendKeyData.
-    pub fn register(self: &Arc<Self>, pid: i32, key: &[u8], upstream: SocketAddr) -> Registration {
+    /// Registers a session's BackendKeyData, with the address and upstream it reached.
+    pub fn register(
+        self: &Arc<Self>,
+        pid: i32,
+        key: &[u8],
+        upstream: SocketAddr,
+        target: Arc<Target>,
+    ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().entry(pid).or_default().push(Entry {
             id,
             key: key.into(),
             upstream,
+            target,
         });
         Registration {
             registry: Arc::clone(self),
@@ -82,11 +97,12 @@ impl CancelRegistry {
         }
     }
 
-    /// The upstream address of the live session with this pid and key.
-    pub fn lookup(&self, pid: i32, key: &[u8]) -> Option<SocketAddr> {
+    /// The upstream address and upstream of the live session with this pid and key.
+    pub fn lookup(&self, pid: i32, key: &[u8]) -> Option<(SocketAddr, Arc<Target>)> {
         self.lock().get(&pid)?.iter().find_map(|e| {
             // Constant-time comparison: timing must not reveal how much of a key matched.
-            (e.key.len() == key.len() && openssl::memcmp::eq(&e.key, key)).then_some(e.upstream)
+            (e.key.len() == key.len() && openssl::memcmp::eq(&e.key, key))
+                .then(|| (e.upstream, Arc::clone(&e.target)))
         })
     }
 }
@@ -96,13 +112,13 @@ impl CancelRegistry {
 /// delivered), so the client's own close means the cancel was handed over.
 pub(crate) async fn forward(
     registry: &CancelRegistry,
-    settings: &Settings,
     pid: i32,
     key: &[u8],
 ) -> Result<CancelOutcome, UpstreamError> {
-    let Some(addr) = registry.lookup(pid, key) else {
+    let Some((addr, target)) = registry.lookup(pid, key) else {
         return Ok(CancelOutcome::NoMatch);
     };
+    let settings = &target;
     let mut stream = upstream::connect_addr(addr, &settings.upstream, &settings.connector).await?;
     let io_error = |source| UpstreamError::Connect { addr, source };
     stream
@@ -126,21 +142,27 @@ pub(crate) async fn forward(
 mod tests {
     use super::*;
 
+    /// A target for registry tests: only its identity matters.
+    fn target() -> Arc<Target> {
+        crate::settings::tests_support::target()
+    }
+
     #[test]
     fn only_exact_pid_and_key_match_and_drop_unregisters() {
         let registry = Arc::new(CancelRegistry::default());
         let addr: SocketAddr = "127.0.0.1:5432".parse().unwrap();
         let other: SocketAddr = "127.0.0.2:5432".parse().unwrap();
-        let a = registry.register(10, &[1, 2, 3, 4], addr);
-        let b = registry.register(10, &[5; 32], other);
-        assert_eq!(registry.lookup(10, &[1, 2, 3, 4]), Some(addr));
-        assert_eq!(registry.lookup(10, &[5; 32]), Some(other));
-        assert_eq!(registry.lookup(10, &[1, 2, 3, 5]), None);
-        assert_eq!(registry.lookup(10, &[1, 2, 3]), None);
-        assert_eq!(registry.lookup(11, &[1, 2, 3, 4]), None);
+        let a = registry.register(10, &[1, 2, 3, 4], addr, target());
+        let b = registry.register(10, &[5; 32], other, target());
+        let found = |pid, key: &[u8]| registry.lookup(pid, key).map(|(addr, _)| addr);
+        assert_eq!(found(10, &[1, 2, 3, 4]), Some(addr));
+        assert_eq!(found(10, &[5; 32]), Some(other));
+        assert_eq!(found(10, &[1, 2, 3, 5]), None);
+        assert_eq!(found(10, &[1, 2, 3]), None);
+        assert_eq!(found(11, &[1, 2, 3, 4]), None);
         drop(a);
-        assert_eq!(registry.lookup(10, &[1, 2, 3, 4]), None);
-        assert_eq!(registry.lookup(10, &[5; 32]), Some(other));
+        assert_eq!(found(10, &[1, 2, 3, 4]), None);
+        assert_eq!(found(10, &[5; 32]), Some(other));
         drop(b);
         assert!(registry.lock().is_empty());
     }

@@ -5,7 +5,9 @@ use std::fmt::Write;
 
 use crate::config::{ConfigError, LoadedConfig};
 use crate::fips::ProviderInfo;
-use crate::settings::Settings;
+use std::sync::Arc;
+
+use crate::settings::{Settings, Target};
 use crate::tls::describe::{certificate_names, name_to_string, validity};
 
 /// Key names whose values are secret and printed masked. None of today's keys hold a secret
@@ -75,10 +77,18 @@ pub(crate) fn report(
             if let Some(cert) = settings.acceptor.context().certificate() {
                 describe_cert(&mut out, "listen.certificate", cert);
             }
-            if let Some(cert) = settings.connector.context().certificate() {
-                describe_cert(&mut out, "upstream.client_certificate", cert);
+            for (prefix, target) in targets(settings) {
+                if let Some(cert) = target.connector.context().certificate() {
+                    describe_cert(&mut out, &format!("{prefix}.client_certificate"), cert);
+                }
             }
-            let _ = writeln!(out, "  upstream.ca: {}", loaded.raw.upstream.ca);
+            if settings.default.is_some() {
+                let _ = writeln!(out, "  upstream.ca: {}", loaded.raw.upstream.ca);
+            }
+            for (name, u) in &loaded.raw.upstreams {
+                let _ = writeln!(out, "  upstreams.{name}.ca: {}", u.ca);
+            }
+            describe_routes(&mut out, settings);
             match fips {
                 Some(Some(provider)) => {
                     let _ = writeln!(out, "FIPS mode: active, {provider}");
@@ -126,10 +136,135 @@ fn describe_cert(out: &mut String, key: &str, cert: &openssl::x509::X509Ref) {
     );
 }
 
+/// Each upstream with the config prefix of its keys: `[upstream]` first.
+fn targets(settings: &Settings) -> Vec<(String, &Arc<Target>)> {
+    let mut all: Vec<(String, &Arc<Target>)> = settings
+        .default
+        .iter()
+        .map(|t| ("upstream".to_owned(), t))
+        .collect();
+    all.extend(
+        settings
+            .targets
+            .iter()
+            .map(|(n, t)| (format!("upstreams.{n}"), t)),
+    );
+    all
+}
+
+/// The route table, in the order routes are tried.
+fn describe_routes(out: &mut String, settings: &Settings) {
+    if settings.route_list.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "
+routes (exact server names, then wildcards, then databases):"
+    );
+    let mut rows: Vec<_> = settings.route_list.iter().collect();
+    rows.sort_by_key(|(m, _)| (m.starts_with("database="), m.starts_with("*."), m.clone()));
+    for (matches, route) in rows {
+        let served = match &route.client {
+            Some(_) => "its own certificate and client policy",
+            None => "listen.certificate",
+        };
+        let _ = writeln!(
+            out,
+            "  {matches:<40} -> {} ({}:{}); serves {served}",
+            route.target.label(),
+            route.target.upstream.host,
+            route.target.upstream.port
+        );
+    }
+    let fallback = match &settings.default {
+        Some(t) if settings.routes.route(None, None).is_some() => {
+            format!("-> default ({}:{})", t.upstream.host, t.upstream.port)
+        }
+        _ => "refused with 08001 (listen.unrouted = \"reject\")".into(),
+    };
+    let _ = writeln!(out, "  {:<40} {fallback}", "anything else");
+}
+
+/// Connects to every upstream as a session would: one line each. Returns the lines and
+/// whether all succeeded.
+pub(crate) fn connect_all(settings: &Settings) -> (String, bool) {
+    let mut out = String::from(
+        "
+connecting to every upstream (as a session would):
+",
+    );
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return (
+            out + "  cannot start a runtime
+",
+            false,
+        );
+    };
+    let mut ok = true;
+    for (prefix, target) in targets(settings) {
+        let u = &target.upstream;
+        let result = rt.block_on(crate::upstream::connect(u, &target.connector));
+        let _ = match result {
+            Ok(up) => writeln!(
+                out,
+                "  {prefix} ({}:{}): ok, {} at {}, certificate verified for \"{}\"",
+                u.host,
+                u.port,
+                crate::tls::describe::describe_tls(up.stream.ssl()),
+                up.addr,
+                u.server_name
+            ),
+            Err(e) => {
+                ok = false;
+                let hint = e
+                    .refusal()
+                    .hint
+                    .map(|h| format!(" HINT: {h}"))
+                    .unwrap_or_default();
+                writeln!(out, "  {prefix} ({}:{}): FAILED: {e}{hint}", u.host, u.port)
+            }
+        };
+        if let Some(query) = target.auth.verifiers.query() {
+            let checked = rt.block_on(query.check());
+            let _ = match checked {
+                Ok(()) => writeln!(
+                    out,
+                    "  {prefix} auth.query_user \"{}\": logs in",
+                    query.user()
+                ),
+                Err(e) => {
+                    ok = false;
+                    writeln!(
+                        out,
+                        "  {prefix} auth.query_user \"{}\": FAILED: {e}",
+                        query.user()
+                    )
+                }
+            };
+        }
+    }
+    (out, ok)
+}
+
 /// The auth mode, the userlist's size, and whether the auth query's user can log in.
 fn describe_auth(out: &mut String, settings: &Settings) {
-    let auth = &settings.auth;
-    let _ = writeln!(out, "auth: mode {:?}", String::from(auth.mode));
+    for (prefix, target) in targets(settings) {
+        describe_target_auth(out, settings, &prefix, target);
+    }
+}
+
+fn describe_target_auth(out: &mut String, settings: &Settings, prefix: &str, target: &Target) {
+    let auth = &target.auth;
+    let label = if prefix == "upstream" {
+        String::new()
+    } else {
+        format!(" ({prefix})")
+    };
+    let _ = writeln!(out, "auth{label}: mode {:?}", String::from(auth.mode));
     if auth.mode != crate::config::schema::AuthMode::Scram {
         return;
     }
@@ -158,10 +293,15 @@ fn describe_auth(out: &mut String, settings: &Settings) {
             ),
         };
     }
+    let binding = settings
+        .acceptor
+        .context()
+        .certificate()
+        .and_then(crate::scram::keys::endpoint_hash);
     let _ = writeln!(
         out,
         "  channel binding to clients: {}",
-        if auth.client_binding.is_some() {
+        if binding.is_some() {
             "SCRAM-SHA-256-PLUS offered"
         } else {
             "not offered (listen.certificate's signature has no tls-server-end-point hash)"

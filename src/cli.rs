@@ -73,8 +73,15 @@ pub enum Command {
     /// Run the proxy in the foreground (the default).
     Run,
     /// Load every layer, certificate, key and CA; print the effective configuration with the
-    /// layer each value came from; exit 0 if it is usable, 1 with the errors otherwise.
-    CheckConfig,
+    /// layer each value came from and the route table; exit 0 if it is usable, 1 with the
+    /// errors otherwise.
+    CheckConfig {
+        /// Also connect to every upstream and verify it exactly as a session would (chain,
+        /// host name, CRL, OCSP, TLS version and cipher), one line per upstream; any failure
+        /// makes the exit status 1.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Print the pgt-proxy(1) man page (roff) to standard output; used to build packages.
     #[command(hide = true)]
     Manpage,

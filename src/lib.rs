@@ -46,6 +46,7 @@ mod memory;
 mod prefixed;
 pub mod protocol;
 mod relay;
+pub mod routing;
 mod scram;
 mod server;
 mod service;

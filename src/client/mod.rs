@@ -234,14 +234,13 @@ pub(crate) struct Accepted<S> {
     pub admitted: Result<(), ClientError>,
 }
 
-/// Runs the TLS handshake over `io` (which replays any read-ahead bytes). With
-/// `client_certs`, requires a valid certificate; `allow_expired_crl` forgives a CRL past
-/// its nextUpdate.
+/// Runs the TLS handshake over `io` (which replays any read-ahead bytes). When the context
+/// (the acceptor's, or the route's its SNI switched to) requires client certificates, a
+/// valid one is required; `allow_expired_crl` forgives a CRL past its nextUpdate.
 pub(crate) async fn accept_tls<S>(
     io: PrefixedIo<S>,
     direct: bool,
     acceptor: &SslAcceptor,
-    client_certs: bool,
     allow_expired_crl: bool,
 ) -> Result<Accepted<S>, ClientError>
 where
@@ -249,24 +248,21 @@ where
 {
     let handshake_error = |e: openssl::error::ErrorStack| ClientError::Handshake(e.to_string());
     let mut ssl = Ssl::new(acceptor.context()).map_err(handshake_error)?;
-    let observer = client_certs.then(|| {
-        let observer = VerifyObserver::new(allow_expired_crl, true);
-        ssl.set_verify_callback(
-            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-            observer.callback(),
-        );
-        observer
-    });
+    // Installed always, with the context's mode: an SNI switch to a route's context changes
+    // the mode and keeps this callback.
+    let observer = VerifyObserver::new(allow_expired_crl, true);
+    ssl.set_verify_callback(acceptor.context().verify_mode(), observer.callback());
     let mut stream = SslStream::new(ssl, io).map_err(handshake_error)?;
+    let wants_cert = |s: &ClientStream<S>| s.ssl().verify_mode().contains(SslVerifyMode::PEER);
     if let Err(e) = Pin::new(&mut stream).accept().await {
-        let failure = observer.as_ref().and_then(VerifyObserver::failure);
+        let failure = observer.failure();
         return Err(match failure {
             Some(f) => ClientError::Certificate {
                 reason: f.error.error_string().to_owned(),
                 subject: f.cert.subject,
                 serial: f.cert.serial,
             },
-            None if observer.is_some() && stream.ssl().peer_certificate().is_none() => {
+            None if wants_cert(&stream) && stream.ssl().peer_certificate().is_none() => {
                 ClientError::Certificate {
                     reason: format!("no certificate presented ({})", describe_ssl_error(&e)),
                     subject: String::new(),
@@ -277,7 +273,7 @@ where
         });
     }
     // Only a revocation lets the handshake finish with a failure (see VerifyObserver).
-    let admitted = match observer.as_ref().and_then(VerifyObserver::failure) {
+    let admitted = match observer.failure() {
         Some(f) => Err(ClientError::Revocation(Revocation::Revoked {
             check: "CRL",
             cert: f.cert,

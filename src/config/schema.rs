@@ -1,6 +1,7 @@
 //! The configuration keys, their types and defaults. Each field's doc comment is the
 //! reference text; `packaging/config.toml` and the README repeat it for users.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,8 +13,13 @@ use serde::{Deserialize, Serialize};
 pub struct RawConfig {
     /// The client-facing side.
     pub listen: RawListen,
-    /// The PostgreSQL server the proxy connects to.
+    /// The PostgreSQL server the proxy connects to (without `[[routes]]`), or the default
+    /// route (with `listen.unrouted = "default"`).
     pub upstream: RawUpstream,
+    /// Named upstreams that `[[routes]]` lead to; each has every key of `[upstream]`.
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Which upstream a connection goes to, by the server name it sent or its database.
+    pub routes: Vec<RawRoute>,
     /// Logging.
     pub log: RawLog,
     /// TLS settings that apply to both legs.
@@ -66,6 +72,9 @@ pub struct RawListen {
     pub client_ocsp: OcspMode,
     /// OCSP responder URL for client certificates, instead of their AIA extension.
     pub client_ocsp_responder: Option<String>,
+    /// With `[[routes]]`: what matches no route, "reject" (FATAL 08001) or "default" (to
+    /// `[upstream]`).
+    pub unrouted: Unrouted,
 }
 
 impl Default for RawListen {
@@ -87,6 +96,7 @@ impl Default for RawListen {
             client_crl: None,
             client_ocsp: OcspMode::Off,
             client_ocsp_responder: None,
+            unrouted: Unrouted::Reject,
         }
     }
 }
@@ -118,6 +128,8 @@ pub struct RawUpstream {
     pub ocsp: OcspMode,
     /// OCSP responder URL, instead of the certificate's AIA extension.
     pub ocsp_responder: Option<String>,
+    /// `[auth]` keys this upstream overrides (`[upstreams.NAME.auth]`).
+    pub auth: Option<RawAuthOverride>,
 }
 
 impl Default for RawUpstream {
@@ -134,8 +146,45 @@ impl Default for RawUpstream {
             crl: None,
             ocsp: OcspMode::Off,
             ocsp_responder: None,
+            auth: None,
         }
     }
+}
+
+/// `[upstreams.NAME.auth]`: the `[auth]` keys one upstream may set differently.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthOverride {
+    /// `auth.mode` for this upstream.
+    pub mode: Option<AuthMode>,
+    /// `auth.userlist` for this upstream.
+    pub userlist: Option<PathBuf>,
+    /// `auth.query_user` for this upstream.
+    pub query_user: Option<String>,
+}
+
+/// One `[[routes]]` entry: a server name (SNI) or a database, and the upstream it leads to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The server name the client sent; `"*.example.com"` matches exactly one label.
+    pub server_name: Option<String>,
+    /// The StartupMessage's database, for clients that send no matching server name.
+    pub database: Option<String>,
+    /// The `[upstreams.NAME]` it leads to.
+    pub upstream: String,
+    /// The certificate served for this server name (default: `listen.certificate`).
+    pub certificate: Option<PathBuf>,
+    /// Its private key.
+    pub private_key: Option<PathBuf>,
+    /// Client certificates for this route (default: `listen.client_ca`).
+    pub client_ca: Option<String>,
+    /// Revocation lists for this route's client certificates.
+    pub client_crl: Option<PathBuf>,
+    /// `listen.client_cert_user` for this route.
+    pub client_cert_user: Option<ClientCertUser>,
+    /// `listen.client_ocsp` for this route.
+    pub client_ocsp: Option<OcspMode>,
 }
 
 /// `[log]`.
@@ -365,6 +414,16 @@ string_enum! {
         Require = "require",
         /// "require" when /proc/sys/crypto/fips_enabled is 1, else "off".
         Auto = "auto",
+    }
+}
+
+string_enum! {
+    /// Where a connection that matches no route goes.
+    Unrouted {
+        /// Refused with FATAL 08001 after its TLS handshake and StartupMessage.
+        Reject = "reject",
+        /// To `[upstream]`.
+        Default = "default",
     }
 }
 

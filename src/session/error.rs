@@ -9,7 +9,7 @@ use crate::leg::Leg;
 use crate::protocol::error_response::Refusal;
 use crate::protocol::sqlstate::{
     CONNECTION_FAILURE, FEATURE_NOT_SUPPORTED, INVALID_AUTHORIZATION, PROTOCOL_VIOLATION, SqlState,
-    TOO_MANY_CONNECTIONS,
+    TOO_MANY_CONNECTIONS, UNABLE_TO_CONNECT,
 };
 use crate::upstream::UpstreamError;
 
@@ -79,6 +79,14 @@ pub(crate) enum SessionError {
         /// What failed.
         failure: crate::scram::ScramFailure,
     },
+    /// No route matches (with `listen.unrouted = "reject"`).
+    #[error("no route for server name {} and database \"{database}\"", .server_name.as_ref().map(|n| format!("\"{n}\"")).unwrap_or_else(|| "none".into()))]
+    NoRoute {
+        /// The SNI the client sent, if any.
+        server_name: Option<String>,
+        /// The StartupMessage's database.
+        database: String,
+    },
     /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
     #[error("proxy shutting down (listen.shutdown_timeout reached)")]
     Shutdown,
@@ -122,6 +130,8 @@ impl SessionError {
             .hint("Connect with channel_binding=disable (psql: \"host=... sslmode=verify-full channel_binding=disable\"), or use certificate authentication."),
             SessionError::Shutdown => crate::relay::admin_shutdown(),
             SessionError::Scram { user, failure } => failure.refusal(user),
+            SessionError::NoRoute { .. } => Refusal::new(UNABLE_TO_CONNECT, format!("pgt-proxy: {self}"))
+                .hint("The name the client connected to (its SNI) and its database match no [[routes]] entry of pgt-proxy."),
             SessionError::TooManyConnections => {
                 Refusal::new(TOO_MANY_CONNECTIONS, "too many connections")
                     .detail("pgt-proxy is serving listen.max_connections clients already.")

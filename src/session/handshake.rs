@@ -2,6 +2,7 @@
 //! checked of the client before the startup packet: its certificate's revocation (CRL,
 //! OCSP) and, once the user is known, that the certificate names that user.
 
+use openssl::ssl::NameType;
 use openssl::x509::X509;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
@@ -56,8 +57,16 @@ pub(super) async fn both_legs(
     deadline: Instant,
 ) -> Result<(ClientLeg, UpstreamLeg), ClientError> {
     let client_leg = client_leg(tcp, prefix, direct, settings, deadline);
+    // With routes, the upstream is known only from the server name or the database.
+    let Some(target) = settings
+        .default
+        .as_ref()
+        .filter(|_| !settings.routes.has_routes())
+    else {
+        return Ok((Box::pin(client_leg).await?, UpstreamLeg::NotStarted));
+    };
     let upstream_leg = async {
-        Ok::<_, ClientError>(upstream::connect(&settings.upstream, &settings.connector).await)
+        Ok::<_, ClientError>(upstream::connect(&target.upstream, &target.connector).await)
     };
     if settings.listen.client_certs.is_none() {
         let (client, upstream) =
@@ -87,18 +96,21 @@ async fn client_leg(
             PrefixedIo::new(prefix, tcp),
             direct,
             &settings.acceptor,
-            listen.client_certs.is_some(),
             listen.allow_expired_crl,
         ),
     )
     .await
     .map_err(|_| ClientError::HandshakeTimeout(listen.handshake_timeout))??;
     let mut admitted = accepted.admitted;
+    let ssl = accepted.stream.ssl();
+    let route = settings
+        .routes
+        .by_server_name(ssl.servername(NameType::HOST_NAME));
+    let policy = settings.client_policy(route.map(|r| &**r));
     if admitted.is_ok()
-        && let Some(ocsp) = &listen.client_ocsp
+        && let Some(ocsp) = policy.client_ocsp
     {
-        let context = settings.acceptor.context();
-        let ssl = accepted.stream.ssl();
+        let context = policy.context;
         admitted = Box::pin(revocation::check_ocsp(
             ocsp,
             ssl,

@@ -33,6 +33,10 @@ pub(super) struct Record {
     pub backend_pid: Option<i32>,
     pub from_client: u64,
     pub to_client: u64,
+    /// The server name the client sent (SNI).
+    pub server_name: Option<String>,
+    /// The upstream its route led to.
+    pub route: Option<String>,
     /// How the client authenticated (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, passthrough).
     pub client_auth: Option<&'static str>,
     /// How the proxy logged in upstream (the same, or trust, cert, passthrough).
@@ -56,6 +60,8 @@ impl Record {
             backend_pid: None,
             from_client: 0,
             to_client: 0,
+            server_name: None,
+            route: None,
             client_auth: None,
             upstream_auth: None,
         }
@@ -158,6 +164,8 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
     let application_name = r.application_name.as_deref().unwrap_or("");
     let backend_pid = r.backend_pid.unwrap_or(0);
     let client_auth = r.client_auth.unwrap_or("");
+    let route = r.route.as_deref().unwrap_or("");
+    let server_name = r.server_name.as_deref().unwrap_or("");
     let upstream_auth = r.upstream_auth.unwrap_or("");
     let sqlstate = sqlstate.as_str();
     macro_rules! line {
@@ -165,7 +173,8 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
             tracing::$level!(
                 client_addr = %r.peer, tls_version, client_tls, client_cert_subject,
                 client_cert_serial, client_cert_issuer, upstream = %upstream, upstream_tls, user,
-                database, application_name, backend_pid, client_auth, upstream_auth,
+                database, application_name, backend_pid, client_auth, upstream_auth, route,
+                server_name,
                 outcome = %outcome,
                 sqlstate, duration_ms, bytes_from_client = r.from_client,
                 bytes_to_client = r.to_client, "{}", message

@@ -1,6 +1,7 @@
 //! Which login a session gets (relayed, or SCRAM terminated by the proxy), bounded by the
 //! startup deadline and ended by shutdown.
 
+use openssl::ssl::SslRef;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use super::terminate;
 use crate::config::schema::AuthMode;
 use crate::framed::FrameReader;
 use crate::scram::keys::endpoint_hash;
-use crate::settings::{AuthSettings, Settings};
+use crate::settings::{AuthSettings, Target};
 use crate::upstream::Upstream;
 
 /// What ends an authentication exchange early.
@@ -33,17 +34,20 @@ pub(super) enum Plan<'a> {
     /// certificate's tls-server-end-point hash.
     Scram {
         auth: &'a AuthSettings,
+        client_binding: Option<Vec<u8>>,
         server_binding: Option<Vec<u8>>,
     },
 }
 
 impl<'a> Plan<'a> {
-    /// What `auth.mode` asks for, for a session on `upstream`.
-    pub fn for_session(settings: &'a Settings, upstream: &Upstream) -> Self {
-        match settings.auth.mode {
+    /// What `auth.mode` asks for a session to `target` over `upstream`, whose client was
+    /// served over `client` (channel binding uses the certificate it was actually served).
+    pub fn for_session(target: &'a Target, upstream: &Upstream, client: &SslRef) -> Self {
+        match target.auth.mode {
             AuthMode::Passthrough => Plan::Passthrough,
             AuthMode::Scram => Plan::Scram {
-                auth: &settings.auth,
+                auth: &target.auth,
+                client_binding: client.certificate().and_then(endpoint_hash),
                 server_binding: upstream
                     .stream
                     .ssl()
@@ -75,9 +79,11 @@ where
                 .map(|a| (a, None)),
             Plan::Scram {
                 auth,
+                client_binding,
                 server_binding,
             } => {
-                terminate::scram_login(client, server, startup, reader, auth, server_binding).await
+                let bindings = (client_binding, server_binding);
+                terminate::scram_login(client, server, startup, reader, auth, bindings).await
             }
         }
     };

@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use openssl::ssl::NameType;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -115,7 +116,6 @@ async fn over_limit(
         crate::prefixed::PrefixedIo::new(prefix, tcp),
         direct,
         &settings.acceptor,
-        listen.client_certs.is_some(),
         listen.allow_expired_crl,
     );
     let deadline = Instant::now() + listen.handshake_timeout;
@@ -157,6 +157,8 @@ struct Established {
     server: tokio_openssl::SslStream<TcpStream>,
     auth: Authenticated,
     addr: SocketAddr,
+    /// Where the session's route leads (cancels go there).
+    target: Arc<crate::settings::Target>,
 }
 
 /// Everything before the relay. Its future is large (handshakes, timers, the startup
@@ -207,8 +209,8 @@ async fn over_tls(
         deadline,
         record,
     );
-    let (mut upstream, startup) = match Box::pin(admit).await {
-        Ok(Admitted::Session(upstream, startup)) => (upstream, startup),
+    let (mut upstream, startup, target) = match Box::pin(admit).await {
+        Ok(Admitted::Session(upstream, startup, target)) => (upstream, startup, target),
         Ok(Admitted::Cancel { pid, key }) => {
             let outcome = Box::pin(forward_cancel(shared, settings, pid, &key, record)).await;
             let _ = client.shutdown().await;
@@ -221,7 +223,7 @@ async fn over_tls(
         limit: settings.listen.startup_timeout,
         terminate: &shared.terminate,
     };
-    let plan = Plan::for_session(settings, &upstream);
+    let plan = Plan::for_session(&target, &upstream, client.ssl());
     let login = login(
         &mut client,
         &mut upstream.stream,
@@ -231,7 +233,7 @@ async fn over_tls(
         plan,
     );
     match Box::pin(login).await.map(|(auth, used)| {
-        record.auth_used(used, &settings.auth);
+        record.auth_used(used, &target.auth);
         auth
     }) {
         Ok(auth) => Ok(Box::new(Established {
@@ -239,6 +241,7 @@ async fn over_tls(
             server: upstream.stream,
             auth,
             addr: upstream.addr,
+            target,
         })),
         Err(e) => Err(refuse(&mut client, e).await),
     }
@@ -266,8 +269,8 @@ async fn opening(
 
 /// What the client may do once its TLS is up.
 enum Admitted {
-    /// Log in: the verified upstream and the client's StartupMessage.
-    Session(Upstream, startup::Startup),
+    /// Log in: the verified upstream, the client's StartupMessage, and where its route leads.
+    Session(Upstream, startup::Startup, Arc<crate::settings::Target>),
     /// Its first packet was an encrypted CancelRequest.
     Cancel { pid: i32, key: Vec<u8> },
 }
@@ -300,19 +303,32 @@ async fn admit(
         .clone_from(&startup.application_name);
     let user = startup.user.as_deref().filter(|u| !u.is_empty());
     let user = user.ok_or(SessionError::NoUser)?;
-    if let Some(policy) = listen.client_certs {
+    let server_name = client
+        .ssl()
+        .servername(NameType::HOST_NAME)
+        .map(str::to_owned);
+    record.server_name.clone_from(&server_name);
+    let database = startup.database.as_deref();
+    let (target, route) = settings
+        .route(server_name.as_deref(), database)
+        .ok_or_else(|| SessionError::NoRoute {
+            server_name: server_name.clone(),
+            database: database.unwrap_or_default().to_owned(),
+        })?;
+    record.route = Some(target.label().to_owned());
+    if let Some(policy) = settings.client_policy(route.as_deref()).client_certs {
         let cert = client.ssl().peer_certificate();
         handshake::check_certificate_user(policy.user, cert.as_ref(), user)?;
     }
     let upstream = match upstream {
         UpstreamLeg::Done(result) => result?,
         UpstreamLeg::NotStarted => {
-            crate::upstream::connect(&settings.upstream, &settings.connector).await?
+            crate::upstream::connect(&target.upstream, &target.connector).await?
         }
     };
     record.upstream = Some(upstream.addr);
     record.upstream_tls = Some(crate::tls::describe::describe_tls(upstream.stream.ssl()));
-    Ok(Admitted::Session(upstream, startup))
+    Ok(Admitted::Session(upstream, startup, target))
 }
 
 /// Relays an authenticated session until one side ends; its cancel key is registered
@@ -323,12 +339,14 @@ async fn relay(established: Established, shared: &Shared, record: &mut Record) -
         mut server,
         auth,
         addr,
+        target,
     } = established;
     record.backend_pid = auth.key.as_ref().map(|(pid, _)| *pid);
-    let _registration = auth
-        .key
-        .as_ref()
-        .map(|(pid, key)| shared.cancels.register(*pid, key, addr));
+    let _registration = auth.key.as_ref().map(|(pid, key)| {
+        shared
+            .cancels
+            .register(*pid, key, addr, Arc::clone(&target))
+    });
     let outcome = relay::relay(
         &mut client,
         &mut server,
@@ -351,7 +369,8 @@ async fn forward_cancel(
     record: &mut Record,
 ) -> Outcome {
     record.backend_pid = Some(pid);
-    match cancel::forward(&shared.cancels, settings, pid, key).await {
+    let _ = settings;
+    match cancel::forward(&shared.cancels, pid, key).await {
         Ok(outcome) => Outcome::Cancel(outcome),
         Err(e) => Outcome::Refused(SessionError::Upstream(e)),
     }

@@ -182,7 +182,7 @@ pub(super) async fn scram_login<C, U>(
     startup: &Startup,
     from_client: FrameReader,
     settings: &AuthSettings,
-    server_binding: Option<Vec<u8>>,
+    (client_binding, server_binding): (Option<Vec<u8>>, Option<Vec<u8>>),
 ) -> Result<(Authenticated, Option<Mechanisms>), SessionError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -207,7 +207,7 @@ where
         verifier,
         source,
         verifiers: &settings.verifiers,
-        client_binding: settings.client_binding.clone(),
+        client_binding,
         server_binding,
         policy: settings.upstream_channel_binding,
     };

@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use openssl::ssl::{SslAcceptor, SslConnector};
+use openssl::ssl::SslConnector;
 
 use super::{Problems, UpstreamSettings};
-use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawConfig, UnknownUser};
-use crate::scram::keys::endpoint_hash;
+use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawAuth, UnknownUser};
 use crate::scram::query::{AuthQuery, read_password_file};
 use crate::scram::verifiers::{Verifiers, load_userlist};
 
@@ -22,22 +21,20 @@ pub(crate) struct AuthSettings {
     pub upstream_channel_binding: ChannelBindingPolicy,
     /// The verifiers (userlist, query, cache).
     pub verifiers: Arc<Verifiers>,
-    /// The tls-server-end-point hash of `listen.certificate`, computed once per load;
-    /// `None` when its signature has no single digest (no -PLUS then).
-    pub client_binding: Option<Vec<u8>>,
     /// `upstream.client_certificate` is set (an upstream login without a password is then
     /// logged as "cert", else "trust").
     pub upstream_certificate: bool,
 }
 
-/// Validates `[auth]` once the contexts exist (the auth query uses the connector).
+/// Validates `[auth]` (as one upstream sees it) once its connector exists (the auth query
+/// uses it); `upstream_certificate`: the upstream has `client_certificate` set.
 pub(super) fn auth(
-    raw: &RawConfig,
+    a: &RawAuth,
     upstream: &UpstreamSettings,
-    contexts: Option<&(SslAcceptor, SslConnector)>,
+    connector: Option<&SslConnector>,
+    upstream_certificate: bool,
     problems: &mut Problems,
 ) -> AuthSettings {
-    let a = &raw.auth;
     let userlist = match &a.userlist {
         Some(path) => load_userlist(path).unwrap_or_else(|errors| {
             for e in errors {
@@ -68,7 +65,7 @@ pub(super) fn auth(
             },
             None => None,
         };
-        let (_, connector) = contexts?;
+        let connector = connector?;
         Some(AuthQuery::new(
             user.clone(),
             a.query_database.clone(),
@@ -79,16 +76,12 @@ pub(super) fn auth(
             connector.clone(),
         ))
     });
-    let client_binding = contexts
-        .and_then(|(acceptor, _)| acceptor.context().certificate())
-        .and_then(endpoint_hash);
     AuthSettings {
         mode: a.mode,
         unknown_user: a.unknown_user,
         upstream_channel_binding: a.upstream_channel_binding,
         verifiers: Arc::new(Verifiers::new(userlist, query, a.cache_ttl)),
-        client_binding,
-        upstream_certificate: raw.upstream.client_certificate.is_some(),
+        upstream_certificate,
     }
 }
 

@@ -8,22 +8,32 @@
 //! with the rules that span several keys.
 
 mod auth;
+mod routes;
 mod tls;
+mod upstream;
 
 pub(crate) use auth::AuthSettings;
+pub(crate) use routes::{ClientPolicy, RouteTarget};
+pub(crate) use upstream::Target;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openssl::ssl::{SslAcceptor, SslConnector};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use openssl::ssl::SslAcceptor;
 use serde::Serialize;
 
 use crate::client::Rules;
-use crate::config::schema::{ClientCertUser, LogFormat, LogTarget, RawConfig, TlsNegotiation};
+use crate::config::schema::{
+    ClientCertUser, LogFormat, LogTarget, RawConfig, TlsNegotiation, Unrouted,
+};
 use crate::config::{ConfigError, LoadedConfig, Origin};
 use crate::fips::ProviderInfo;
+use crate::routing::RouteTable;
 use crate::tls::revocation::ocsp::OcspChecker;
 
 /// The validated configuration and the TLS contexts built from it.
@@ -32,14 +42,17 @@ pub struct Settings {
     pub start: StartOnly,
     /// Client-facing settings.
     pub listen: ListenSettings,
-    /// Upstream settings.
-    pub upstream: UpstreamSettings,
-    /// How clients log in.
-    pub(crate) auth: AuthSettings,
-    /// Presents the proxy's certificate to clients.
+    /// `[upstream]`: every connection's upstream without `[[routes]]`, the default route
+    /// with `listen.unrouted = "default"`; `None` when routes exist and it is not set.
+    pub(crate) default: Option<Arc<Target>>,
+    /// `[upstreams.NAME]`, by name.
+    pub(crate) targets: BTreeMap<String, Arc<Target>>,
+    /// `[[routes]]` (empty without them).
+    pub(crate) routes: RouteTable<Arc<RouteTarget>>,
+    /// The routes as configured, for `check-config`.
+    pub(crate) route_list: Vec<(String, Arc<RouteTarget>)>,
+    /// Presents the proxy's certificate to clients (and switches to a route's by SNI).
     pub acceptor: SslAcceptor,
-    /// Verifies the upstream.
-    pub connector: SslConnector,
     /// Things worth telling the operator that do not stop the proxy (e.g. a certificate that
     /// expires soon).
     pub warnings: Vec<String>,
@@ -143,10 +156,18 @@ impl<'a> Problems<'a> {
         }
     }
 
+    /// Where `key` was set; a route's keys (`routes[N].x`) were set with `routes`.
+    fn origin(&self, key: &str) -> Origin {
+        match key.strip_prefix("routes[") {
+            Some(_) => self.loaded.origin("routes"),
+            None => self.loaded.origin(key),
+        }
+    }
+
     /// A key's value is wrong.
     pub fn key(&mut self, key: &str, message: impl Into<String>) {
         self.errors.push(ConfigError::Key {
-            origin: self.loaded.origin(key),
+            origin: self.origin(key),
             key: key.into(),
             message: message.into(),
         });
@@ -154,7 +175,7 @@ impl<'a> Problems<'a> {
 
     /// A file a key names is unusable; `key` gives the origin.
     pub fn file(&mut self, key: Option<&str>, message: String) {
-        let origin = key.map_or(Origin::Default, |k| self.loaded.origin(k));
+        let origin = key.map_or(Origin::Default, |k| self.origin(k));
         self.errors.push(ConfigError::Tls { origin, message });
     }
 }
@@ -167,32 +188,114 @@ impl Settings {
         fips: Option<&ProviderInfo>,
     ) -> Result<Settings, Vec<ConfigError>> {
         let raw = &loaded.raw;
+        let fips = fips.is_some();
         let mut problems = Problems::new(loaded);
+        let mut warnings = Vec::new();
         let start = start_only(raw, loaded, &mut problems);
         let listen = listen(raw, &mut problems);
-        let upstream = upstream(raw, &mut problems);
-        let mut warnings = Vec::new();
-        let contexts = tls::contexts(raw, fips.is_some(), &mut problems, &mut warnings);
-        let auth = auth::auth(raw, &upstream, contexts.as_ref(), &mut problems);
-        match (contexts, problems.errors.is_empty()) {
-            (Some((acceptor, connector)), true) => Ok(Settings {
+        let needs_default = raw.routes.is_empty() || raw.listen.unrouted == Unrouted::Default;
+        let default = (needs_default || raw.upstream.host.is_some())
+            .then(|| {
+                upstream::target(
+                    "upstream",
+                    "",
+                    &raw.upstream,
+                    raw,
+                    fips,
+                    &mut problems,
+                    &mut warnings,
+                )
+            })
+            .flatten()
+            .map(Arc::new);
+        let mut targets = BTreeMap::new();
+        for (name, u) in &raw.upstreams {
+            let prefix = format!("upstreams.{name}");
+            let built = upstream::target(&prefix, name, u, raw, fips, &mut problems, &mut warnings);
+            if let Some(t) = built {
+                targets.insert(name.clone(), Arc::new(t));
+            }
+        }
+        let (routes, route_list, sni) = routes::table(
+            raw,
+            &targets,
+            default.as_ref(),
+            fips,
+            &mut problems,
+            &mut warnings,
+        );
+        let keys = tls::ClientKeys::listen(raw);
+        let acceptor = tls::acceptor(&keys, raw, fips, sni, &mut problems, &mut warnings);
+        match (acceptor, problems.errors.is_empty()) {
+            (Some(acceptor), true) => Ok(Settings {
                 start,
                 listen,
-                upstream,
-                auth,
+                default,
+                targets,
+                routes,
+                route_list,
                 acceptor,
-                connector,
                 warnings,
-                crl_paths: [&raw.listen.client_crl, &raw.upstream.crl]
-                    .into_iter()
-                    .flatten()
-                    .cloned()
-                    .collect(),
+                crl_paths: crl_paths(raw),
                 crl_refresh: raw.tls.crl_refresh,
             }),
             _ => Err(problems.errors),
         }
     }
+
+    /// The upstream a connection goes to, by its server name and database: `None` when
+    /// routes exist and none matches (and `listen.unrouted = "reject"`).
+    pub(crate) fn route(
+        &self,
+        server_name: Option<&str>,
+        database: Option<&str>,
+    ) -> Option<(Arc<Target>, Option<Arc<RouteTarget>>)> {
+        if !self.routes.has_routes() {
+            return self.default.clone().map(|t| (t, None));
+        }
+        match self.routes.route(server_name, database) {
+            Some(r) => Some((Arc::clone(&r.target), Some(Arc::clone(r)))),
+            None => None,
+        }
+    }
+
+    /// The client-side policy of a connection routed by `route` (its own, or `[listen]`'s).
+    pub(crate) fn client_policy<'a>(&'a self, route: Option<&'a RouteTarget>) -> ClientPolicy<'a> {
+        match route.and_then(|r| r.client.as_ref()) {
+            Some(own) => own.as_policy(),
+            None => ClientPolicy {
+                client_certs: self.listen.client_certs,
+                client_ocsp: self.listen.client_ocsp.as_deref(),
+                context: self.acceptor.context(),
+            },
+        }
+    }
+}
+
+/// Every CRL file or directory in use, on either leg, for the change watcher.
+fn crl_paths(raw: &RawConfig) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = [&raw.listen.client_crl, &raw.upstream.crl]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    paths.extend(raw.upstreams.values().filter_map(|u| u.crl.clone()));
+    paths.extend(raw.routes.iter().filter_map(|r| r.client_crl.clone()));
+    paths
+}
+
+/// A configuration key's name for messages and origins, made once and kept (keys of named
+/// upstreams and routes are made at load time; each distinct name is kept once).
+pub(crate) fn key_name(prefix: &str, name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let full = format!("{prefix}.{name}");
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(full.as_str()) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(full.into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 /// `listen.max_connections` when it is not set: as many as the open-files limit allows, up
@@ -274,40 +377,8 @@ fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
     }
 }
 
-fn upstream(raw: &RawConfig, problems: &mut Problems) -> UpstreamSettings {
-    let u = &raw.upstream;
-    if u.connect_timeout.is_zero() {
-        problems.key("upstream.connect_timeout", "must be longer than 0s");
-    }
-    let host = match u.host.as_deref().map(str::trim) {
-        Some(h) if !h.is_empty() => h.to_owned(),
-        _ => {
-            problems.key(
-                "upstream.host",
-                "not set: name the PostgreSQL server (in the config file, \
-                 PGT_PROXY__UPSTREAM__HOST or --upstream-host)",
-            );
-            String::new()
-        }
-    };
-    check_responder(problems, "upstream.ocsp_responder", &u.ocsp_responder);
-    if u.port == 0 {
-        problems.key("upstream.port", "must be 1 to 65535");
-    }
-    UpstreamSettings {
-        server_name: u.tls_server_name.clone().unwrap_or_else(|| host.clone()),
-        host,
-        port: u.port,
-        negotiation: u.tls_negotiation,
-        connect_timeout: u.connect_timeout,
-        allow_expired_crl: raw.tls.crl_allow_expired,
-        ocsp: OcspChecker::new(u.ocsp, u.ocsp_responder.clone(), raw.tls.ocsp_timeout)
-            .map(Arc::new),
-    }
-}
-
 /// OCSP responses are signed; a responder is reached over plain HTTP.
-fn check_responder(problems: &mut Problems, key: &str, url: &Option<String>) {
+pub(super) fn check_responder(problems: &mut Problems, key: &str, url: &Option<String>) {
     if let Some(url) = url
         && !url.starts_with("http://")
     {
@@ -343,5 +414,44 @@ mod tests {
             start(10, "info").changed_keys(&start(11, "debug")),
             ["listen.max_connections", "log.level"]
         );
+    }
+}
+
+/// Values for other modules' unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::config::schema::{AuthMode, ChannelBindingPolicy, UnknownUser};
+    use crate::scram::verifiers::Verifiers;
+
+    /// An upstream at 127.0.0.1:5432 with a default connector and passthrough auth.
+    pub(crate) fn target() -> Arc<Target> {
+        let connector = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+            .unwrap()
+            .build();
+        Arc::new(Target {
+            name: String::new(),
+            upstream: UpstreamSettings {
+                host: "127.0.0.1".into(),
+                port: 5432,
+                server_name: "localhost".into(),
+                negotiation: TlsNegotiation::Postgres,
+                connect_timeout: Duration::from_secs(1),
+                allow_expired_crl: false,
+                ocsp: None,
+            },
+            connector,
+            auth: AuthSettings {
+                mode: AuthMode::Passthrough,
+                unknown_user: UnknownUser::Passthrough,
+                upstream_channel_binding: ChannelBindingPolicy::Prefer,
+                verifiers: Arc::new(Verifiers::new(
+                    Default::default(),
+                    None,
+                    Duration::from_secs(60),
+                )),
+                upstream_certificate: false,
+            },
+        })
     }
 }

@@ -1,13 +1,16 @@
-//! The TLS keys turned into the specs both contexts are built from, with every rule that
+//! The TLS keys turned into the specs the contexts are built from, with every rule that
 //! spans several keys (a CRL needs its CA, a client certificate needs its key), and the
-//! validity check of the proxy's own certificates.
+//! validity check of the proxy's own certificates. The same rules apply to `[listen]` and
+//! each route (client side), and to `[upstream]` and each `[upstreams.NAME]`.
+
+use std::path::PathBuf;
 
 use openssl::ssl::{SslAcceptor, SslConnector};
 use openssl::x509::X509Ref;
 
-use super::Problems;
-use crate::config::schema::{OcspMode, RawConfig};
-use crate::tls::acceptor::{self, AcceptorSpec};
+use super::{Problems, key_name};
+use crate::config::schema::{OcspMode, RawConfig, RawUpstream};
+use crate::tls::acceptor::{self, AcceptorSpec, SniSwitch};
 use crate::tls::connector::{self, ConnectorSpec};
 use crate::tls::describe::{name_to_string, validity};
 use crate::tls::files::{KeyedPath, TlsSetupError};
@@ -17,50 +20,99 @@ use crate::tls::trust::TrustSpec;
 /// A certificate that expires sooner than this is worth a warning.
 const EXPIRY_WARNING_DAYS: i32 = 30;
 
-/// Builds both contexts, or records why not.
-pub(super) fn contexts(
+/// The client-side keys of `[listen]` or of one route (with `[listen]`'s as defaults).
+pub(super) struct ClientKeys<'a> {
+    /// `listen` or `routes[N]`, for messages.
+    pub prefix: &'a str,
+    pub certificate: &'a PathBuf,
+    pub private_key: &'a PathBuf,
+    pub client_ca: Option<&'a String>,
+    pub client_crl: Option<&'a PathBuf>,
+    pub client_ocsp: OcspMode,
+}
+
+impl<'a> ClientKeys<'a> {
+    /// `[listen]`'s.
+    pub fn listen(raw: &'a RawConfig) -> Self {
+        let l = &raw.listen;
+        Self {
+            prefix: "listen",
+            certificate: &l.certificate,
+            private_key: &l.private_key,
+            client_ca: l.client_ca.as_ref(),
+            client_crl: l.client_crl.as_ref(),
+            client_ocsp: l.client_ocsp,
+        }
+    }
+}
+
+/// Builds a client-facing acceptor, or records why not; `sni` switches to a route's context
+/// by the server name the client sends.
+pub(super) fn acceptor(
+    keys: &ClientKeys<'_>,
+    raw: &RawConfig,
+    fips: bool,
+    sni: Option<SniSwitch>,
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<SslAcceptor> {
+    let spec = acceptor_spec(keys, raw, problems)?;
+    let built = acceptor::build(&spec, fips, sni)
+        .map_err(|e| tls_problem(problems, e))
+        .ok()?;
+    if let Some(cert) = built.context().certificate() {
+        check_validity(
+            key_name(keys.prefix, "certificate"),
+            cert,
+            problems,
+            warnings,
+        );
+    }
+    Some(built)
+}
+
+/// Builds the connector of `[upstream]` or `[upstreams.NAME]` (`prefix`), or records why not.
+pub(super) fn connector(
+    prefix: &str,
+    u: &RawUpstream,
     raw: &RawConfig,
     fips: bool,
     problems: &mut Problems,
     warnings: &mut Vec<String>,
-) -> Option<(SslAcceptor, SslConnector)> {
-    let acceptor = acceptor_spec(raw, problems).and_then(|spec| {
-        acceptor::build(&spec, fips)
-            .map_err(|e| tls_problem(problems, e))
-            .ok()
-    });
-    let connector = connector_spec(raw, problems).and_then(|spec| {
-        connector::build(&spec, fips)
-            .map_err(|e| tls_problem(problems, e))
-            .ok()
-    });
-    if let Some(cert) = acceptor.as_ref().and_then(|a| a.context().certificate()) {
-        check_validity("listen.certificate", cert, problems, warnings);
+) -> Option<SslConnector> {
+    let spec = connector_spec(prefix, u, raw, problems)?;
+    let built = connector::build(&spec, fips)
+        .map_err(|e| tls_problem(problems, e))
+        .ok()?;
+    if let Some(cert) = built.context().certificate() {
+        let key = key_name(prefix, "client_certificate");
+        check_validity(key, cert, problems, warnings);
     }
-    if let Some(cert) = connector.as_ref().and_then(|c| c.context().certificate()) {
-        check_validity("upstream.client_certificate", cert, problems, warnings);
-    }
-    Some((acceptor?, connector?))
+    Some(built)
 }
 
 fn tls_problem(problems: &mut Problems, e: TlsSetupError) {
     problems.file(e.key(), e.to_string());
 }
 
-fn acceptor_spec(raw: &RawConfig, problems: &mut Problems) -> Option<AcceptorSpec> {
-    let l = &raw.listen;
-    if l.client_ocsp != OcspMode::Off && l.client_ca.is_none() {
+fn acceptor_spec(
+    keys: &ClientKeys<'_>,
+    raw: &RawConfig,
+    problems: &mut Problems,
+) -> Option<AcceptorSpec> {
+    let p = keys.prefix;
+    if keys.client_ocsp != OcspMode::Off && keys.client_ca.is_none() {
         problems.key(
-            "listen.client_ocsp",
-            "needs listen.client_ca (client certificates are not requested without it)",
+            key_name(p, "client_ocsp"),
+            format!("needs {p}.client_ca (client certificates are not requested without it)"),
         );
     }
-    let client_trust = match (&l.client_ca, &l.client_crl) {
+    let client_trust = match (keys.client_ca, keys.client_crl) {
         (Some(ca), crl) => Some(TrustSpec {
-            ca_key: "listen.client_ca",
+            ca_key: key_name(p, "client_ca"),
             ca: ca.clone(),
-            crl: crl.clone().map(|path| KeyedPath {
-                key: "listen.client_crl",
+            crl: crl.cloned().map(|path| KeyedPath {
+                key: key_name(p, "client_crl"),
                 path,
             }),
             crl_check: raw.tls.crl_check,
@@ -69,11 +121,12 @@ fn acceptor_spec(raw: &RawConfig, problems: &mut Problems) -> Option<AcceptorSpe
             tls_problem(
                 problems,
                 TlsSetupError::Content {
-                    key: "listen.client_crl",
+                    key: key_name(p, "client_crl"),
                     path: crl.clone(),
-                    message: "listen.client_crl needs listen.client_ca (client certificates \
-                              are not requested without it)"
-                        .into(),
+                    message: format!(
+                        "{p}.client_crl needs {p}.client_ca (client certificates are not \
+                         requested without it)"
+                    ),
                 },
             );
             return None;
@@ -83,30 +136,35 @@ fn acceptor_spec(raw: &RawConfig, problems: &mut Problems) -> Option<AcceptorSpe
     Some(AcceptorSpec {
         identity: IdentitySpec {
             certificate: KeyedPath {
-                key: "listen.certificate",
-                path: l.certificate.clone(),
+                key: key_name(p, "certificate"),
+                path: keys.certificate.clone(),
             },
             private_key: KeyedPath {
-                key: "listen.private_key",
-                path: l.private_key.clone(),
+                key: key_name(p, "private_key"),
+                path: keys.private_key.clone(),
             },
         },
-        min_tls_version: l.min_tls_version,
-        session_tickets: l.session_tickets,
+        min_tls_version: raw.listen.min_tls_version,
+        session_tickets: raw.listen.session_tickets,
         client_trust,
+        session_id_context: format!("pgt-proxy {p}"),
     })
 }
 
-fn connector_spec(raw: &RawConfig, problems: &mut Problems) -> Option<ConnectorSpec> {
-    let u = &raw.upstream;
+fn connector_spec(
+    p: &str,
+    u: &RawUpstream,
+    raw: &RawConfig,
+    problems: &mut Problems,
+) -> Option<ConnectorSpec> {
     let identity = match (&u.client_certificate, &u.client_private_key) {
         (Some(cert), Some(key)) => Some(IdentitySpec {
             certificate: KeyedPath {
-                key: "upstream.client_certificate",
+                key: key_name(p, "client_certificate"),
                 path: cert.clone(),
             },
             private_key: KeyedPath {
-                key: "upstream.client_private_key",
+                key: key_name(p, "client_private_key"),
                 path: key.clone(),
             },
         }),
@@ -115,11 +173,11 @@ fn connector_spec(raw: &RawConfig, problems: &mut Problems) -> Option<ConnectorS
             tls_problem(
                 problems,
                 TlsSetupError::Content {
-                    key: "upstream.client_certificate",
+                    key: key_name(p, "client_certificate"),
                     path: path.clone(),
-                    message: "upstream.client_certificate and upstream.client_private_key \
-                              must be set together"
-                        .into(),
+                    message: format!(
+                        "{p}.client_certificate and {p}.client_private_key must be set together"
+                    ),
                 },
             );
             return None;
@@ -127,10 +185,10 @@ fn connector_spec(raw: &RawConfig, problems: &mut Problems) -> Option<ConnectorS
     };
     Some(ConnectorSpec {
         trust: TrustSpec {
-            ca_key: "upstream.ca",
+            ca_key: key_name(p, "ca"),
             ca: u.ca.clone(),
             crl: u.crl.clone().map(|path| KeyedPath {
-                key: "upstream.crl",
+                key: key_name(p, "crl"),
                 path,
             }),
             crl_check: raw.tls.crl_check,

@@ -88,6 +88,21 @@ pub(crate) fn certificate_names(cert: &X509Ref) -> Vec<String> {
     names
 }
 
+/// Whether `cert` is valid for host `name` (X509_check_host: SANs, wildcards as RFC 6125).
+pub(crate) fn covers_host(cert: &X509Ref, name: &str) -> bool {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: a live certificate and a name buffer of the given length; no peername out.
+    unsafe {
+        super::ffi::X509_check_host(
+            cert.as_ptr(),
+            name.as_ptr().cast(),
+            name.len(),
+            0,
+            std::ptr::null_mut(),
+        ) == 1
+    }
+}
+
 /// A connection's protocol and cipher, e.g. `TLSv1.3 TLS_AES_256_GCM_SHA384`.
 pub(crate) fn describe_tls(ssl: &SslRef) -> String {
     let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");

@@ -70,6 +70,8 @@ pub fn toml_path(path: &std::path::Path) -> String {
 #[derive(Clone)]
 pub struct ProxyConfig {
     keys: BTreeMap<String, BTreeMap<String, String>>,
+    /// TOML appended after the sections (arrays of tables such as `[[routes]]`).
+    extra: String,
 }
 
 impl ProxyConfig {
@@ -78,6 +80,7 @@ impl ProxyConfig {
         let q = |p: &PathBuf| toml_path(p);
         ProxyConfig {
             keys: BTreeMap::new(),
+            extra: String::new(),
         }
         .set("listen.addresses", r#"["127.0.0.1:0"]"#)
         .set("listen.certificate", &q(&pki.proxy_cert_path))
@@ -110,6 +113,13 @@ impl ProxyConfig {
         self
     }
 
+    /// Appends raw TOML after the sections (e.g. `[[routes]]` entries).
+    pub fn append(mut self, toml: &str) -> ProxyConfig {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (section, keys) in &self.keys {
@@ -118,6 +128,7 @@ impl ProxyConfig {
                 out.push_str(&format!("{k} = {v}\n"));
             }
         }
+        out.push_str(&self.extra);
         out
     }
 }
