@@ -261,39 +261,6 @@ fn auto_follows_the_kernel_flag() {
     assert!(ok && text.contains("FIPS mode: active"), "{text}");
 }
 
-/// A self-signed certificate and key made with the openssl command line.
-fn openssl_req(dir: &std::path::Path, name: &str, newkey: &str) -> (PathBuf, PathBuf) {
-    let (crt, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            newkey,
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    (crt, key)
-}
-
 #[test]
 fn keys_the_provider_cannot_use_are_refused() {
     let pki = TestPki::new();
@@ -302,7 +269,7 @@ fn keys_the_provider_cannot_use_are_refused() {
             .set("listen.certificate", &toml_path(crt))
             .set("listen.private_key", &toml_path(key))
     };
-    let rsa1024 = openssl_req(pki.dir.path(), "rsa1024", "rsa:1024");
+    let rsa1024 = common::pki::openssl_req(pki.dir.path(), "rsa1024", "rsa:1024");
     let (ok, text) = check_config(&with_identity(fips_config(&pki, 5432), &rsa1024), &[]);
     assert!(!ok);
     assert!(
@@ -310,7 +277,7 @@ fn keys_the_provider_cannot_use_are_refused() {
         "{text}"
     );
     // Ed25519 is fine without FIPS mode and refused in it.
-    let ed25519 = openssl_req(pki.dir.path(), "ed25519", "ed25519");
+    let ed25519 = common::pki::openssl_req(pki.dir.path(), "ed25519", "ed25519");
     let plain = ProxyConfig::new(&pki, 5432).set("tls.fips", "\"off\"");
     let (ok, text) = check_config(&with_identity(plain, &ed25519), &[]);
     assert!(ok, "{text}");
@@ -354,12 +321,5 @@ fn scram_termination_works_in_fips_mode() {
         conninfo(&proxy, &pki, "alice", ALICE_PASSWORD).replace("channel_binding=disable", "");
     assert_eq!(psql_ok(&info, "select current_user"), "alice");
     let line = proxy.wait_log(&["session ended", "user=\"alice\""]);
-    assert!(
-        line.contains("client_auth=\"SCRAM-SHA-256-PLUS\""),
-        "{line}"
-    );
-    assert!(
-        line.contains("upstream_auth=\"SCRAM-SHA-256-PLUS\""),
-        "{line}"
-    );
+    common::proxy::assert_auth(&line, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256-PLUS");
 }

@@ -105,14 +105,7 @@ fn default_psql_logs_in_with_channel_binding_on_both_legs() {
     let info = conninfo(proxy.port(), ca, "alice", ALICE_PASSWORD, "");
     assert_eq!(psql_ok(&info, "select current_user"), "alice");
     let line = proxy.wait_log(&["session ended", "user=\"alice\""]);
-    assert!(
-        line.contains("client_auth=\"SCRAM-SHA-256-PLUS\""),
-        "{line}"
-    );
-    assert!(
-        line.contains("upstream_auth=\"SCRAM-SHA-256-PLUS\""),
-        "{line}"
-    );
+    common::proxy::assert_auth(&line, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256-PLUS");
     // channel_binding=require works too, with psql and with psycopg (libpq 18) when only
     // SCRAM is acceptable to it.
     let require = conninfo(
@@ -431,38 +424,12 @@ fn an_upstream_with_a_wrong_server_signature_is_refused() {
     assert!(text.contains("signature does not match"), "{text}");
 }
 
-/// A self-signed Ed25519 certificate for localhost, and its key (0600).
-fn ed25519_identity(dir: &Path) -> (PathBuf, PathBuf) {
-    let (crt, key) = (dir.join("ed25519.crt"), dir.join("ed25519.key"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ed25519", "-nodes", "-days", "2"])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (crt, key)
-}
-
 #[test]
 fn an_ed25519_proxy_certificate_offers_plain_scram_only() {
     let pki = TestPki::new();
     let pg = Postgres::start(&pki.server);
     let userlist = write_userlist(pki.dir.path(), &[("alice", &verifier_of(&pg, "alice"))]);
-    let (crt, key) = ed25519_identity(pki.dir.path());
+    let (crt, key) = common::pki::openssl_req(pki.dir.path(), "ed25519", "ed25519");
     let proxy = Proxy::start(
         &ProxyConfig::new(&pki, pg.port)
             .set("listen.certificate", &toml_path(&crt))

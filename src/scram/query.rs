@@ -171,12 +171,7 @@ impl AuthQuery {
         let mut found = None;
         let mut failure = None;
         loop {
-            let m = conn
-                .reader
-                .message(&mut conn.stream, MAX_BACKEND_STARTUP_MESSAGE)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("the server closed the auth query connection")?;
+            let m = next(conn).await?;
             match m.tag {
                 b'D' if found.is_none() => found = Some(verifier_of(m.body())),
                 tag::ERROR_RESPONSE => {
@@ -210,15 +205,19 @@ fn verifier_of(body: &[u8]) -> Result<Option<Verifier>, String> {
     }
 }
 
+/// The server's next message on the query connection.
+async fn next(conn: &mut Conn) -> Result<crate::framed::Message, String> {
+    conn.reader
+        .message(&mut conn.stream, MAX_BACKEND_STARTUP_MESSAGE)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the server closed the auth query connection".to_owned())
+}
+
 /// Reads past ParameterStatus and BackendKeyData to the first ReadyForQuery.
 async fn ready(conn: &mut Conn) -> Result<(), String> {
     loop {
-        let m = conn
-            .reader
-            .message(&mut conn.stream, MAX_BACKEND_STARTUP_MESSAGE)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the server closed the auth query connection")?;
+        let m = next(conn).await?;
         match m.tag {
             tag::READY_FOR_QUERY => return Ok(()),
             tag::ERROR_RESPONSE => {

@@ -149,11 +149,11 @@ async fn server_refused<C: AsyncWrite + Unpin>(
     }
 }
 
-/// The client's answer to `request`: a PasswordMessage-type message, never SCRAM-SHA-256-PLUS.
-async fn client_answer<C: AsyncRead + Unpin>(
+/// The client's next authentication message: a PasswordMessage-type message (password,
+/// SASLInitialResponse, SASLResponse); a Terminate is the client closing.
+pub(crate) async fn password_message<C: AsyncRead + Unpin>(
     client: &mut C,
     from_client: &mut FrameReader,
-    request: &Authentication<'_>,
 ) -> Result<Message, SessionError> {
     let answer = match from_client.message(client, MAX_FRONTEND_AUTH_MESSAGE).await {
         Ok(Some(m)) => m,
@@ -167,15 +167,22 @@ async fn client_answer<C: AsyncRead + Unpin>(
         }
     };
     match answer.tag {
-        tag::PASSWORD_MESSAGE => {}
-        tag::TERMINATE => return Err(SessionError::Closed(Leg::Client)),
-        other => {
-            return Err(SessionError::Protocol(
-                Leg::Client,
-                format!("expected an authentication response, received message type 0x{other:02x}"),
-            ));
-        }
+        tag::PASSWORD_MESSAGE => Ok(answer),
+        tag::TERMINATE => Err(SessionError::Closed(Leg::Client)),
+        other => Err(SessionError::Protocol(
+            Leg::Client,
+            format!("expected an authentication response, received message type 0x{other:02x}"),
+        )),
     }
+}
+
+/// The client's answer to `request`: a PasswordMessage-type message, never SCRAM-SHA-256-PLUS.
+async fn client_answer<C: AsyncRead + Unpin>(
+    client: &mut C,
+    from_client: &mut FrameReader,
+    request: &Authentication<'_>,
+) -> Result<Message, SessionError> {
+    let answer = password_message(client, from_client).await?;
     if matches!(request, Authentication::Sasl(_))
         && message::sasl_initial_mechanism(answer.body())
             .map_err(|e| SessionError::Protocol(Leg::Client, e.to_string()))?

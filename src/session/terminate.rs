@@ -18,10 +18,10 @@ use super::error::SessionError;
 use super::startup::Startup;
 use crate::config::schema::ChannelBindingPolicy;
 use crate::config::schema::UnknownUser;
-use crate::framed::{FrameReader, ReadError};
+use crate::framed::FrameReader;
 use crate::leg::Leg;
 use crate::protocol::encode::{self, auth_code, encode_authentication};
-use crate::protocol::message::{self, MAX_FRONTEND_AUTH_MESSAGE, tag};
+use crate::protocol::message;
 use crate::protocol::scram::Verifier;
 use crate::protocol::sqlstate::INVALID_PASSWORD;
 use crate::scram::ScramFailure;
@@ -74,29 +74,8 @@ struct ClientSide<'a, 'b, C> {
 impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
     /// Reads the client's next SASL message (mechanism and data for the first).
     async fn sasl_message(&mut self) -> Result<Vec<u8>, SessionError> {
-        let m = match self
-            .from_client
-            .message(&mut *self.client, MAX_FRONTEND_AUTH_MESSAGE)
-            .await
-        {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(SessionError::Closed(Leg::Client)),
-            Err(ReadError::Io(e)) => return Err(SessionError::Io(Leg::Client, e)),
-            Err(ReadError::Protocol(e)) => {
-                return Err(SessionError::Protocol(
-                    Leg::Client,
-                    format!("invalid message during authentication: {e}"),
-                ));
-            }
-        };
-        match m.tag {
-            tag::PASSWORD_MESSAGE => Ok(m.body().to_vec()),
-            tag::TERMINATE => Err(SessionError::Closed(Leg::Client)),
-            other => Err(SessionError::Protocol(
-                Leg::Client,
-                format!("expected an authentication response, received message type 0x{other:02x}"),
-            )),
-        }
+        let m = auth::password_message(&mut *self.client, &mut self.from_client).await?;
+        Ok(m.body().to_vec())
     }
 
     /// The client's SASLInitialResponse.

@@ -3,8 +3,6 @@
 //! whose ServerSignature is wrong (it does not hold the verifier it claims to). Its
 //! cryptography is OpenSSL's, written out here from RFC 5802, not the proxy's code.
 
-use std::pin::Pin;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use openssl::hash::{MessageDigest, hash};
@@ -94,21 +92,11 @@ pub async fn start(identity: &Issued, password: &str, behaviour: Behaviour) -> u
     let acceptor = b.build();
     let (stored, server_key) = keys(password);
     tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let (stored, server_key) = (stored.clone(), server_key.clone());
             tokio::spawn(async move {
-                let mut request = [0u8; 8];
-                tcp.read_exact(&mut request).await.ok()?;
-                tcp.write_all(b"S").await.ok()?;
-                let ssl = openssl::ssl::Ssl::new(acceptor.context()).ok()?;
-                let mut tls = tokio_openssl::SslStream::new(ssl, tcp).ok()?;
-                Pin::new(&mut tls).accept().await.ok()?;
-                let mut len = [0u8; 4];
-                tls.read_exact(&mut len).await.ok()?;
-                let mut startup =
-                    vec![0u8; (u32::from_be_bytes(len) as usize).clamp(8, 10_000) - 4];
-                tls.read_exact(&mut startup).await.ok()?;
+                let mut tls = super::fake_upstream::accept_session(tcp, &acceptor).await?;
                 tls.write_all(&auth(10, b"SCRAM-SHA-256\0\0")).await.ok()?;
                 // SASLInitialResponse: mechanism, length, client-first.
                 let body = read_message(&mut tls).await?;

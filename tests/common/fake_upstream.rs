@@ -26,6 +26,25 @@ pub enum Then {
     Reset,
 }
 
+/// A fake server's side of a connection's start: SSLRequest answered 'S', the TLS
+/// handshake, and the StartupMessage read (and ignored).
+pub async fn accept_session(
+    mut tcp: tokio::net::TcpStream,
+    acceptor: &SslAcceptor,
+) -> Option<tokio_openssl::SslStream<tokio::net::TcpStream>> {
+    let mut request = [0u8; 8];
+    tcp.read_exact(&mut request).await.ok()?;
+    tcp.write_all(b"S").await.ok()?;
+    let ssl = openssl::ssl::Ssl::new(acceptor.context()).ok()?;
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).ok()?;
+    Pin::new(&mut tls).accept().await.ok()?;
+    let mut len = [0u8; 4];
+    tls.read_exact(&mut len).await.ok()?;
+    let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).clamp(8, 10_000) - 4];
+    tls.read_exact(&mut startup).await.ok()?;
+    Some(tls)
+}
+
 /// Starts the upstream on 127.0.0.1 in the current runtime; returns its port.
 pub async fn start(identity: &Issued, then: Then) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -39,20 +58,10 @@ pub async fn start(identity: &Issued, then: Then) -> u16 {
     let acceptor = b.build();
     tokio::spawn(async move {
         let mut held = Vec::new();
-        while let Ok((mut tcp, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let session = async move {
-                let mut request = [0u8; 8];
-                tcp.read_exact(&mut request).await.ok()?;
-                tcp.write_all(b"S").await.ok()?;
-                let ssl = openssl::ssl::Ssl::new(acceptor.context()).ok()?;
-                let mut tls = tokio_openssl::SslStream::new(ssl, tcp).ok()?;
-                Pin::new(&mut tls).accept().await.ok()?;
-                let mut len = [0u8; 4];
-                tls.read_exact(&mut len).await.ok()?;
-                let mut startup =
-                    vec![0u8; (u32::from_be_bytes(len) as usize).clamp(4, 10_000) - 4];
-                tls.read_exact(&mut startup).await.ok()?;
+                let mut tls = accept_session(tcp, &acceptor).await?;
                 if !matches!(then, Then::HangUp) {
                     tls.write_all(SESSION_START).await.ok()?;
                 }

@@ -264,3 +264,15 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// Asserts that a session log line names the mechanisms each leg authenticated with.
+pub fn assert_auth(line: &str, client: &str, upstream: &str) {
+    assert!(
+        line.contains(&format!("client_auth=\"{client}\"")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("upstream_auth=\"{upstream}\"")),
+        "{line}"
+    );
+}
