@@ -10,16 +10,21 @@
 //! - `prefixed`: replaying read-ahead bytes to OpenSSL (direct TLS detection).
 //! - `socket`: TCP options both legs use.
 //! - `leg`: which side of the proxy something happened on.
-//! - `config`: what the user wrote: schema and layers, with each value's origin.
+//! - `config`: what the user wrote: schema, values and layers, with each value's origin.
 //! - `fips`: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
 //! - [`tls`]: TLS by job: policy, the two contexts, identities, trust, verification,
 //!   revocation (CRL and OCSP), record buffers, descriptions, FFI.
-//! - `settings`: what the proxy runs with, validated from the config; what only a restart
+//! - `settings`: what the proxy runs with, validated from the config: the upstreams
+//!   (`[upstream]`, `[upstreams.NAME]`), the routes, `[auth]`, and what only a restart
 //!   changes.
+//! - [`routing`]: the route table: server names (RFC 6125) and databases to upstreams, pure.
 //! - `client`: the client leg up to the end of its TLS handshake.
 //! - `upstream`: the upstream leg: resolve, connect, negotiate, verify.
-//! - `session`: one connection end to end, by phase (handshake, startup, auth), the one
-//!   refusal decision (`session::SessionError::refusal`) and the one log line.
+//! - `session`: one connection end to end, by phase (handshake, startup, login: relayed, or
+//!   SCRAM terminated), the one refusal decision (`session::SessionError::refusal`) and the
+//!   one log line.
+//! - `scram`: SCRAM termination: its cryptography, the client-leg and upstream-leg
+//!   exchanges, the proxy's own logins, and where verifiers come from (userlist, auth query).
 //! - `relay`: bytes both ways after authentication.
 //! - `cancel`: the cancel-key registry and cancel forwarding.
 //! - `server`: listeners, accept loops, the connection limit, graceful shutdown.

@@ -10,6 +10,7 @@
 
 pub mod layers;
 pub mod schema;
+pub mod values;
 
 pub(crate) use layers::{ConfigError, LoadedConfig, Origin, Overrides, load};
 

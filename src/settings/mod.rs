@@ -9,14 +9,17 @@
 
 mod auth;
 mod routes;
+mod start;
+#[cfg(test)]
+pub(crate) mod tests_support;
 mod tls;
 mod upstream;
 
 pub(crate) use auth::AuthSettings;
 pub(crate) use routes::{ClientPolicy, RouteTarget};
+pub use start::StartOnly;
 pub(crate) use upstream::Target;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use openssl::ssl::SslAcceptor;
-use serde::Serialize;
 
 use crate::client::Rules;
-use crate::config::schema::{
-    ClientCertUser, LogFormat, LogTarget, RawConfig, TlsNegotiation, Unrouted,
-};
+use crate::config::schema::{ClientCertUser, RawConfig, TlsNegotiation, Unrouted};
 use crate::config::{ConfigError, LoadedConfig, Origin};
 use crate::fips::ProviderInfo;
 use crate::routing::RouteTable;
@@ -60,41 +60,6 @@ pub struct Settings {
     pub crl_paths: Vec<PathBuf>,
     /// How often they are checked.
     pub crl_refresh: Duration,
-}
-
-/// The settings a running proxy cannot change: it binds its addresses, sizes its limit and
-/// sets up logging once. Serialized under the keys' own names, so the keys a reload could
-/// not apply are found by comparison, never by a hand-kept list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StartOnly {
-    /// Addresses to bind.
-    #[serde(rename = "listen.addresses")]
-    pub addresses: Vec<SocketAddr>,
-    /// Concurrent connection limit.
-    #[serde(rename = "listen.max_connections")]
-    pub max_connections: usize,
-    /// Logging filter directive (already checked to parse).
-    #[serde(rename = "log.level")]
-    pub log_level: String,
-    /// Log line format.
-    #[serde(rename = "log.format")]
-    pub log_format: LogFormat,
-    /// Where logs go.
-    #[serde(rename = "log.target")]
-    pub log_target: LogTarget,
-}
-
-impl StartOnly {
-    /// The keys whose values differ between `self` and `other`.
-    pub fn changed_keys(&self, other: &StartOnly) -> Vec<String> {
-        let (Ok(a), Ok(b)) = (toml::Table::try_from(self), toml::Table::try_from(other)) else {
-            return vec!["listen.*, log.*".into()];
-        };
-        a.iter()
-            .filter(|(key, value)| b.get(*key) != Some(value))
-            .map(|(key, _)| key.clone())
-            .collect()
-    }
 }
 
 /// `[listen]`, validated: what each connection is served with.
@@ -191,7 +156,7 @@ impl Settings {
         let fips = fips.is_some();
         let mut problems = Problems::new(loaded);
         let mut warnings = Vec::new();
-        let start = start_only(raw, loaded, &mut problems);
+        let start = start::start_only(raw, loaded, &mut problems);
         let listen = listen(raw, &mut problems);
         let needs_default = raw.routes.is_empty() || raw.listen.unrouted == Unrouted::Default;
         let default = (needs_default || raw.upstream.host.is_some())
@@ -298,49 +263,6 @@ pub(crate) fn key_name(prefix: &str, name: &str) -> &'static str {
     leaked
 }
 
-/// `listen.max_connections` when it is not set: as many as the open-files limit allows, up
-/// to this.
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-fn start_only(raw: &RawConfig, loaded: &LoadedConfig, problems: &mut Problems) -> StartOnly {
-    let mut addresses = Vec::new();
-    for text in &raw.listen.addresses {
-        match text.parse::<SocketAddr>() {
-            Ok(a) => addresses.push(a),
-            Err(_) => problems.key(
-                "listen.addresses",
-                format!(
-                    "{text:?} is not an IP socket address such as \"0.0.0.0:5432\" or \"[::]:5432\""
-                ),
-            ),
-        }
-    }
-    if raw.listen.addresses.is_empty() {
-        problems.key("listen.addresses", "at least one address is needed");
-    }
-    if raw.listen.max_connections == 0 {
-        problems.key("listen.max_connections", "must be at least 1");
-    }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-        problems.key(
-            "log.level",
-            format!("{:?} is not a level or filter: {e}", raw.log.level),
-        );
-    }
-    let max_connections = match loaded.origin("listen.max_connections") {
-        Origin::Default => crate::fdlimit::sessions_allowed()
-            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n.min(DEFAULT_MAX_CONNECTIONS)),
-        _ => raw.listen.max_connections as usize,
-    };
-    StartOnly {
-        addresses,
-        max_connections,
-        log_level: raw.log.level.clone(),
-        log_format: raw.log.format,
-        log_target: raw.log.target,
-    }
-}
-
 fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
     let l = &raw.listen;
     for (key, value) in [
@@ -386,72 +308,5 @@ pub(super) fn check_responder(problems: &mut Problems, key: &str, url: &Option<S
             key,
             format!("{url:?} must be an http:// URL (OCSP responses are signed; TLS is not used)"),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn start(max: usize, level: &str) -> StartOnly {
-        StartOnly {
-            addresses: vec!["127.0.0.1:5432".parse().unwrap()],
-            max_connections: max,
-            log_level: level.into(),
-            log_format: LogFormat::Text,
-            log_target: LogTarget::Auto,
-        }
-    }
-
-    #[test]
-    fn changed_keys_names_exactly_the_keys_that_differ() {
-        assert!(
-            start(10, "info")
-                .changed_keys(&start(10, "info"))
-                .is_empty()
-        );
-        assert_eq!(
-            start(10, "info").changed_keys(&start(11, "debug")),
-            ["listen.max_connections", "log.level"]
-        );
-    }
-}
-
-/// Values for other modules' unit tests.
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-    use crate::config::schema::{AuthMode, ChannelBindingPolicy, UnknownUser};
-    use crate::scram::verifiers::Verifiers;
-
-    /// An upstream at 127.0.0.1:5432 with a default connector and passthrough auth.
-    pub(crate) fn target() -> Arc<Target> {
-        let connector = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
-            .unwrap()
-            .build();
-        Arc::new(Target {
-            name: String::new(),
-            upstream: UpstreamSettings {
-                host: "127.0.0.1".into(),
-                port: 5432,
-                server_name: "localhost".into(),
-                negotiation: TlsNegotiation::Postgres,
-                connect_timeout: Duration::from_secs(1),
-                allow_expired_crl: false,
-                ocsp: None,
-            },
-            connector,
-            auth: AuthSettings {
-                mode: AuthMode::Passthrough,
-                unknown_user: UnknownUser::Passthrough,
-                upstream_channel_binding: ChannelBindingPolicy::Prefer,
-                verifiers: Arc::new(Verifiers::new(
-                    Default::default(),
-                    None,
-                    Duration::from_secs(60),
-                )),
-                upstream_certificate: false,
-            },
-        })
     }
 }

@@ -1,16 +1,16 @@
 //! TLS on both legs, on the system's OpenSSL, one job per file:
 //!
-//! - [`policy`]: versions, suites, groups, signature algorithms, ALPN (both legs).
-//! - [`acceptor`] and [`connector`]: the client-facing and upstream-facing contexts, built
-//!   from specs that [`crate::settings`] validated.
-//! - [`identity`]: the proxy's certificates and keys (permissions, key match, FIPS keys).
-//! - [`trust`]: trust anchors with their CRLs.
-//! - [`verify`]: recording why a peer's chain failed.
+//! - `policy`: versions, suites, groups, signature algorithms, ALPN (both legs).
+//! - `acceptor` and `connector`: the client-facing and upstream-facing contexts, built
+//!   from specs that `crate::settings` validated.
+//! - `identity`: the proxy's certificates and keys (permissions, key match, FIPS keys).
+//! - `trust`: trust anchors with their CRLs.
+//! - `verify`: recording why a peer's chain failed.
 //! - [`revocation`]: CRL loading, OCSP, and the verdict both legs act on.
-//! - [`records`]: record buffers (read-ahead, released while idle).
-//! - [`describe`]: certificates, connections and OpenSSL errors as text.
-//! - [`files`]: reading the PEM files keys name, and the setup error.
-//! - [`ffi`]: every OpenSSL function openssl-sys does not declare.
+//! - `records`: record buffers (read-ahead, released while idle).
+//! - `describe`: certificates, connections and OpenSSL errors as text.
+//! - `files`: reading the PEM files keys name, and the setup error.
+//! - `ffi`: every OpenSSL function openssl-sys does not declare.
 
 pub(crate) mod acceptor;
 pub(crate) mod connector;

@@ -1,6 +1,6 @@
-//! Revocation of a verified peer certificate, on either leg: CRLs ([`crl`], checked by
+//! Revocation of a verified peer certificate, on either leg: CRLs (`crl`, checked by
 //! OpenSSL during verification) and OCSP ([`ocsp`], asked after the handshake), and the one
-//! verdict both legs act on ([`Revocation`]).
+//! verdict both legs act on (`Revocation`).
 
 pub(crate) mod crl;
 pub mod ocsp;

@@ -1,12 +1,12 @@
 //! OCSP revocation checking of a verified peer certificate, for either leg.
 //!
-//! After a handshake has verified a chain, [`OcspChecker::check`] asks the certificate's
+//! After a handshake has verified a chain, `OcspChecker::check` asks the certificate's
 //! responder (from its AIA extension, or the configured override) whether it is revoked: a
 //! request with a nonce over plain HTTP, a response whose signature must verify against the
 //! issuer (or a responder certificate the issuer delegated to), and thisUpdate/nextUpdate
 //! within a small clock-skew allowance. Good answers are cached per certificate until their
 //! nextUpdate, in a bounded cache. What to do with "unknown" or an unreachable responder is
-//! the caller's policy ([`OcspMode`]); "revoked" is always a refusal.
+//! the caller's policy (`OcspMode`); "revoked" is always a refusal.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,0 +1,40 @@
+//! Values for other modules' unit tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{AuthSettings, Target, UpstreamSettings};
+use crate::config::schema::TlsNegotiation;
+use crate::config::schema::{AuthMode, ChannelBindingPolicy, UnknownUser};
+use crate::scram::verifiers::Verifiers;
+
+/// An upstream at 127.0.0.1:5432 with a default connector and passthrough auth.
+pub(crate) fn target() -> Arc<Target> {
+    let connector = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+        .unwrap()
+        .build();
+    Arc::new(Target {
+        name: String::new(),
+        upstream: UpstreamSettings {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            server_name: "localhost".into(),
+            negotiation: TlsNegotiation::Postgres,
+            connect_timeout: Duration::from_secs(1),
+            allow_expired_crl: false,
+            ocsp: None,
+        },
+        connector,
+        auth: AuthSettings {
+            mode: AuthMode::Passthrough,
+            unknown_user: UnknownUser::Passthrough,
+            upstream_channel_binding: ChannelBindingPolicy::Prefer,
+            verifiers: Arc::new(Verifiers::new(
+                Default::default(),
+                None,
+                Duration::from_secs(60),
+            )),
+            upstream_certificate: false,
+        },
+    })
+}
