@@ -64,11 +64,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let fips_active = provider.is_some();
     let reload = move || {
         let loaded = load_config(&overrides)?;
         Settings::from_config(&loaded, provider.as_ref())
     };
-    runtime.block_on(serve(settings, Box::new(reload)))
+    runtime.block_on(serve(settings, Box::new(reload), fips_active))
 }
 
 /// Reads every configuration layer; the process environment is the variables layer.
@@ -146,7 +147,7 @@ fn start_logging(settings: &Settings, provider: Option<&ProviderInfo>) {
 }
 
 /// Binds, tells systemd, serves until a stop signal.
-async fn serve(settings: Settings, reload: service::Loader) -> ExitCode {
+async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -> ExitCode {
     let listeners = match server::bind(&settings.start.addresses).await {
         Ok(l) => l,
         Err(e) => {
@@ -169,7 +170,34 @@ async fn serve(settings: Settings, reload: service::Loader) -> ExitCode {
         "pgt-proxy {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    let admin = match settings.start.admin {
+        Some(addr) => match crate::admin::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(admin = %l.local_addr().map_or(addr, |a| a), "admin endpoint listening (/metrics, /healthz, /readyz)");
+                Some(l)
+            }
+            Err(e) => {
+                tracing::error!("admin.listen: {e}");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        },
+        None => None,
+    };
+    let metrics = crate::metrics::get();
+    metrics.fips_mode.set(i64::from(fips_active));
+    crate::metrics::publish_dates(&settings.certificate_files, &settings.crl_paths);
     let shared = Shared::new(settings);
+    shared
+        .listeners
+        .store(listeners.len(), std::sync::atomic::Ordering::Relaxed);
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(l) = admin {
+        tokio::spawn(crate::admin::serve(
+            l,
+            Arc::clone(&shared),
+            admin_stop.clone(),
+        ));
+    }
     let service = Service::new(Arc::clone(&shared), listeners.len(), reload);
     // READY=1 first: nothing may notify before it.
     service.ready();
@@ -177,11 +205,17 @@ async fn serve(settings: Settings, reload: service::Loader) -> ExitCode {
     tokio::spawn(Arc::clone(&service).feed_watchdog());
     tokio::spawn(Arc::clone(&service).reload_on_sighup());
     tokio::spawn(Arc::clone(&service).reload_on_crl_change());
-    server::run(listeners, shared, async {
+    let draining = Arc::clone(&shared);
+    server::run(listeners, shared, async move {
         shutdown_signal().await;
+        // Not ready from now on, before the listeners close: a balancer stops sending.
+        draining
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         service::notify(&[sd_notify::NotifyState::Stopping]);
     })
     .await;
+    admin_stop.cancel();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

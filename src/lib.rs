@@ -36,6 +36,7 @@
 //!
 //! Only what the binary, the tests, the fuzz targets and the benchmark use is public.
 
+mod admin;
 pub mod app;
 mod cancel;
 mod check;
@@ -48,6 +49,7 @@ mod framed;
 mod leg;
 mod logging;
 mod memory;
+mod metrics;
 mod prefixed;
 pub mod protocol;
 mod relay;

@@ -137,6 +137,7 @@ impl Service {
                 for warning in &new.warnings {
                     tracing::warn!("{warning}");
                 }
+                crate::metrics::publish_dates(&new.certificate_files, &new.crl_paths);
                 self.shared.settings.store(Arc::new(new));
                 if !restart.is_empty() {
                     tracing::warn!(
@@ -145,6 +146,8 @@ impl Service {
                     );
                 }
                 tracing::info!("configuration reloaded; new connections use it");
+                let ok = crate::metrics::Result_ { result: "ok" };
+                crate::metrics::get().reloads.get_or_create(&ok).inc();
                 "ok".to_owned()
             }
             Err(errors) => {
@@ -155,6 +158,8 @@ impl Service {
                     "reload failed with {} error(s); still serving with the previous configuration",
                     errors.len()
                 );
+                let failed = crate::metrics::Result_ { result: "failed" };
+                crate::metrics::get().reloads.get_or_create(&failed).inc();
                 format!("reload failed: {}", errors[0])
             }
         };

@@ -28,6 +28,17 @@ pub struct RawConfig {
     pub tls: RawTls,
     /// Who authenticates clients: the server (passthrough) or the proxy (SCRAM on both legs).
     pub auth: RawAuth,
+    /// The metrics and health endpoint.
+    pub admin: RawAdmin,
+}
+
+/// `[admin]`: Prometheus metrics and health checks over plain HTTP, on a listener of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// `"127.0.0.1:9187"` or `"[::]:9187"`: where `/metrics`, `/healthz` and `/readyz` are
+    /// served; empty (the default) for none.
+    pub listen: String,
 }
 
 /// `[listen]`: where clients connect and how their TLS is set up.

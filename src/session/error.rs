@@ -142,6 +142,17 @@ impl SessionError {
         })
     }
 
+    /// For a refusal at a TLS or certificate check, the leg and a reason from a small fixed
+    /// set (the metrics' labels): untrusted, hostname, expired, revoked, no_tls, timeout,
+    /// unreachable, protocol.
+    pub fn handshake_failure(&self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            SessionError::Upstream(e) => ("upstream", upstream_reason(e)),
+            SessionError::Client(e) => ("client", client_reason(e)?),
+            _ => return None,
+        })
+    }
+
     /// The SQLSTATE the client received: the proxy's refusal, or the server's own error.
     pub fn sqlstate(&self) -> Option<SqlState> {
         match self {
@@ -149,4 +160,38 @@ impl SessionError {
             other => other.refusal().map(|r| r.sqlstate),
         }
     }
+}
+
+/// An upstream error's reason label (for several addresses, the last one's).
+fn upstream_reason(e: &UpstreamError) -> &'static str {
+    use crate::upstream::UpstreamError as U;
+    match e {
+        U::Untrusted { reason, .. } if reason.contains("expired") => "expired",
+        U::Untrusted { .. } => "untrusted",
+        U::HostnameMismatch { .. } => "hostname",
+        U::Revoked { .. } | U::OcspUnknown { .. } => "revoked",
+        U::NoTls { .. } => "no_tls",
+        U::Timeout { .. } => "timeout",
+        U::Resolve { .. } | U::Connect { .. } => "unreachable",
+        U::DataAfterTlsAnswer { .. } | U::Handshake { .. } => "protocol",
+        U::AllFailed(all) => all.last().map_or("unreachable", upstream_reason),
+    }
+}
+
+/// A client-leg error's reason label, for errors that are TLS or certificate refusals.
+fn client_reason(e: &ClientError) -> Option<&'static str> {
+    Some(match e {
+        ClientError::Certificate { reason, .. } if reason.contains("expired") => "expired",
+        ClientError::Certificate { .. } => "untrusted",
+        ClientError::Revocation(_) => "revoked",
+        ClientError::Plaintext { .. } => "no_tls",
+        ClientError::HandshakeTimeout(_) => "timeout",
+        ClientError::Handshake(_)
+        | ClientError::DataAfterSslRequest
+        | ClientError::DirectTlsWithoutAlpn
+        | ClientError::DirectTlsDisabled
+        | ClientError::Invalid(_)
+        | ClientError::RepeatedGssEnc => "protocol",
+        _ => return None,
+    })
 }

@@ -12,7 +12,7 @@ use crate::client::{self, ClientError, ClientStream, Opening};
 use crate::config::schema::ClientCertUser;
 use crate::leg::Leg;
 use crate::prefixed::PrefixedIo;
-use crate::settings::Settings;
+use crate::settings::{Settings, Target};
 use crate::tls::revocation;
 use crate::upstream::{self, Upstream, UpstreamError};
 
@@ -65,9 +65,7 @@ pub(super) async fn both_legs(
     else {
         return Ok((Box::pin(client_leg).await?, UpstreamLeg::NotStarted));
     };
-    let upstream_leg = async {
-        Ok::<_, ClientError>(upstream::connect(&target.upstream, &target.connector).await)
-    };
+    let upstream_leg = async { Ok::<_, ClientError>(connect_upstream(target).await) };
     if settings.listen.client_certs.is_none() {
         let (client, upstream) =
             Box::pin(async { tokio::try_join!(client_leg, upstream_leg) }).await?;
@@ -79,6 +77,23 @@ pub(super) async fn both_legs(
     }
     let upstream = Box::pin(upstream_leg).await?;
     Ok((client, UpstreamLeg::Done(upstream)))
+}
+
+/// Connects to `target`'s upstream, timed for `pgt_proxy_upstream_connect_seconds`.
+pub(super) async fn connect_upstream(target: &Target) -> Result<Upstream, UpstreamError> {
+    let started = std::time::Instant::now();
+    let result = upstream::connect(&target.upstream, &target.connector).await;
+    if result.is_ok() {
+        let route = crate::metrics::Route {
+            route: target.label().to_owned(),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        crate::metrics::get()
+            .upstream_connect
+            .get_or_create(&route)
+            .observe(seconds);
+    }
+    result
 }
 
 /// The handshake, then the client certificate's OCSP check when configured.

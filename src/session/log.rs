@@ -1,5 +1,6 @@
-//! The one log line per connection: the facts gathered while serving it ([`Record`]) and
-//! how it ended ([`Outcome`]). Never holds passwords or query text.
+//! The one log line per connection, and the metrics of how it ended: the facts gathered
+//! while serving it ([`Record`]) and how it ended ([`Outcome`]). Never holds passwords or
+//! query text.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -185,5 +186,42 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
         line!(info);
     } else {
         line!(warn);
+    }
+}
+
+/// Adds a connection that ended with `outcome` to the metrics.
+pub(super) fn count(r: &Record, outcome: &Outcome) {
+    let m = crate::metrics::get();
+    let label = match outcome {
+        Outcome::Relayed(_) => "authenticated".to_owned(),
+        Outcome::Cancel(_) => "cancel".to_owned(),
+        Outcome::Refused(e) => e
+            .sqlstate()
+            .map_or_else(|| "refused".to_owned(), |s| s.to_string()),
+    };
+    if let Outcome::Refused(e) = outcome
+        && let Some((leg, reason)) = e.handshake_failure()
+    {
+        let labels = crate::metrics::LegReason { leg, reason };
+        m.handshake_failures.get_or_create(&labels).inc();
+    }
+    if let Outcome::Cancel(c) = outcome {
+        let result = match c {
+            CancelOutcome::Forwarded(_) => "forwarded",
+            CancelOutcome::NoMatch => "no_match",
+        };
+        m.cancels
+            .get_or_create(&crate::metrics::Result_ { result })
+            .inc();
+    }
+    m.sessions
+        .get_or_create(&crate::metrics::Outcome { outcome: label })
+        .inc();
+    m.session_duration
+        .observe(r.started.elapsed().as_secs_f64());
+    for (direction, bytes) in [("from_client", r.from_client), ("to_client", r.to_client)] {
+        m.bytes
+            .get_or_create(&crate::metrics::Direction { direction })
+            .inc_by(bytes);
     }
 }

@@ -69,6 +69,7 @@ pub(crate) async fn serve(
 ) {
     shared.active.fetch_add(1, Ordering::Relaxed);
     shared.total.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::get().sessions_active.inc();
     let mut record = Record::new(peer);
     let settings = shared.settings.load_full();
     let outcome = match Box::pin(establish(tcp, &shared, &settings, &mut record)).await {
@@ -76,6 +77,8 @@ pub(crate) async fn serve(
         Err(outcome) => outcome,
     };
     log::session_end(&record, &outcome);
+    log::count(&record, &outcome);
+    crate::metrics::get().sessions_active.dec();
     shared.active.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
 }
@@ -100,6 +103,7 @@ pub(crate) async fn refuse_too_many(
         Err(outcome) => outcome,
     };
     log::session_end(&record, &outcome);
+    log::count(&record, &outcome);
     drop(permit);
 }
 
@@ -322,9 +326,7 @@ async fn admit(
     }
     let upstream = match upstream {
         UpstreamLeg::Done(result) => result?,
-        UpstreamLeg::NotStarted => {
-            crate::upstream::connect(&target.upstream, &target.connector).await?
-        }
+        UpstreamLeg::NotStarted => handshake::connect_upstream(&target).await?,
     };
     record.upstream = Some(upstream.addr);
     record.upstream_tls = Some(crate::tls::describe::describe_tls(upstream.stream.ssl()));
@@ -372,6 +374,10 @@ async fn forward_cancel(
     let _ = settings;
     match cancel::forward(&shared.cancels, pid, key).await {
         Ok(outcome) => Outcome::Cancel(outcome),
-        Err(e) => Outcome::Refused(SessionError::Upstream(e)),
+        Err(e) => {
+            let failed = crate::metrics::Result_ { result: "failed" };
+            crate::metrics::get().cancels.get_or_create(&failed).inc();
+            Outcome::Refused(SessionError::Upstream(e))
+        }
     }
 }

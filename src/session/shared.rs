@@ -2,7 +2,7 @@
 //! the signal that ends sessions at shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -27,9 +27,20 @@ pub struct Shared {
     pub terminate: CancellationToken,
     /// Accept loops running (the watchdog pings only while all are).
     pub accepting: AtomicUsize,
+    /// Listening sockets bound at start (all must accept for `/readyz`).
+    pub listeners: AtomicUsize,
+    /// Set on SIGTERM: `/readyz` answers 503 from then on, while sessions drain.
+    pub draining: AtomicBool,
 }
 
 impl Shared {
+    /// Whether a balancer should send new connections: every listener accepts and no
+    /// shutdown has begun.
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed)
+            && self.accepting.load(Ordering::Relaxed) == self.listeners.load(Ordering::Relaxed)
+    }
+
     /// Wraps settings with an empty registry and zeroed counters.
     pub fn new(settings: Settings) -> Arc<Self> {
         Arc::new(Self {
@@ -39,6 +50,8 @@ impl Shared {
             total: AtomicU64::new(0),
             terminate: CancellationToken::new(),
             accepting: AtomicUsize::new(0),
+            listeners: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
         })
     }
 }

@@ -58,6 +58,9 @@ pub struct Settings {
     pub warnings: Vec<String>,
     /// CRL files or directories in use, watched for changes.
     pub crl_paths: Vec<PathBuf>,
+    /// Certificate files in use, by role (listen, route, client_ca, upstream_ca,
+    /// upstream_client), for the expiry metrics.
+    pub(crate) certificate_files: Vec<(&'static str, PathBuf)>,
     /// How often they are checked.
     pub crl_refresh: Duration,
 }
@@ -202,6 +205,7 @@ impl Settings {
                 acceptor,
                 warnings,
                 crl_paths: crl_paths(raw),
+                certificate_files: certificate_files(raw),
                 crl_refresh: raw.tls.crl_refresh,
             }),
             _ => Err(problems.errors),
@@ -235,6 +239,33 @@ impl Settings {
             },
         }
     }
+}
+
+/// Every certificate file or directory in use, with its role.
+fn certificate_files(raw: &RawConfig) -> Vec<(&'static str, PathBuf)> {
+    let mut files = vec![("listen", raw.listen.certificate.clone())];
+    files.extend(
+        raw.listen
+            .client_ca
+            .iter()
+            .map(|c| ("client_ca", PathBuf::from(c))),
+    );
+    for r in &raw.routes {
+        files.extend(r.certificate.iter().map(|c| ("route", c.clone())));
+        files.extend(r.client_ca.iter().map(|c| ("client_ca", PathBuf::from(c))));
+    }
+    let upstreams = std::iter::once(&raw.upstream).chain(raw.upstreams.values());
+    for u in upstreams.filter(|u| u.host.is_some()) {
+        if u.ca != "system" {
+            files.push(("upstream_ca", PathBuf::from(&u.ca)));
+        }
+        files.extend(
+            u.client_certificate
+                .iter()
+                .map(|c| ("upstream_client", c.clone())),
+        );
+    }
+    files
 }
 
 /// Every CRL file or directory in use, on either leg, for the change watcher.

@@ -30,6 +30,9 @@ pub struct StartOnly {
     /// Where logs go.
     #[serde(rename = "log.target")]
     pub log_target: LogTarget,
+    /// The admin endpoint's address (`admin.listen`), if any.
+    #[serde(rename = "admin.listen", skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SocketAddr>,
 }
 
 impl StartOnly {
@@ -83,7 +86,21 @@ pub(super) fn start_only(
             .map_or(DEFAULT_MAX_CONNECTIONS, |n| n.min(DEFAULT_MAX_CONNECTIONS)),
         _ => raw.listen.max_connections as usize,
     };
+    let admin = match raw.admin.listen.trim() {
+        "" => None,
+        text => match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.key(
+                    "admin.listen",
+                    format!("{text:?} is not an IP socket address such as \"127.0.0.1:9187\""),
+                );
+                None
+            }
+        },
+    };
     StartOnly {
+        admin,
         addresses,
         max_connections,
         log_level: raw.log.level.clone(),
@@ -103,6 +120,7 @@ mod tests {
             log_level: level.into(),
             log_format: LogFormat::Text,
             log_target: LogTarget::Auto,
+            admin: None,
         }
     }
 

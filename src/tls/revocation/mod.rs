@@ -60,10 +60,28 @@ pub(crate) async fn check_ocsp(
     leg: Leg,
     peer: Option<SocketAddr>,
 ) -> Result<(), Revocation> {
+    let count = |result| {
+        let labels = crate::metrics::LegResult {
+            leg: if leg == Leg::Client {
+                "client"
+            } else {
+                "upstream"
+            },
+            result,
+        };
+        crate::metrics::get().ocsp.get_or_create(&labels).inc();
+    };
     let (error, cert) = match checker.check(ssl, context).await {
-        Ok(()) => return Ok(()),
+        Ok(()) => {
+            count("good");
+            return Ok(());
+        }
         Err(found) => found,
     };
+    count(match error {
+        OcspError::Revoked => "revoked",
+        OcspError::Unknown(_) => "unknown",
+    });
     match error {
         OcspError::Revoked => Err(Revocation::Revoked {
             check: "OCSP",

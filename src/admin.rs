@@ -1,0 +1,117 @@
+//! The admin endpoint (`admin.listen`): plain HTTP/1.1 on a listener of its own, never the
+//! PostgreSQL port. `GET /metrics` (Prometheus' text format 0.0.4, or OpenMetrics when the
+//! scraper asks for it), `GET /healthz` (200 while the event loop runs, draining included),
+//! `GET /readyz` (200 while every listener accepts; 503 once SIGTERM has begun the drain, so
+//! a balancer stops sending connections before sessions are ended). Bounded: at most
+//! [`MAX_CONNECTIONS`] at once, each with a header deadline and a lifetime limit.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::Shared;
+
+/// Scrapers and probes at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 16;
+/// A request's headers must arrive within this.
+const HEADER_LIMIT: Duration = Duration::from_secs(5);
+/// A connection (keep-alive included) lasts at most this.
+const CONNECTION_LIMIT: Duration = Duration::from_secs(60);
+
+/// Serves the endpoint on `listener` until `stop` is cancelled.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = Arc::clone(&slots).acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((tcp, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let answer = respond(&req, &shared);
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_LIMIT)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Binds the endpoint; a failure is fatal at start, like the PostgreSQL listeners'.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::server::BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::server::BindError { addr, source })
+}
+
+fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let openmetrics = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let (body, kind) = if openmetrics {
+                (
+                    crate::metrics::get().encode(true),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            } else {
+                (
+                    crate::metrics::get().encode(false),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            };
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            if let Ok(v) = hyper::header::HeaderValue::from_str(kind) {
+                r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+            }
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if shared.ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining or not accepting\n",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: /metrics, /healthz, /readyz\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,311 @@
+//! The proxy's Prometheus metrics: one process-wide set of counters, gauges and histograms
+//! (atomics; nothing is counted per byte: sessions add their totals when they end), and the
+//! text the `/metrics` endpoint serves. Labels are small fixed sets and configuration names,
+//! never user names, addresses or other unbounded values.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A label set of one label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Outcome {
+    /// `authenticated`, a SQLSTATE, `refused`, or `cancel`.
+    pub outcome: String,
+}
+
+/// `leg` and `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LegReason {
+    pub leg: &'static str,
+    pub reason: &'static str,
+}
+
+/// `leg` and `result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LegResult {
+    pub leg: &'static str,
+    pub result: &'static str,
+}
+
+/// `route`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Route {
+    pub route: String,
+}
+
+/// `direction`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Direction {
+    pub direction: &'static str,
+}
+
+/// `result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Result_ {
+    pub result: &'static str,
+}
+
+/// `file`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct File {
+    pub file: String,
+}
+
+/// `role` and `file`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RoleFile {
+    pub role: &'static str,
+    pub file: String,
+}
+
+/// `version` and `openssl`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Build {
+    pub version: String,
+    pub openssl: String,
+}
+
+type Seconds = fn() -> Histogram;
+
+/// Every metric.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub sessions_active: Gauge,
+    pub sessions: Family<Outcome, Counter>,
+    pub handshake_failures: Family<LegReason, Counter>,
+    pub upstream_connect: Family<Route, Histogram, Seconds>,
+    pub session_duration: Histogram,
+    pub bytes: Family<Direction, Counter>,
+    pub cancels: Family<Result_, Counter>,
+    pub ocsp: Family<LegResult, Counter>,
+    pub crl_next_update: Family<File, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub certificate_not_after: Family<RoleFile, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub reloads: Family<Result_, Counter>,
+    pub fips_mode: Gauge,
+    build: Family<Build, Gauge>,
+}
+
+fn connect_buckets() -> Histogram {
+    // 1 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut r = Registry::with_prefix("pgt_proxy");
+        let m = Self {
+            registry: Registry::default(),
+            sessions_active: Gauge::default(),
+            sessions: Family::default(),
+            handshake_failures: Family::default(),
+            upstream_connect: Family::new_with_constructor(connect_buckets as Seconds),
+            // 1 ms to ~2.3 h.
+            session_duration: Histogram::new(exponential_buckets(0.001, 4.0, 13)),
+            bytes: Family::default(),
+            cancels: Family::default(),
+            ocsp: Family::default(),
+            crl_next_update: Family::default(),
+            certificate_not_after: Family::default(),
+            reloads: Family::default(),
+            fips_mode: Gauge::default(),
+            build: Family::default(),
+        };
+        r.register(
+            "sessions_active",
+            "Client connections open now",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "sessions",
+            "Connections ended, by outcome (authenticated, or the SQLSTATE that ended them)",
+            m.sessions.clone(),
+        );
+        r.register(
+            "handshake_failures",
+            "Connections refused at a TLS or certificate check, by leg and reason",
+            m.handshake_failures.clone(),
+        );
+        r.register(
+            "upstream_connect_seconds",
+            "Time to a verified upstream connection, by route",
+            m.upstream_connect.clone(),
+        );
+        r.register(
+            "session_duration_seconds",
+            "Duration of connections, from accept to close",
+            m.session_duration.clone(),
+        );
+        r.register(
+            "bytes",
+            "Bytes relayed, by direction (from_client, to_client)",
+            m.bytes.clone(),
+        );
+        r.register(
+            "cancel_requests",
+            "Cancel requests, by result",
+            m.cancels.clone(),
+        );
+        r.register(
+            "ocsp_requests",
+            "OCSP checks, by leg and result",
+            m.ocsp.clone(),
+        );
+        r.register(
+            "crl_next_update_timestamp_seconds",
+            "nextUpdate of the earliest CRL in each file",
+            m.crl_next_update.clone(),
+        );
+        r.register(
+            "certificate_not_after_timestamp_seconds",
+            "The earliest notAfter in each certificate file, by role",
+            m.certificate_not_after.clone(),
+        );
+        r.register(
+            "reloads",
+            "Configuration reloads, by result",
+            m.reloads.clone(),
+        );
+        r.register(
+            "fips_mode",
+            "1 when FIPS mode is active",
+            m.fips_mode.clone(),
+        );
+        r.register("build_info", "Version and OpenSSL library", m.build.clone());
+        m.build
+            .get_or_create(&Build {
+                version: env!("CARGO_PKG_VERSION").into(),
+                openssl: openssl::version::version().into(),
+            })
+            .set(1);
+        Self { registry: r, ..m }
+    }
+
+    /// The text for a scrape: OpenMetrics, or Prometheus' text format 0.0.4 (the default).
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            return String::new();
+        }
+        if openmetrics {
+            text
+        } else {
+            to_text_004(&text)
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus' 0.0.4 format: no `# EOF` or `# UNIT`, and a counter's
+/// HELP and TYPE name its `_total` samples.
+fn to_text_004(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The process's metrics.
+pub(crate) fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Publishes the earliest notAfter of every certificate file (`(role, path)`: a file or a
+/// directory of files) and the earliest nextUpdate of every CRL file; stale files are
+/// dropped, so a reload shows exactly what is in use.
+pub(crate) fn publish_dates(
+    certificates: &[(&'static str, std::path::PathBuf)],
+    crls: &[std::path::PathBuf],
+) {
+    use openssl::x509::{X509, X509Crl};
+    let m = get();
+    m.certificate_not_after.clear();
+    m.crl_next_update.clear();
+    for (role, path) in certificates {
+        for file in crate::tls::files::list_files(path).unwrap_or_default() {
+            let certs = std::fs::read(&file)
+                .ok()
+                .and_then(|pem| X509::stack_from_pem(&pem).ok())
+                .unwrap_or_default();
+            let earliest = certs.iter().filter_map(|c| unix_time(c.not_after())).min();
+            if let Some(t) = earliest {
+                let labels = RoleFile {
+                    role,
+                    file: file.display().to_string(),
+                };
+                m.certificate_not_after.get_or_create(&labels).set(t as f64);
+            }
+        }
+    }
+    for path in crls {
+        for file in crate::tls::files::list_files(path).unwrap_or_default() {
+            let pem = std::fs::read(&file).unwrap_or_default();
+            let earliest = crate::tls::files::pem_blocks(&pem, "X509 CRL")
+                .into_iter()
+                .filter_map(|b| X509Crl::from_pem(b).ok())
+                .filter_map(|c| c.next_update().and_then(unix_time))
+                .min();
+            if let Some(t) = earliest {
+                let labels = File {
+                    file: file.display().to_string(),
+                };
+                m.crl_next_update.get_or_create(&labels).set(t as f64);
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_004_names_counter_families_by_their_samples() {
+        let m = get();
+        m.sessions
+            .get_or_create(&Outcome {
+                outcome: "authenticated".into(),
+            })
+            .inc();
+        let text = m.encode(false);
+        assert!(
+            text.contains("# TYPE pgt_proxy_sessions_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgt_proxy_sessions_total{outcome=\"authenticated\"} "),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        assert!(m.encode(true).ends_with("# EOF\n"));
+        assert!(text.contains("pgt_proxy_build_info{version=\""), "{text}");
+    }
+}
