@@ -108,19 +108,25 @@ impl Service {
         }
     }
 
-    /// Reloads whenever a CRL file in use changes (new, replaced, touched or removed),
-    /// checked every `tls.crl_refresh`, so a CRL updated on disk applies without a restart.
+    /// Reloads whenever a CRL, certificate or key file in use changes (new, replaced,
+    /// touched or removed), checked every `tls.crl_refresh`, so a CRL updated on disk, or a
+    /// certificate renewed in place (certbot, a Kubernetes Secret), applies without a restart.
     pub async fn reload_on_crl_change(self: Arc<Self>) {
-        let mut seen = crl_state(&self.shared.settings.load().crl_paths);
+        let state = |s: &Settings| (file_state(&s.crl_paths), file_state(&s.identity_files()));
+        let mut seen = state(&self.shared.settings.load());
         loop {
             let every = self.shared.settings.load().crl_refresh;
             tokio::time::sleep(every).await;
-            let now = crl_state(&self.shared.settings.load().crl_paths);
-            if now != seen {
+            let (crls, identities) = state(&self.shared.settings.load());
+            if crls != seen.0 {
                 tracing::info!("CRL files changed: reloading the configuration");
-                self.reload();
-                seen = crl_state(&self.shared.settings.load().crl_paths);
+            } else if identities != seen.1 {
+                tracing::info!("certificate or key files changed: reloading the configuration");
+            } else {
+                continue;
             }
+            self.reload();
+            seen = state(&self.shared.settings.load());
         }
     }
 
@@ -168,8 +174,8 @@ impl Service {
     }
 }
 
-/// What identifies the CRL files' current content: path, size and modification time.
-fn crl_state(
+/// What identifies files' current content: path, size and modification time.
+fn file_state(
     paths: &[std::path::PathBuf],
 ) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
     let mut state = Vec::new();

@@ -61,6 +61,8 @@ pub struct Settings {
     /// Certificate files in use, by role (listen, route, client_ca, upstream_ca,
     /// upstream_client), for the expiry metrics.
     pub(crate) certificate_files: Vec<(&'static str, PathBuf)>,
+    /// The proxy's own private key files (listen, routes, upstream client certificates).
+    pub(crate) key_files: Vec<PathBuf>,
     /// How often they are checked.
     pub crl_refresh: Duration,
 }
@@ -206,10 +208,17 @@ impl Settings {
                 warnings,
                 crl_paths: crl_paths(raw),
                 certificate_files: certificate_files(raw),
+                key_files: key_files(raw),
                 crl_refresh: raw.tls.crl_refresh,
             }),
             _ => Err(problems.errors),
         }
+    }
+
+    /// Every certificate and key file in use (the change watcher reloads when one changes).
+    pub(crate) fn identity_files(&self) -> Vec<PathBuf> {
+        let certs = self.certificate_files.iter().map(|(_, p)| p.clone());
+        certs.chain(self.key_files.iter().cloned()).collect()
     }
 
     /// The upstream a connection goes to, by its server name and database: `None` when
@@ -266,6 +275,15 @@ fn certificate_files(raw: &RawConfig) -> Vec<(&'static str, PathBuf)> {
         );
     }
     files
+}
+
+/// The proxy's own private keys.
+fn key_files(raw: &RawConfig) -> Vec<PathBuf> {
+    let mut keys = vec![raw.listen.private_key.clone()];
+    keys.extend(raw.routes.iter().filter_map(|r| r.private_key.clone()));
+    let upstreams = std::iter::once(&raw.upstream).chain(raw.upstreams.values());
+    keys.extend(upstreams.filter_map(|u| u.client_private_key.clone()));
+    keys
 }
 
 /// Every CRL file or directory in use, on either leg, for the change watcher.
