@@ -148,7 +148,7 @@ fn start_logging(settings: &Settings, provider: Option<&ProviderInfo>) {
 
 /// Binds, tells systemd, serves until a stop signal.
 async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -> ExitCode {
-    let listeners = match server::bind(&settings.start.addresses).await {
+    let listeners = match server::bind(&settings.start.addresses, settings.start.reuse_port).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");

@@ -37,14 +37,28 @@ pub(crate) struct BindError {
     pub source: std::io::Error,
 }
 
-/// Binds every configured address; any failure is fatal at start.
-pub(crate) async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
+/// Binds every configured address, with SO_REUSEPORT when `reuse_port` (so several
+/// processes can share them); any failure is fatal at start.
+pub(crate) async fn bind(
+    addresses: &[SocketAddr],
+    reuse_port: bool,
+) -> Result<Vec<TcpListener>, BindError> {
     let mut listeners = Vec::with_capacity(addresses.len());
     for &addr in addresses {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| BindError { addr, source })?;
-        listeners.push(listener);
+        let bound = (|| {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            if reuse_port {
+                socket.set_reuseport(true)?;
+            }
+            socket.bind(addr)?;
+            socket.listen(1024)
+        })();
+        listeners.push(bound.map_err(|source| BindError { addr, source })?);
     }
     Ok(listeners)
 }

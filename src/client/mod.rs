@@ -115,6 +115,17 @@ pub(crate) enum ClientError {
     /// not known to be good.
     #[error("certificate {0}")]
     Revocation(Revocation),
+    /// The client's address is outside `listen.allowed_clients` (told after its handshake).
+    #[error("from {0} is not in listen.allowed_clients")]
+    NoAccess(std::net::IpAddr),
+    /// The client's address has `listen.max_connections_per_client` connections already.
+    #[error("from {address} has {limit} connections already (listen.max_connections_per_client)")]
+    TooManyFromAddress {
+        /// The address.
+        address: std::net::IpAddr,
+        /// The limit.
+        limit: usize,
+    },
     /// `listen.handshake_timeout` ran out before the handshake completed.
     #[error("did not complete its TLS handshake within {}", humantime::format_duration(*.0))]
     HandshakeTimeout(Duration),
@@ -144,6 +155,17 @@ impl ClientError {
                 "received direct SSL connection request without ALPN protocol negotiation extension",
             )
             .hint("Direct TLS (sslnegotiation=direct) needs a client that offers ALPN \"postgresql\" (libpq 17 or later)."),
+            ClientError::NoAccess(address) => Refusal::new(
+                INVALID_AUTHORIZATION,
+                format!("pgt-proxy: no access from {address}"),
+            ),
+            ClientError::TooManyFromAddress { address, limit } => Refusal::new(
+                crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
+                format!("too many connections from {address}"),
+            )
+            .detail(format!(
+                "pgt-proxy allows {limit} connections per client address (listen.max_connections_per_client)."
+            )),
             ClientError::Revocation(r) => {
                 let refusal = Refusal::new(INVALID_AUTHORIZATION, format!("client certificate {r}"));
                 match r {

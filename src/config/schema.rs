@@ -88,6 +88,13 @@ pub struct RawListen {
     /// With `[[routes]]`: what matches no route, "reject" (FATAL 08001) or "default" (to
     /// `[upstream]`).
     pub unrouted: Unrouted,
+    /// Client addresses (CIDR) that may connect; others get FATAL 28000 after their TLS
+    /// handshake. Default: all.
+    pub allowed_clients: Vec<String>,
+    /// Most concurrent connections from one client address; 0 = no limit; beyond: FATAL 53300.
+    pub max_connections_per_client: u32,
+    /// SO_REUSEPORT, so several pgt-proxy processes share the listening addresses.
+    pub reuse_port: bool,
 }
 
 impl Default for RawListen {
@@ -110,6 +117,9 @@ impl Default for RawListen {
             client_ocsp: OcspMode::Off,
             client_ocsp_responder: None,
             unrouted: Unrouted::Reject,
+            allowed_clients: vec!["0.0.0.0/0".into(), "::/0".into()],
+            max_connections_per_client: 0,
+            reuse_port: false,
         }
     }
 }

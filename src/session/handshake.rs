@@ -55,8 +55,15 @@ pub(super) async fn both_legs(
     direct: bool,
     settings: &Settings,
     deadline: Instant,
+    before_tls: Result<(), ClientError>,
 ) -> Result<(ClientLeg, UpstreamLeg), ClientError> {
     let client_leg = client_leg(tcp, prefix, direct, settings, deadline);
+    // A client refused by address is told after its handshake, and nobody connects for it.
+    if let Err(e) = before_tls {
+        let mut client = Box::pin(client_leg).await?;
+        client.admitted = Err(e);
+        return Ok((client, UpstreamLeg::NotStarted));
+    }
     // With routes, the upstream is known only from the server name or the database.
     let Some(target) = settings
         .default

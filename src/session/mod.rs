@@ -72,12 +72,30 @@ pub(crate) async fn serve(
     crate::metrics::get().sessions_active.inc();
     let mut record = Record::new(peer);
     let settings = shared.settings.load_full();
-    let outcome = match Box::pin(establish(tcp, &shared, &settings, &mut record)).await {
+    let listen = &settings.listen;
+    let claim = shared.claim(peer.ip(), listen.max_per_client);
+    let before_tls = if !listen
+        .allowed_clients
+        .iter()
+        .any(|net| net.contains(&peer.ip()))
+    {
+        Err(client::ClientError::NoAccess(peer.ip()))
+    } else if claim.is_none() {
+        Err(client::ClientError::TooManyFromAddress {
+            address: peer.ip(),
+            limit: listen.max_per_client,
+        })
+    } else {
+        Ok(())
+    };
+    let established = establish(tcp, &shared, &settings, &mut record, before_tls);
+    let outcome = match Box::pin(established).await {
         Ok(established) => relay(*established, &shared, &mut record).await,
         Err(outcome) => outcome,
     };
     log::session_end(&record, &outcome);
     log::count(&record, &outcome);
+    drop(claim);
     crate::metrics::get().sessions_active.dec();
     shared.active.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
@@ -173,12 +191,13 @@ async fn establish(
     shared: &Shared,
     settings: &Settings,
     record: &mut Record,
+    before_tls: Result<(), client::ClientError>,
 ) -> Result<Box<Established>, Outcome> {
     let mut tcp = tcp;
     let deadline = Instant::now() + settings.listen.handshake_timeout;
     let (prefix, direct) = opening(&mut tcp, shared, settings, record, deadline).await?;
     let (client, upstream) = match Box::pin(handshake::both_legs(
-        tcp, prefix, direct, settings, deadline,
+        tcp, prefix, direct, settings, deadline, before_tls,
     ))
     .await
     {

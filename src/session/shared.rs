@@ -1,8 +1,10 @@
 //! What every session shares: the running settings, the cancel registry, the counters, and
 //! the signal that ends sessions at shutdown.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -31,9 +33,51 @@ pub struct Shared {
     pub listeners: AtomicUsize,
     /// Set on SIGTERM: `/readyz` answers 503 from then on, while sessions drain.
     pub draining: AtomicBool,
+    /// Open connections per client address (`listen.max_connections_per_client`).
+    clients: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in the per-address count; dropping it gives the place back.
+pub(crate) struct ClientClaim {
+    shared: Arc<Shared>,
+    address: IpAddr,
+}
+
+impl Drop for ClientClaim {
+    fn drop(&mut self) {
+        let mut clients = self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = clients.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.address);
+            }
+        }
+    }
 }
 
 impl Shared {
+    /// Counts a connection from `address`; `None` when it has `limit` already (0: none).
+    /// Bounded by `listen.max_connections`: one entry per address with a live connection.
+    pub(crate) fn claim(self: &Arc<Self>, address: IpAddr, limit: usize) -> Option<ClientClaim> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let n = clients.entry(address).or_insert(0);
+        if limit > 0 && *n >= limit {
+            if *n == 0 {
+                clients.remove(&address);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(ClientClaim {
+            shared: Arc::clone(self),
+            address,
+        })
+    }
+
     /// Whether a balancer should send new connections: every listener accepts and no
     /// shutdown has begun.
     pub fn ready(&self) -> bool {
@@ -52,6 +96,7 @@ impl Shared {
             accepting: AtomicUsize::new(0),
             listeners: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            clients: Mutex::default(),
         })
     }
 }

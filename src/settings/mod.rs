@@ -84,6 +84,10 @@ pub(crate) struct ListenSettings {
     pub allow_expired_crl: bool,
     /// OCSP for client certificates.
     pub client_ocsp: Option<Arc<OcspChecker>>,
+    /// Client address ranges that may connect.
+    pub allowed_clients: Vec<ipnet::IpNet>,
+    /// Most concurrent connections per client address (0: no limit).
+    pub max_per_client: usize,
 }
 
 /// What is required of client certificates.
@@ -327,7 +331,19 @@ fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
         "listen.client_ocsp_responder",
         &l.client_ocsp_responder,
     );
+    let mut allowed_clients = Vec::new();
+    for text in &l.allowed_clients {
+        match text.parse::<ipnet::IpNet>() {
+            Ok(net) => allowed_clients.push(net),
+            Err(_) => problems.key(
+                "listen.allowed_clients",
+                format!("{text:?} is not a CIDR range such as \"10.0.0.0/8\" or \"::/0\""),
+            ),
+        }
+    }
     ListenSettings {
+        allowed_clients,
+        max_per_client: l.max_connections_per_client as usize,
         rules: Rules {
             direct_tls: l.direct_tls,
             plaintext_cancel: l.plaintext_cancel,

@@ -30,6 +30,9 @@ pub struct StartOnly {
     /// Where logs go.
     #[serde(rename = "log.target")]
     pub log_target: LogTarget,
+    /// SO_REUSEPORT on the listeners.
+    #[serde(rename = "listen.reuse_port")]
+    pub reuse_port: bool,
     /// The admin endpoint's address (`admin.listen`), if any.
     #[serde(rename = "admin.listen", skip_serializing_if = "Option::is_none")]
     pub admin: Option<SocketAddr>,
@@ -100,6 +103,7 @@ pub(super) fn start_only(
         },
     };
     StartOnly {
+        reuse_port: raw.listen.reuse_port,
         admin,
         addresses,
         max_connections,
@@ -121,6 +125,7 @@ mod tests {
             log_format: LogFormat::Text,
             log_target: LogTarget::Auto,
             admin: None,
+            reuse_port: false,
         }
     }
 
