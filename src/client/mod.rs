@@ -258,11 +258,13 @@ pub(crate) struct Accepted<S> {
 
 /// Runs the TLS handshake over `io` (which replays any read-ahead bytes). When the context
 /// (the acceptor's, or the route's its SNI switched to) requires client certificates, a
-/// valid one is required; `allow_expired_crl` forgives a CRL past its nextUpdate.
+/// valid one is required; `observe` (some context may ask for one) records why one failed,
+/// and `allow_expired_crl` forgives a CRL past its nextUpdate.
 pub(crate) async fn accept_tls<S>(
     io: PrefixedIo<S>,
     direct: bool,
     acceptor: &SslAcceptor,
+    observe: bool,
     allow_expired_crl: bool,
 ) -> Result<Accepted<S>, ClientError>
 where
@@ -272,12 +274,15 @@ where
     let mut ssl = Ssl::new(acceptor.context()).map_err(handshake_error)?;
     // Installed always, with the context's mode: an SNI switch to a route's context changes
     // the mode and keeps this callback.
-    let observer = VerifyObserver::new(allow_expired_crl, true);
-    ssl.set_verify_callback(acceptor.context().verify_mode(), observer.callback());
+    let observer = observe.then(|| {
+        let observer = VerifyObserver::new(allow_expired_crl, true);
+        ssl.set_verify_callback(acceptor.context().verify_mode(), observer.callback());
+        observer
+    });
     let mut stream = SslStream::new(ssl, io).map_err(handshake_error)?;
     let wants_cert = |s: &ClientStream<S>| s.ssl().verify_mode().contains(SslVerifyMode::PEER);
     if let Err(e) = Pin::new(&mut stream).accept().await {
-        let failure = observer.failure();
+        let failure = observer.as_ref().and_then(VerifyObserver::failure);
         return Err(match failure {
             Some(f) => ClientError::Certificate {
                 reason: f.error.error_string().to_owned(),
@@ -295,7 +300,7 @@ where
         });
     }
     // Only a revocation lets the handshake finish with a failure (see VerifyObserver).
-    let admitted = match observer.failure() {
+    let admitted = match observer.as_ref().and_then(VerifyObserver::failure) {
         Some(f) => Err(ClientError::Revocation(Revocation::Revoked {
             check: "CRL",
             cert: f.cert,

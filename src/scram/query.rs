@@ -29,14 +29,26 @@ use crate::upstream;
 const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What `[auth]` says about the query.
+pub(crate) struct QuerySpec {
+    /// `auth.query_user`.
+    pub user: String,
+    /// `auth.query_database`.
+    pub database: String,
+    /// `auth.query`.
+    pub sql: String,
+    /// From `auth.query_password_file` (read and permission-checked by the caller).
+    pub password: Option<Zeroizing<Vec<u8>>>,
+    /// `auth.upstream_channel_binding`, for the query user's own login.
+    pub policy: ChannelBindingPolicy,
+    /// The upstream the query runs on.
+    pub upstream: UpstreamSettings,
+    /// Its connector.
+    pub connector: SslConnector,
+}
+
+/// The query and its connection, kept open between fetches.
 pub(crate) struct AuthQuery {
-    user: String,
-    database: String,
-    sql: String,
-    password: Option<Zeroizing<Vec<u8>>>,
-    policy: ChannelBindingPolicy,
-    upstream: UpstreamSettings,
-    connector: SslConnector,
+    spec: QuerySpec,
     conn: tokio::sync::Mutex<Option<Conn>>,
 }
 
@@ -66,32 +78,17 @@ impl Prover for PasswordProver<'_> {
 }
 
 impl AuthQuery {
-    /// The query as configured; `password_file` is read (and permission-checked) by the
-    /// caller.
-    pub fn new(
-        user: String,
-        database: String,
-        sql: String,
-        password: Option<Zeroizing<Vec<u8>>>,
-        policy: ChannelBindingPolicy,
-        upstream: UpstreamSettings,
-        connector: SslConnector,
-    ) -> Self {
+    /// The query as configured; it connects at its first fetch.
+    pub fn new(spec: QuerySpec) -> Self {
         Self {
-            user,
-            database,
-            sql,
-            password,
-            policy,
-            upstream,
-            connector,
+            spec,
             conn: tokio::sync::Mutex::new(None),
         }
     }
 
     /// The role the query runs as.
     pub fn user(&self) -> &str {
-        &self.user
+        &self.spec.user
     }
 
     /// `user`'s verifier, or `None` when the query returns no row or a NULL verifier.
@@ -119,7 +116,7 @@ impl AuthQuery {
 
     async fn connect(&self) -> Result<Conn, String> {
         let attempt = async {
-            let up = upstream::connect(&self.upstream, &self.connector)
+            let up = upstream::connect(&self.spec.upstream, &self.spec.connector)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut stream = up.stream;
@@ -128,23 +125,23 @@ impl AuthQuery {
                 .peer_certificate()
                 .and_then(|c| keys::endpoint_hash(&c));
             let startup = encode_startup(&[
-                ("user", &self.user),
-                ("database", &self.database),
+                ("user", &self.spec.user),
+                ("database", &self.spec.database),
                 ("application_name", "pgt-proxy auth query"),
             ]);
             let mut reader = FrameReader::new();
-            let mut prover = PasswordProver(self.password.as_deref().map(Vec::as_slice));
+            let mut prover = PasswordProver(self.spec.password.as_deref().map(Vec::as_slice));
             login::login(
                 &mut stream,
                 &mut reader,
                 &startup,
                 binding,
-                self.policy,
+                self.spec.policy,
                 &mut prover,
             )
             .await
             .map_err(|e: LoginError| {
-                format!("auth.query_user \"{}\" cannot log in: {e}", self.user)
+                format!("auth.query_user \"{}\" cannot log in: {e}", self.spec.user)
             })?;
             let mut conn = Conn { stream, reader };
             ready(&mut conn).await?;
@@ -162,7 +159,7 @@ impl AuthQuery {
         user: &str,
     ) -> Result<Result<Option<Verifier>, String>, String> {
         let mut out = Vec::new();
-        encode::encode_query_with_params(&mut out, &self.sql, &[user]);
+        encode::encode_query_with_params(&mut out, &self.spec.sql, &[user]);
         conn.stream
             .write_all(&out)
             .await

@@ -118,6 +118,7 @@ async fn client_leg(
             PrefixedIo::new(prefix, tcp),
             direct,
             &settings.acceptor,
+            settings.client_certs_anywhere,
             listen.allow_expired_crl,
         ),
     )

@@ -138,6 +138,7 @@ async fn over_limit(
         crate::prefixed::PrefixedIo::new(prefix, tcp),
         direct,
         &settings.acceptor,
+        settings.client_certs_anywhere,
         listen.allow_expired_crl,
     );
     let deadline = Instant::now() + listen.handshake_timeout;

@@ -8,7 +8,7 @@ use openssl::ssl::SslConnector;
 
 use super::{Problems, UpstreamSettings};
 use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawAuth, UnknownUser};
-use crate::scram::query::{AuthQuery, read_password_file};
+use crate::scram::query::{AuthQuery, QuerySpec, read_password_file};
 use crate::scram::verifiers::{Verifiers, load_userlist};
 
 /// How clients log in.
@@ -66,15 +66,15 @@ pub(super) fn auth(
             None => None,
         };
         let connector = connector?;
-        Some(AuthQuery::new(
-            user.clone(),
-            a.query_database.clone(),
-            a.query.clone(),
+        Some(AuthQuery::new(QuerySpec {
+            user: user.clone(),
+            database: a.query_database.clone(),
+            sql: a.query.clone(),
             password,
-            a.upstream_channel_binding,
-            upstream.clone(),
-            connector.clone(),
-        ))
+            policy: a.upstream_channel_binding,
+            upstream: upstream.clone(),
+            connector: connector.clone(),
+        }))
     });
     AuthSettings {
         mode: a.mode,

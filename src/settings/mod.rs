@@ -53,6 +53,9 @@ pub struct Settings {
     pub(crate) route_list: Vec<(String, Arc<RouteTarget>)>,
     /// Presents the proxy's certificate to clients (and switches to a route's by SNI).
     pub acceptor: SslAcceptor,
+    /// `[listen]` or some route requires client certificates: handshakes then record why
+    /// one failed (without, they skip that per-connection set-up).
+    pub(crate) client_certs_anywhere: bool,
     /// Things worth telling the operator that do not stop the proxy (e.g. a certificate that
     /// expires soon).
     pub warnings: Vec<String>,
@@ -202,6 +205,12 @@ impl Settings {
         let acceptor = tls::acceptor(&keys, raw, fips, sni, &mut problems, &mut warnings);
         match (acceptor, problems.errors.is_empty()) {
             (Some(acceptor), true) => Ok(Settings {
+                client_certs_anywhere: listen.client_certs.is_some()
+                    || route_list.iter().any(|(_, r)| {
+                        r.client
+                            .as_ref()
+                            .is_some_and(|c| c.as_policy().client_certs.is_some())
+                    }),
                 start,
                 listen,
                 default,
