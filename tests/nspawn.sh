@@ -61,8 +61,11 @@ systemd-nspawn -q -D "$root" --boot --register=no --keep-unit --private-network 
     >"$base/console.log" 2>&1 </dev/null &
 nspawn=$!
 leader=
-for _ in $(seq 100); do
-    leader=$(pgrep -P "$nspawn" | head -n 1) && [ -n "$leader" ] && break
+# The container's PID 1 is a child of nspawn named "systemd"; nspawn's own short-lived helper
+# child comes first, and entering its namespaces would fail once it has gone.
+for _ in $(seq 200); do
+    leader=$(pgrep -P "$nspawn" -x systemd | head -n 1)
+    [ -n "$leader" ] && break
     sleep 0.1
 done
 run() { nsenter -t "$leader" -a "$@"; }
