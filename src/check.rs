@@ -89,6 +89,7 @@ pub(crate) fn report(
                 let _ = writeln!(out, "  upstreams.{name}.ca: {}", u.ca);
             }
             describe_routes(&mut out, settings);
+            describe_fleet(&mut out, settings, &loaded.raw.cluster.ca);
             match fips {
                 Some(Some(provider)) => {
                     let _ = writeln!(out, "FIPS mode: active, {provider}");
@@ -169,9 +170,13 @@ routes (exact server names, then wildcards, then databases):"
             Some(_) => "its own certificate and client policy",
             None => "listen.certificate",
         };
+        let admits = match &route.allowed_clients {
+            Some(nets) => format!("; admits {}", list(nets)),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {matches:<40} -> {} ({}:{}); serves {served}",
+            "  {matches:<40} -> {} ({}:{}); serves {served}{admits}",
             route.target.label(),
             route.target.upstream.host,
             route.target.upstream.port
@@ -184,6 +189,53 @@ routes (exact server names, then wildcards, then databases):"
         _ => "refused with 08001 (listen.unrouted = \"reject\")".into(),
     };
     let _ = writeln!(out, "  {:<40} {fallback}", "anything else");
+}
+
+/// Comma-separated ranges.
+fn list(nets: &[ipnet::IpNet]) -> String {
+    let texts: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    texts.join(", ")
+}
+
+/// Where client addresses come from, who may connect, and the cluster table.
+fn describe_fleet(out: &mut String, settings: &Settings, ca: &str) {
+    let listen = &settings.listen;
+    let _ = writeln!(
+        out,
+        "
+client addresses:"
+    );
+    if listen.proxy_v2 {
+        let _ = writeln!(
+            out,
+            "  from a PROXY v2 header, required from {} (listen.trusted_proxies); others refused",
+            list(&listen.trusted_proxies)
+        );
+    } else {
+        let _ = writeln!(out, "  the socket's peer (listen.proxy_protocol = \"off\")");
+    }
+    let _ = writeln!(out, "  allowed: {}", list(&listen.allowed_clients));
+    if listen.max_per_client > 0 {
+        let _ = writeln!(out, "  at most {} connections each", listen.max_per_client);
+    }
+    let cluster = &settings.cluster;
+    if cluster.peer_id == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\ncluster: this replica is peer {} of {}; cancel keys name it, peers verified against cluster.ca = {ca:?}",
+        cluster.peer_id,
+        cluster.peers.len() + 1
+    );
+    let _ = writeln!(out, "  {:<8} this replica", cluster.peer_id);
+    for (id, peer) in &cluster.peers {
+        let _ = writeln!(
+            out,
+            "  {id:<8} {} (certificate must match {:?})",
+            peer.address, peer.endpoint.server_name
+        );
+    }
 }
 
 /// Connects to every upstream as a session would: one line each. Returns the lines and

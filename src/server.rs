@@ -85,7 +85,8 @@ pub(crate) async fn run(
             tracker: tracker.clone(),
         };
         shared.accepting.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(acceptor.run());
+        // Tracked, so shutdown also waits for the sessions it starts from its backlog.
+        tracker.spawn(acceptor.run());
     }
     tokio::spawn(crate::memory::trim_while_running(
         Arc::clone(&shared),
@@ -148,7 +149,10 @@ impl Acceptor {
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {
-                _ = self.token.cancelled() => return,
+                _ = self.token.cancelled() => {
+                    self.serve_backlog().await;
+                    return;
+                }
                 accepted = self.listener.accept() => accepted,
             };
             let (tcp, peer) = match accepted {
@@ -166,23 +170,46 @@ impl Acceptor {
                     continue;
                 }
             };
-            crate::socket::tune(&tcp);
-            let shared = Arc::clone(&self.shared);
-            match Arc::clone(&self.limit).try_acquire_owned() {
+            self.start(tcp, peer);
+        }
+    }
+
+    /// Serves the connections the kernel completed but we had not accepted yet when the
+    /// shutdown began: closing the socket would reset them, after a load balancer had
+    /// already counted them as connected (too late for its retry). New ones are refused
+    /// by the closed port, which a balancer does retry elsewhere.
+    async fn serve_backlog(&self) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                accepted = self.listener.accept() => accepted,
+                () = std::future::ready(()) => return,
+            };
+            match accepted {
+                Ok((tcp, peer)) => self.start(tcp, peer),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Starts a session (or, over the limit, its refusal) for an accepted connection.
+    fn start(&self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        crate::socket::tune(&tcp);
+        let shared = Arc::clone(&self.shared);
+        match Arc::clone(&self.limit).try_acquire_owned() {
+            Ok(permit) => {
+                self.tracker
+                    .spawn(session::serve(tcp, peer, shared, permit));
+            }
+            Err(_) => match Arc::clone(&self.refusals).try_acquire_owned() {
                 Ok(permit) => {
                     self.tracker
-                        .spawn(session::serve(tcp, peer, shared, permit));
+                        .spawn(session::refuse_too_many(tcp, peer, shared, permit));
                 }
-                Err(_) => match Arc::clone(&self.refusals).try_acquire_owned() {
-                    Ok(permit) => {
-                        self.tracker
-                            .spawn(session::refuse_too_many(tcp, peer, shared, permit));
-                    }
-                    Err(_) => {
-                        tracing::warn!(client_addr = %peer, "connection closed: over listen.max_connections and too many refusals in progress");
-                    }
-                },
-            }
+                Err(_) => {
+                    tracing::warn!(client_addr = %peer, "connection closed: over listen.max_connections and too many refusals in progress");
+                }
+            },
         }
     }
 }

@@ -210,6 +210,16 @@ pub(crate) async fn connect(
     settings: &UpstreamSettings,
     connector: &SslConnector,
 ) -> Result<Upstream, UpstreamError> {
+    connect_with(settings, connector, |_| Vec::new()).await
+}
+
+/// [`connect`], sending `preface(address)` first on each connection (a PROXY header, when
+/// a cancel is forwarded to a peer replica).
+pub(crate) async fn connect_with(
+    settings: &UpstreamSettings,
+    connector: &SslConnector,
+    preface: impl Fn(SocketAddr) -> Vec<u8>,
+) -> Result<Upstream, UpstreamError> {
     let resolve_error = |reason: String| UpstreamError::Resolve {
         host: settings.host.clone(),
         reason,
@@ -227,7 +237,16 @@ pub(crate) async fn connect(
     }
     let mut errors = Vec::new();
     for addr in addrs {
-        match connect_addr(addr, settings, connector).await {
+        let preface = preface(addr);
+        let connected = timeout(
+            settings.connect_timeout,
+            connect_addr_inner(addr, settings, connector, &preface),
+        );
+        let connected = connected.await.unwrap_or(Err(UpstreamError::Timeout {
+            addr,
+            limit: settings.connect_timeout,
+        }));
+        match connected {
             Ok(stream) => return Ok(Upstream { stream, addr }),
             Err(e) => {
                 tracing::debug!(upstream = %addr, error = %e, "upstream address failed");
@@ -250,7 +269,7 @@ pub(crate) async fn connect_addr(
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
     timeout(
         settings.connect_timeout,
-        connect_addr_inner(addr, settings, connector),
+        connect_addr_inner(addr, settings, connector, &[]),
     )
     .await
     .unwrap_or(Err(UpstreamError::Timeout {
@@ -263,11 +282,17 @@ async fn connect_addr_inner(
     addr: SocketAddr,
     settings: &UpstreamSettings,
     connector: &SslConnector,
+    preface: &[u8],
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
     let mut tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| UpstreamError::Connect { addr, source })?;
     crate::socket::tune(&tcp);
+    if !preface.is_empty() {
+        tcp.write_all(preface)
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+    }
     if settings.negotiation == TlsNegotiation::Postgres {
         negotiate_ssl_request(&mut tcp, addr).await?;
     }

@@ -255,3 +255,52 @@ mod ocsp_answers {
         }
     }
 }
+
+/// The PROXY v2 header: what the proxy writes when it forwards a cancel to a peer is what it
+/// reads from a balancer, whatever the addresses and whatever follows; and no byte string
+/// makes the reader ask for more than the cap or read past a header.
+mod proxy_header {
+    use std::net::{IpAddr, SocketAddr};
+
+    use pgt_proxy::protocol::proxy::{MAX_HEADER, Parsed, SIGNATURE, encode, parse};
+    use proptest::prelude::*;
+
+    fn addr() -> impl Strategy<Value = SocketAddr> {
+        (any::<IpAddr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn an_encoded_header_gives_back_its_client(
+            source in addr(), destination in addr(),
+            after in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let mut bytes = encode(source, destination);
+            let len = bytes.len();
+            bytes.extend_from_slice(&after);
+            let want = match (source, destination) {
+                (SocketAddr::V4(_), SocketAddr::V4(_)) => source,
+                (SocketAddr::V4(s), _) => SocketAddr::from((s.ip().to_ipv6_mapped(), s.port())),
+                _ => source,
+            };
+            prop_assert_eq!(parse(&bytes), Ok(Parsed::Header { len, source: Some(want) }));
+        }
+
+        #[test]
+        fn any_bytes_after_the_signature_are_judged_within_the_cap(
+            tail in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut bytes = SIGNATURE.to_vec();
+            bytes.extend_from_slice(&tail);
+            match parse(&bytes) {
+                Ok(Parsed::Incomplete { total }) => {
+                    prop_assert!(total > bytes.len() && total <= MAX_HEADER)
+                }
+                Ok(Parsed::Header { len, .. }) => prop_assert!(len <= bytes.len()),
+                Err(_) => {}
+            }
+        }
+    }
+}

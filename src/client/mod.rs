@@ -7,8 +7,11 @@
 //! [`ClientError`], whose [`ClientError::refusal`] says what the client is told, and the
 //! session tells it. Nothing after the handshake lives here: that is [`crate::session`].
 
+mod proxied;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use proxied::{Addresses, identify};
 
 use std::io;
 use std::pin::Pin;
@@ -22,6 +25,7 @@ use tokio_openssl::SslStream;
 use crate::prefixed::PrefixedIo;
 use crate::protocol::ProtocolError;
 use crate::protocol::error_response::Refusal;
+use crate::protocol::proxy::ProxyHeaderError;
 use crate::protocol::sqlstate::{INVALID_AUTHORIZATION, PROTOCOL_VIOLATION};
 use crate::protocol::startup::{FirstPacket, MAX_STARTUP_PACKET, parse_first_packet};
 use crate::tls::describe::describe_ssl_error;
@@ -126,6 +130,24 @@ pub(crate) enum ClientError {
         /// The limit.
         limit: usize,
     },
+    /// Under `listen.proxy_protocol = "v2"`, a connection from an address outside
+    /// `listen.trusted_proxies` (told after its handshake).
+    #[error("from {0}, which is not in listen.trusted_proxies (listen.proxy_protocol = \"v2\")")]
+    UntrustedProxy(std::net::IpAddr),
+    /// Under `listen.proxy_protocol = "v2"`, a connection from a trusted address that started
+    /// with PostgreSQL or TLS instead of a PROXY header (told after its handshake).
+    #[error(
+        "from {0} sent no PROXY protocol v2 header (listen.proxy_protocol = \"v2\"); a client connected around the load balancer?"
+    )]
+    MissingProxyHeader(std::net::IpAddr),
+    /// A PROXY header from an address outside `listen.trusted_proxies`: a client trying to
+    /// choose its own address. Closed without a word.
+    #[error("sent a PROXY header, but {0} is not in listen.trusted_proxies; refused")]
+    SpoofedProxyHeader(std::net::IpAddr),
+    /// A PROXY header that is malformed, v1, too long or cut short. Closed without a word:
+    /// the peer is a balancer, not a PostgreSQL client.
+    #[error("{0}")]
+    ProxyHeader(ProxyHeaderError),
     /// `listen.handshake_timeout` ran out before the handshake completed.
     #[error("did not complete its TLS handshake within {}", humantime::format_duration(*.0))]
     HandshakeTimeout(Duration),
@@ -159,6 +181,18 @@ impl ClientError {
                 INVALID_AUTHORIZATION,
                 format!("pgt-proxy: no access from {address}"),
             ),
+            ClientError::UntrustedProxy(address) => Refusal::new(
+                INVALID_AUTHORIZATION,
+                format!("pgt-proxy: no access from {address}"),
+            )
+            .detail("This listener accepts connections only through its load balancer (listen.trusted_proxies).")
+            .hint("Connect to the load balancer's address."),
+            ClientError::MissingProxyHeader(_) => Refusal::new(
+                PROTOCOL_VIOLATION,
+                "pgt-proxy: this listener expects connections through its load balancer",
+            )
+            .detail("The connection did not start with a PROXY protocol v2 header (listen.proxy_protocol = \"v2\").")
+            .hint("Connect to the load balancer's address, not to a replica's."),
             ClientError::TooManyFromAddress { address, limit } => Refusal::new(
                 crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
                 format!("too many connections from {address}"),

@@ -69,6 +69,7 @@ mod tests {
             "# client_crl = ",
             "# client_cert_user = ",
             "# client_ocsp = ",
+            "# allowed_clients = ",
             "# [upstreams.billing.auth]",
         ] {
             assert!(text.contains(needle), "{needle:?} is not documented");

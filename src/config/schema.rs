@@ -30,6 +30,35 @@ pub struct RawConfig {
     pub auth: RawAuth,
     /// The metrics and health endpoint.
     pub admin: RawAdmin,
+    /// Several replicas behind a load balancer, answering each other's cancel requests.
+    pub cluster: RawCluster,
+}
+
+/// `[cluster]`: the replicas of one proxy fleet. A cancel request is a new connection, which
+/// a balancer may send to any replica; with `peer_id` set, each replica hands out cancel keys
+/// that name it and forwards a key it does not own to the replica that does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// This replica's id, 1 to 16383, unique in the fleet; 0 (the default) is no cluster:
+    /// cancel keys are relayed unchanged.
+    pub peer_id: u16,
+    /// Trust for the peers' certificates (their `listen.certificate`): "system", a PEM file
+    /// or a directory of PEM files.
+    pub ca: String,
+    /// The other replicas by id: `2 = "pgt-proxy-2.internal:5432"`, where their listeners
+    /// are; the host is also the name their certificate must match.
+    pub peers: BTreeMap<String, String>,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self {
+            peer_id: 0,
+            ca: "system".into(),
+            peers: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[admin]`: Prometheus metrics and health checks over plain HTTP, on a listener of its own.
@@ -95,6 +124,12 @@ pub struct RawListen {
     pub max_connections_per_client: u32,
     /// SO_REUSEPORT, so several pgt-proxy processes share the listening addresses.
     pub reuse_port: bool,
+    /// "off", or "v2": every connection starts with a PROXY protocol v2 header (from a load
+    /// balancer in `trusted_proxies`) that gives the client's own address.
+    pub proxy_protocol: ProxyProtocol,
+    /// With `proxy_protocol = "v2"`: the balancers' addresses (CIDR); a connection from any
+    /// other address is refused. Empty: none trusted.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawListen {
@@ -120,6 +155,8 @@ impl Default for RawListen {
             allowed_clients: vec!["0.0.0.0/0".into(), "::/0".into()],
             max_connections_per_client: 0,
             reuse_port: false,
+            proxy_protocol: ProxyProtocol::Off,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -208,6 +245,9 @@ pub struct RawRoute {
     pub client_cert_user: Option<ClientCertUser>,
     /// `listen.client_ocsp` for this route.
     pub client_ocsp: Option<OcspMode>,
+    /// Client addresses (CIDR) this route admits, within `listen.allowed_clients`; others
+    /// get FATAL 28000. Default: what `[listen]` allows.
+    pub allowed_clients: Option<Vec<String>>,
 }
 
 /// `[log]`.

@@ -136,6 +136,16 @@ string_enum! {
 }
 
 string_enum! {
+    /// Whether connections start with a PROXY protocol header.
+    ProxyProtocol {
+        /// No header: the socket's peer is the client.
+        Off = "off",
+        /// A PROXY protocol v2 header, required from `listen.trusted_proxies` only.
+        V2 = "v2",
+    }
+}
+
+string_enum! {
     /// Who authenticates clients.
     AuthMode {
         /// The server, through the proxy.

@@ -30,6 +30,14 @@ pub fn encode_authentication_sasl(out: &mut Vec<u8>, mechanisms: &[&str]) {
     encode_authentication(out, auth_code::SASL, &list);
 }
 
+/// BackendKeyData: the pid and secret key a client's CancelRequest must carry.
+pub fn encode_backend_key_data(out: &mut Vec<u8>, pid: i32, key: &[u8]) {
+    out.push(tag::BACKEND_KEY_DATA);
+    out.extend_from_slice(&((key.len() + 8) as i32).to_be_bytes());
+    out.extend_from_slice(&pid.to_be_bytes());
+    out.extend_from_slice(key);
+}
+
 /// Authentication request codes the proxy sends.
 pub mod auth_code {
     /// AuthenticationOk.

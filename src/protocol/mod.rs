@@ -15,10 +15,13 @@
 //! - [`error_response`]: encoding the ErrorResponse the proxy sends, and reading the SQLSTATE of
 //!   one the server sent.
 //! - [`sqlstate`]: the SQLSTATE codes the proxy uses.
+//! - [`proxy`]: the PROXY protocol v2 header a load balancer sends first (not PostgreSQL, but
+//!   the first bytes of a connection behind one).
 
 pub mod encode;
 pub mod error_response;
 pub mod message;
+pub mod proxy;
 pub mod scram;
 pub mod sqlstate;
 pub mod startup;

@@ -11,8 +11,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::error::SessionError;
 use super::startup::Startup;
+use crate::cancel::{CancelKey, SessionKeys, key::own_id};
 use crate::framed::{FrameReader, Message, ReadError};
 use crate::leg::Leg;
+use crate::protocol::encode::encode_backend_key_data;
 use crate::protocol::error_response::{message_of, sqlstate_of};
 use crate::protocol::message::{
     self, Authentication, MAX_BACKEND_STARTUP_MESSAGE, MAX_FRONTEND_AUTH_MESSAGE,
@@ -23,8 +25,8 @@ use crate::protocol::sqlstate::SqlState;
 /// The end of a successful authentication.
 #[derive(Debug)]
 pub(crate) struct Authenticated {
-    /// BackendKeyData: pid and cancel key.
-    pub key: Option<(i32, Vec<u8>)>,
+    /// BackendKeyData: the server's, and the one the client was given.
+    pub key: Option<SessionKeys>,
     /// Client bytes read past its last authentication message.
     pub client_pending: Vec<u8>,
     /// Server bytes read past ReadyForQuery.
@@ -86,7 +88,9 @@ where
     let mut key = None;
     loop {
         let m = server_message(server, &mut from_server).await?;
-        to_client.extend_from_slice(m.as_bytes());
+        if m.tag != tag::BACKEND_KEY_DATA {
+            to_client.extend_from_slice(m.as_bytes());
+        }
         match m.tag {
             tag::AUTHENTICATION if !relay_authentication => {
                 return Err(SessionError::Protocol(
@@ -105,7 +109,14 @@ where
             }
             tag::BACKEND_KEY_DATA => {
                 let k = message::parse_backend_key_data(m.body()).map_err(upstream_protocol)?;
-                key = Some((k.pid, k.key.to_vec()));
+                let server = CancelKey {
+                    pid: k.pid,
+                    key: zeroize::Zeroizing::new(k.key.to_vec()),
+                };
+                // In a fleet the client gets a key naming this replica (crate::cancel::key).
+                let issued = SessionKeys::issue(server, own_id());
+                encode_backend_key_data(&mut to_client, issued.client.pid, &issued.client.key);
+                key = Some(issued);
             }
             tag::READY_FOR_QUERY => {
                 send(client, Leg::Client, &to_client).await?;

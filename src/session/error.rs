@@ -186,6 +186,7 @@ fn client_reason(e: &ClientError) -> Option<&'static str> {
         ClientError::Revocation(_) => "revoked",
         ClientError::Plaintext { .. } => "no_tls",
         ClientError::HandshakeTimeout(_) => "timeout",
+        ClientError::ProxyHeader(_) | ClientError::SpoofedProxyHeader(_) => "proxy_header",
         ClientError::Handshake(_)
         | ClientError::DataAfterSslRequest
         | ClientError::DirectTlsWithoutAlpn

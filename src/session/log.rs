@@ -21,7 +21,10 @@ use crate::settings::AuthSettings;
 /// Facts gathered for the session's log line.
 #[derive(Debug)]
 pub(super) struct Record {
+    /// The client: the socket's peer, or the client a PROXY header names.
     pub peer: SocketAddr,
+    /// The load balancer that sent the PROXY header, if any.
+    pub proxy: Option<SocketAddr>,
     pub started: Instant,
     pub client_cert: Option<CertSummary>,
     pub client_tls: Option<String>,
@@ -49,6 +52,7 @@ impl Record {
     pub fn new(peer: SocketAddr) -> Self {
         Self {
             peer,
+            proxy: None,
             started: Instant::now(),
             client_cert: None,
             client_tls: None,
@@ -66,6 +70,12 @@ impl Record {
             client_auth: None,
             upstream_auth: None,
         }
+    }
+
+    /// Notes who the connection is from, once a PROXY header (if any) has been read.
+    pub fn identified(&mut self, addresses: crate::client::Addresses) {
+        self.peer = addresses.client;
+        self.proxy = addresses.proxy;
     }
 
     /// Notes the client's TLS connection and certificate.
@@ -113,11 +123,23 @@ fn describe(outcome: &Outcome) -> (tracing::Level, String, String, String) {
             let message = format!("session ended: {how}");
             (Level::INFO, "authenticated".into(), String::new(), message)
         }
-        Outcome::Cancel(CancelOutcome::Forwarded(addr)) => (
+        Outcome::Cancel(CancelOutcome::Forwarded { addr, .. }) => (
             Level::INFO,
             "cancel forwarded".into(),
             String::new(),
             format!("cancel request forwarded to {addr}"),
+        ),
+        Outcome::Cancel(CancelOutcome::ToPeer { id, addr }) => (
+            Level::INFO,
+            "cancel forwarded to peer".into(),
+            String::new(),
+            format!("cancel request forwarded to peer {id} at {addr} (its session)"),
+        ),
+        Outcome::Cancel(CancelOutcome::Dropped(reason)) => (
+            Level::WARN,
+            "cancel dropped".into(),
+            String::new(),
+            format!("cancel request dropped: {reason}"),
         ),
         Outcome::Cancel(CancelOutcome::NoMatch) => (
             Level::WARN,
@@ -147,7 +169,7 @@ fn describe(outcome: &Outcome) -> (tracing::Level, String, String, String) {
 pub(super) fn session_end(r: &Record, outcome: &Outcome) {
     if let Outcome::Refused(SessionError::Client(ClientError::Empty)) = outcome {
         // Health checks connect and close; keep them out of the log.
-        tracing::debug!(client_addr = %r.peer, "connection closed without data");
+        tracing::debug!(client_addr = %r.peer, proxy_addr = %proxy_addr(r), "connection closed without data");
         return;
     }
     let (level, outcome, sqlstate, message) = describe(outcome);
@@ -172,7 +194,7 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
-                client_addr = %r.peer, tls_version, client_tls, client_cert_subject,
+                client_addr = %r.peer, proxy_addr = %proxy_addr(r), tls_version, client_tls, client_cert_subject,
                 client_cert_serial, client_cert_issuer, upstream = %upstream, upstream_tls, user,
                 database, application_name, backend_pid, client_auth, upstream_auth, route,
                 server_name,
@@ -187,6 +209,11 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
     } else {
         line!(warn);
     }
+}
+
+/// The balancer's address for the log, empty without one.
+fn proxy_addr(r: &Record) -> String {
+    r.proxy.map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// Adds a connection that ended with `outcome` to the metrics.
@@ -207,8 +234,10 @@ pub(super) fn count(r: &Record, outcome: &Outcome) {
     }
     if let Outcome::Cancel(c) = outcome {
         let result = match c {
-            CancelOutcome::Forwarded(_) => "forwarded",
+            CancelOutcome::Forwarded { .. } => "forwarded",
+            CancelOutcome::ToPeer { .. } => "to_peer",
             CancelOutcome::NoMatch => "no_match",
+            CancelOutcome::Dropped(_) => "dropped",
         };
         m.cancels
             .get_or_create(&crate::metrics::Result_ { result })

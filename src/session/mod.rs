@@ -71,34 +71,54 @@ pub(crate) async fn serve(
     shared.total.fetch_add(1, Ordering::Relaxed);
     crate::metrics::get().sessions_active.inc();
     let mut record = Record::new(peer);
-    let settings = shared.settings.load_full();
-    let listen = &settings.listen;
-    let claim = shared.claim(peer.ip(), listen.max_per_client);
-    let before_tls = if !listen
-        .allowed_clients
-        .iter()
-        .any(|net| net.contains(&peer.ip()))
-    {
-        Err(client::ClientError::NoAccess(peer.ip()))
-    } else if claim.is_none() {
-        Err(client::ClientError::TooManyFromAddress {
-            address: peer.ip(),
-            limit: listen.max_per_client,
-        })
-    } else {
-        Ok(())
-    };
-    let established = establish(tcp, &shared, &settings, &mut record, before_tls);
-    let outcome = match Box::pin(established).await {
-        Ok(established) => relay(*established, &shared, &mut record).await,
-        Err(outcome) => outcome,
-    };
+    let outcome = admitted_session(tcp, &shared, &mut record).await;
     log::session_end(&record, &outcome);
     log::count(&record, &outcome);
-    drop(claim);
     crate::metrics::get().sessions_active.dec();
     shared.active.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
+}
+
+/// Who the connection is from (a PROXY header's client), the address checks on it, and the
+/// session; the per-address claim is held until the session ends.
+async fn admitted_session(
+    mut tcp: TcpStream,
+    shared: &Arc<Shared>,
+    record: &mut Record,
+) -> Outcome {
+    let settings = shared.settings.load_full();
+    let listen = &settings.listen;
+    let deadline = Instant::now() + listen.handshake_timeout;
+    let identified = match client::identify(&mut tcp, record.peer, listen, deadline).await {
+        Ok(identified) => identified,
+        Err(e) => return Outcome::Refused(e.into()),
+    };
+    record.identified(identified.addresses);
+    let client = record.peer.ip();
+    let claim = shared.claim(client, listen.max_per_client);
+    let before_tls = identified.admission.and_then(|()| {
+        if !listen
+            .allowed_clients
+            .iter()
+            .any(|net| net.contains(&client))
+        {
+            Err(client::ClientError::NoAccess(client))
+        } else if claim.is_none() {
+            Err(client::ClientError::TooManyFromAddress {
+                address: client,
+                limit: listen.max_per_client,
+            })
+        } else {
+            Ok(())
+        }
+    });
+    let established = establish(tcp, shared, &settings, record, deadline, before_tls);
+    let outcome = match Box::pin(established).await {
+        Ok(established) => relay(*established, shared, record).await,
+        Err(outcome) => outcome,
+    };
+    drop(claim);
+    outcome
 }
 
 /// Answers a connection over the limit: TLS as usual, then FATAL 53300 (no upstream leg).
@@ -113,12 +133,20 @@ pub(crate) async fn refuse_too_many(
     let mut record = Record::new(peer);
     let settings = shared.settings.load_full();
     let deadline = Instant::now() + settings.listen.handshake_timeout;
-    let outcome = match opening(&mut tcp, &shared, &settings, &mut record, deadline).await {
-        Ok((prefix, direct)) => {
-            let over_limit = over_limit(tcp, prefix, direct, &shared, &settings, &mut record);
-            Box::pin(over_limit).await
+    let identified = client::identify(&mut tcp, peer, &settings.listen, deadline).await;
+    let outcome = match identified {
+        Ok(identified) => {
+            record.identified(identified.addresses);
+            match opening(&mut tcp, &shared, &settings, &mut record, deadline).await {
+                Ok((prefix, direct)) => {
+                    let over_limit =
+                        over_limit(tcp, prefix, direct, &shared, &settings, &mut record);
+                    Box::pin(over_limit).await
+                }
+                Err(outcome) => outcome,
+            }
         }
-        Err(outcome) => outcome,
+        Err(e) => Outcome::Refused(e.into()),
     };
     log::session_end(&record, &outcome);
     log::count(&record, &outcome);
@@ -192,10 +220,10 @@ async fn establish(
     shared: &Shared,
     settings: &Settings,
     record: &mut Record,
+    deadline: Instant,
     before_tls: Result<(), client::ClientError>,
 ) -> Result<Box<Established>, Outcome> {
     let mut tcp = tcp;
-    let deadline = Instant::now() + settings.listen.handshake_timeout;
     let (prefix, direct) = opening(&mut tcp, shared, settings, record, deadline).await?;
     let (client, upstream) = match Box::pin(handshake::both_legs(
         tcp, prefix, direct, settings, deadline, before_tls,
@@ -340,6 +368,11 @@ async fn admit(
             database: database.unwrap_or_default().to_owned(),
         })?;
     record.route = Some(target.label().to_owned());
+    if let Some(route) = &route
+        && !route.admits(record.peer.ip())
+    {
+        return Err(client::ClientError::NoAccess(record.peer.ip()).into());
+    }
     if let Some(policy) = settings.client_policy(route.as_deref()).client_certs {
         let cert = client.ssl().peer_certificate();
         handshake::check_certificate_user(policy.user, cert.as_ref(), user)?;
@@ -363,12 +396,10 @@ async fn relay(established: Established, shared: &Shared, record: &mut Record) -
         addr,
         target,
     } = established;
-    record.backend_pid = auth.key.as_ref().map(|(pid, _)| *pid);
-    let _registration = auth.key.as_ref().map(|(pid, key)| {
-        shared
-            .cancels
-            .register(*pid, key, addr, Arc::clone(&target))
-    });
+    record.backend_pid = auth.key.as_ref().map(|k| k.server.pid);
+    let _registration = auth
+        .key
+        .map(|keys| shared.cancels.register(keys, addr, Arc::clone(&target)));
     let outcome = relay::relay(
         &mut client,
         &mut server,
@@ -390,10 +421,16 @@ async fn forward_cancel(
     key: &[u8],
     record: &mut Record,
 ) -> Outcome {
-    record.backend_pid = Some(pid);
-    let _ = settings;
-    match cancel::forward(&shared.cancels, pid, key).await {
-        Ok(outcome) => Outcome::Cancel(outcome),
+    let client = (record.peer, settings.listen.proxy_v2);
+    let own = cancel::key::own_id();
+    let dispatched = cancel::dispatch(&shared.cancels, own, &settings.cluster, client, pid, key);
+    match dispatched.await {
+        Ok(outcome) => {
+            if let CancelOutcome::Forwarded { pid, .. } = outcome {
+                record.backend_pid = Some(pid);
+            }
+            Outcome::Cancel(outcome)
+        }
         Err(e) => {
             let failed = crate::metrics::Result_ { result: "failed" };
             crate::metrics::get().cancels.get_or_create(&failed).inc();

@@ -8,6 +8,7 @@
 //! with the rules that span several keys.
 
 mod auth;
+mod cluster;
 mod routes;
 mod start;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod tls;
 mod upstream;
 
 pub(crate) use auth::AuthSettings;
+pub(crate) use cluster::{ClusterSettings, Peer};
 pub(crate) use routes::{ClientPolicy, RouteTarget};
 pub use start::StartOnly;
 pub(crate) use upstream::Target;
@@ -30,7 +32,7 @@ use std::sync::Mutex;
 use openssl::ssl::SslAcceptor;
 
 use crate::client::Rules;
-use crate::config::schema::{ClientCertUser, RawConfig, TlsNegotiation, Unrouted};
+use crate::config::schema::{ClientCertUser, ProxyProtocol, RawConfig, TlsNegotiation, Unrouted};
 use crate::config::{ConfigError, LoadedConfig, Origin};
 use crate::fips::ProviderInfo;
 use crate::routing::RouteTable;
@@ -47,6 +49,8 @@ pub struct Settings {
     pub(crate) default: Option<Arc<Target>>,
     /// `[upstreams.NAME]`, by name.
     pub(crate) targets: BTreeMap<String, Arc<Target>>,
+    /// `[cluster]`: the peers cancel requests are forwarded to.
+    pub(crate) cluster: ClusterSettings,
     /// `[[routes]]` (empty without them).
     pub(crate) routes: RouteTable<Arc<RouteTarget>>,
     /// The routes as configured, for `check-config`.
@@ -91,6 +95,10 @@ pub(crate) struct ListenSettings {
     pub allowed_clients: Vec<ipnet::IpNet>,
     /// Most concurrent connections per client address (0: no limit).
     pub max_per_client: usize,
+    /// `listen.proxy_protocol = "v2"`: every connection starts with a PROXY v2 header.
+    pub proxy_v2: bool,
+    /// The balancers allowed to send it.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// What is required of client certificates.
@@ -201,6 +209,7 @@ impl Settings {
             &mut problems,
             &mut warnings,
         );
+        let cluster = cluster::cluster(raw, fips, &mut problems);
         let keys = tls::ClientKeys::listen(raw);
         let acceptor = tls::acceptor(&keys, raw, fips, sni, &mut problems, &mut warnings);
         match (acceptor, problems.errors.is_empty()) {
@@ -213,6 +222,7 @@ impl Settings {
                     }),
                 start,
                 listen,
+                cluster,
                 default,
                 targets,
                 routes,
@@ -340,18 +350,19 @@ fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
         "listen.client_ocsp_responder",
         &l.client_ocsp_responder,
     );
-    let mut allowed_clients = Vec::new();
-    for text in &l.allowed_clients {
-        match text.parse::<ipnet::IpNet>() {
-            Ok(net) => allowed_clients.push(net),
-            Err(_) => problems.key(
-                "listen.allowed_clients",
-                format!("{text:?} is not a CIDR range such as \"10.0.0.0/8\" or \"::/0\""),
-            ),
-        }
+    let trusted_proxies = cidrs("listen.trusted_proxies", &l.trusted_proxies, problems);
+    let proxy_v2 = l.proxy_protocol == ProxyProtocol::V2;
+    if proxy_v2 && trusted_proxies.is_empty() {
+        problems.key(
+            "listen.trusted_proxies",
+            "is empty while listen.proxy_protocol = \"v2\": every connection would be refused; \
+             list the load balancers' addresses (CIDR)",
+        );
     }
     ListenSettings {
-        allowed_clients,
+        allowed_clients: cidrs("listen.allowed_clients", &l.allowed_clients, problems),
+        proxy_v2,
+        trusted_proxies,
         max_per_client: l.max_connections_per_client as usize,
         rules: Rules {
             direct_tls: l.direct_tls,
@@ -371,6 +382,25 @@ fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
         )
         .map(Arc::new),
     }
+}
+
+/// A list of CIDR ranges (`key` names it in errors).
+pub(super) fn cidrs(key: &str, list: &[String], problems: &mut Problems) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::with_capacity(list.len());
+    for text in list {
+        // A bare address is the range of that one address, as in pg_hba.conf's samehost.
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => nets.push(net),
+            Err(_) => problems.key(
+                key,
+                format!("{text:?} is not a CIDR range such as \"10.0.0.0/8\" or \"::/0\""),
+            ),
+        }
+    }
+    nets
 }
 
 /// OCSP responses are signed; a responder is reached over plain HTTP.

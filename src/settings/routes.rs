@@ -21,6 +21,17 @@ pub(crate) struct RouteTarget {
     pub target: Arc<Target>,
     /// Its own client-side policy, when it sets any key of one.
     pub client: Option<OwnPolicy>,
+    /// `allowed_clients` of the route, within `listen.allowed_clients`; `None`: no narrower.
+    pub allowed_clients: Option<Vec<ipnet::IpNet>>,
+}
+
+impl RouteTarget {
+    /// Whether the route admits a client from `ip` (`[listen]` has admitted it already).
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        self.allowed_clients
+            .as_ref()
+            .is_none_or(|nets| nets.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 /// A route's own client-side policy.
@@ -89,9 +100,14 @@ pub(super) fn table(
         };
         let client = own_policy(&p, r, raw, fips, problems, warnings);
         check_certificate_covers(&p, r, client.as_ref(), raw, problems);
+        let allowed_clients = r
+            .allowed_clients
+            .as_ref()
+            .map(|list| super::cidrs(key_name(&p, "allowed_clients"), list, problems));
         let route = Arc::new(RouteTarget {
             target: Arc::clone(target),
             client,
+            allowed_clients,
         });
         routes.push(Route {
             server_name: r.server_name.as_deref().map(routing::normalize),
@@ -107,6 +123,7 @@ pub(super) fn table(
             Arc::new(RouteTarget {
                 target,
                 client: None,
+                allowed_clients: None,
             })
         });
     let table = RouteTable::new(&routes, default_route);

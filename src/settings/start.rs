@@ -33,6 +33,10 @@ pub struct StartOnly {
     /// SO_REUSEPORT on the listeners.
     #[serde(rename = "listen.reuse_port")]
     pub reuse_port: bool,
+    /// This replica's `cluster.peer_id`: the cancel keys handed out name it, so it holds for
+    /// the process's life.
+    #[serde(rename = "cluster.peer_id")]
+    pub peer_id: u16,
     /// The admin endpoint's address (`admin.listen`), if any.
     #[serde(rename = "admin.listen", skip_serializing_if = "Option::is_none")]
     pub admin: Option<SocketAddr>,
@@ -104,6 +108,7 @@ pub(super) fn start_only(
     };
     StartOnly {
         reuse_port: raw.listen.reuse_port,
+        peer_id: raw.cluster.peer_id,
         admin,
         addresses,
         max_connections,
@@ -126,6 +131,7 @@ mod tests {
             log_target: LogTarget::Auto,
             admin: None,
             reuse_port: false,
+            peer_id: 0,
         }
     }
 

@@ -22,7 +22,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgt-proxy/config.toml";
 /// Prefix of the environment variables that set keys.
 pub const ENV_PREFIX: &str = "PGT_PROXY__";
 /// Keys whose value is a list; in an environment variable they are comma-separated.
-const LIST_KEYS: &[&str] = &["listen.addresses", "listen.allowed_clients"];
+const LIST_KEYS: &[&str] = &[
+    "listen.addresses",
+    "listen.allowed_clients",
+    "listen.trusted_proxies",
+];
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,316 @@
+//! Query cancellation: the registry of live sessions' cancel keys, and forwarding a matching
+//! CancelRequest to the server that runs the session, or, in a fleet (`[cluster]`), to the
+//! replica that relays it ([`peer`]), which the key names ([`key`]).
+//!
+//! A CancelRequest is forwarded only when its pid and key match a session this proxy relays,
+//! and always to the address that session reached (a DNS failover must not send it elsewhere).
+//! Anything else is dropped without a word: answering differently for a wrong key would make
+//! the proxy an oracle for guessing keys.
+
+pub(crate) mod key;
+mod peer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+use self::key::Owner;
+use crate::protocol::startup::encode_cancel_request;
+use crate::settings::{ClusterSettings, Target};
+use crate::upstream::{self, UpstreamError};
+
+/// A BackendKeyData's pid and secret key. The key is zeroed when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct CancelKey {
+    /// The pid.
+    pub pid: i32,
+    /// The secret.
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CancelKey {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CancelKey({}, {} bytes)", self.pid, self.key.len())
+    }
+}
+
+/// A session's keys: the server's, and the one its client was given (the same without a
+/// cluster).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionKeys {
+    /// What the server sent, and what a cancel is forwarded with.
+    pub server: CancelKey,
+    /// What the client received, and what its CancelRequest carries.
+    pub client: CancelKey,
+}
+
+impl SessionKeys {
+    /// The keys for a session whose server sent `server`, on replica `peer_id` (0: no
+    /// cluster, the client gets the server's key).
+    pub fn issue(server: CancelKey, peer_id: u16) -> Self {
+        let mut random = Zeroizing::new(vec![0u8; 2 + server.key.len()]);
+        let client = if peer_id == 0 || openssl::rand::rand_bytes(&mut random).is_err() {
+            // Without randomness the server's own key still cancels through this replica.
+            server.clone()
+        } else {
+            CancelKey {
+                pid: key::issue_pid(peer_id, [random[0], random[1]]),
+                key: Zeroizing::new(random[2..].to_vec()),
+            }
+        };
+        Self { server, client }
+    }
+}
+
+/// Live sessions' cancel keys, by backend pid.
+#[derive(Debug, Default)]
+pub(crate) struct CancelRegistry {
+    sessions: Mutex<HashMap<i32, Vec<Entry>>>,
+    next_id: AtomicU64,
+}
+
+struct Entry {
+    id: u64,
+    /// The client's key (looked up) and the server's (forwarded).
+    keys: SessionKeys,
+    upstream: SocketAddr,
+    /// The upstream the session's route leads to (its connector verifies the cancel's leg).
+    target: Arc<Target>,
+}
+
+impl std::fmt::Debug for Entry {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Entry({}, {:?}, {})", self.id, self.keys, self.upstream)
+    }
+}
+
+/// Keeps a session's key registered; dropping it removes the key.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    registry: Arc<CancelRegistry>,
+    pid: i32,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut sessions = self.registry.lock();
+        if let Some(entries) = sessions.get_mut(&self.pid) {
+            entries.retain(|e| e.id != self.id);
+            if entries.is_empty() {
+                sessions.remove(&self.pid);
+            }
+        }
+    }
+}
+
+/// What became of a CancelRequest.
+#[derive(Debug)]
+pub(crate) enum CancelOutcome {
+    /// Sent to the server, which closed the connection as it does after a cancel.
+    Forwarded {
+        /// The server's address.
+        addr: SocketAddr,
+        /// The server's pid for the session.
+        pid: i32,
+    },
+    /// Handed to the replica that relays the session.
+    ToPeer {
+        /// Its `cluster.peers` id.
+        id: u16,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// No live session has this pid and key.
+    NoMatch,
+    /// Meant for another replica but not forwarded (the reason is logged).
+    Dropped(String),
+}
+
+impl CancelRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Vec<Entry>>> {
+        // A panic elsewhere while holding the lock leaves the map consistent (every update
+        // is a single insert or retain), so a poisoned lock is safe to use.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a session's keys, with the address and upstream it reached.
+    pub fn register(
+        self: &Arc<Self>,
+        keys: SessionKeys,
+        upstream: SocketAddr,
+        target: Arc<Target>,
+    ) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let pid = keys.client.pid;
+        self.lock().entry(pid).or_default().push(Entry {
+            id,
+            keys,
+            upstream,
+            target,
+        });
+        Registration {
+            registry: Arc::clone(self),
+            pid,
+            id,
+        }
+    }
+
+    /// The server's key, address and upstream of the live session whose client was given
+    /// this pid and key.
+    pub fn lookup(&self, pid: i32, key: &[u8]) -> Option<(CancelKey, SocketAddr, Arc<Target>)> {
+        self.lock().get(&pid)?.iter().find_map(|e| {
+            let given = &e.keys.client.key;
+            // Constant-time comparison: timing must not reveal how much of a key matched.
+            (given.len() == key.len() && openssl::memcmp::eq(given, key))
+                .then(|| (e.keys.server.clone(), e.upstream, Arc::clone(&e.target)))
+        })
+    }
+}
+
+/// Where a CancelRequest from `client` goes: to our server when the key is ours, to the
+/// owning peer (once) when a peer's, nowhere otherwise. `own` is this replica's id, fixed
+/// at start; `proxy_header` sends the client's address on to the peer (when our listeners
+/// take PROXY headers, so do the peers').
+pub(crate) async fn dispatch(
+    registry: &CancelRegistry,
+    own: u16,
+    cluster: &ClusterSettings,
+    client: (SocketAddr, bool),
+    pid: i32,
+    key: &[u8],
+) -> Result<CancelOutcome, UpstreamError> {
+    match key::owner(pid, own) {
+        Owner::Us(pid) => forward(registry, pid, key).await,
+        Owner::Invalid => Ok(CancelOutcome::NoMatch),
+        Owner::Peer {
+            id,
+            forwarded: true,
+        } => Ok(CancelOutcome::Dropped(format!(
+            "its key names peer {id} and a replica forwarded it already; not forwarded again"
+        ))),
+        Owner::Peer { id, .. } => {
+            let (Some(peer), Some(connector)) = (cluster.peers.get(&id), &cluster.connector) else {
+                return Ok(CancelOutcome::Dropped(format!(
+                    "its key names peer {id}, which is not in cluster.peers"
+                )));
+            };
+            let sent = peer::forward(peer, connector, client, key::mark_forwarded(pid), key);
+            Ok(match sent.await {
+                Ok(addr) => CancelOutcome::ToPeer { id, addr },
+                Err(e) => CancelOutcome::Dropped(format!(
+                    "peer {id} ({}) could not be reached: {e}",
+                    peer.address
+                )),
+            })
+        }
+    }
+}
+
+/// Forwards a CancelRequest over a new verified TLS connection when it matches a live
+/// session, and waits for the server to close that connection (it does so once the cancel is
+/// delivered), so the client's own close means the cancel was handed over.
+pub(crate) async fn forward(
+    registry: &CancelRegistry,
+    pid: i32,
+    key: &[u8],
+) -> Result<CancelOutcome, UpstreamError> {
+    let Some((server, addr, target)) = registry.lookup(pid, key) else {
+        return Ok(CancelOutcome::NoMatch);
+    };
+    let settings = &target;
+    let mut stream = upstream::connect_addr(addr, &settings.upstream, &settings.connector).await?;
+    deliver(&mut stream, &server, settings.upstream.connect_timeout)
+        .await
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+    Ok(CancelOutcome::Forwarded {
+        addr,
+        pid: server.pid,
+    })
+}
+
+/// Sends a CancelRequest and waits, up to `limit`, for the other end to close: a server (or
+/// a peer) closes once it has acted on it.
+async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    key: &CancelKey,
+    limit: Duration,
+) -> std::io::Result<()> {
+    let request = Zeroizing::new(encode_cancel_request(key.pid, &key.key));
+    stream.write_all(&request).await?;
+    stream.flush().await?;
+    let _ = tokio::time::timeout(limit, async {
+        let mut sink = [0u8; 64];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A target for registry tests: only its identity matters.
+    fn target() -> Arc<Target> {
+        crate::settings::tests_support::target()
+    }
+
+    fn keys(pid: i32, key: &[u8]) -> SessionKeys {
+        let server = CancelKey {
+            pid,
+            key: Zeroizing::new(key.to_vec()),
+        };
+        SessionKeys::issue(server, 0)
+    }
+
+    #[test]
+    fn only_exact_pid_and_key_match_and_drop_unregisters() {
+        let registry = Arc::new(CancelRegistry::default());
+        let addr: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let other: SocketAddr = "127.0.0.2:5432".parse().unwrap();
+        let a = registry.register(keys(10, &[1, 2, 3, 4]), addr, target());
+        let b = registry.register(keys(10, &[5; 32]), other, target());
+        let found = |pid, key: &[u8]| registry.lookup(pid, key).map(|(_, addr, _)| addr);
+        assert_eq!(found(10, &[1, 2, 3, 4]), Some(addr));
+        assert_eq!(found(10, &[5; 32]), Some(other));
+        assert_eq!(found(10, &[1, 2, 3, 5]), None);
+        assert_eq!(found(10, &[1, 2, 3]), None);
+        assert_eq!(found(11, &[1, 2, 3, 4]), None);
+        drop(a);
+        assert_eq!(found(10, &[1, 2, 3, 4]), None);
+        assert_eq!(found(10, &[5; 32]), Some(other));
+        drop(b);
+        assert!(registry.lock().is_empty());
+    }
+
+    #[test]
+    fn a_cluster_key_is_looked_up_by_what_the_client_got_and_gives_the_servers() {
+        let registry = Arc::new(CancelRegistry::default());
+        let addr: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let server = CancelKey {
+            pid: 4242,
+            key: Zeroizing::new(vec![9; 4]),
+        };
+        let issued = SessionKeys::issue(server.clone(), 7);
+        let client = issued.client.clone();
+        assert_ne!(client.pid, server.pid);
+        assert_eq!(client.key.len(), 4);
+        assert_eq!(key::owner(client.pid, 7), Owner::Us(client.pid));
+        let _kept = registry.register(issued, addr, target());
+        assert!(registry.lookup(server.pid, &server.key).is_none());
+        let (found, _, _) = registry.lookup(client.pid, &client.key).unwrap();
+        assert_eq!(found, server);
+    }
+}
