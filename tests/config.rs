@@ -311,3 +311,82 @@ fn version_and_help() {
     }
     assert_eq!(run(&["--no-such-flag"], &[]).status.code(), Some(2));
 }
+
+#[test]
+fn check_config_validates_the_fleet_keys_and_prints_the_cluster_table() {
+    let pki = TestPki::new();
+    let base = ProxyConfig::new(&pki, 5432);
+    let (ok, out) = check_config(
+        &pki,
+        &base
+            .clone()
+            .set("listen.proxy_protocol", "\"v2\"")
+            .set("listen.trusted_proxies", "[\"10.0.0.0/33\", \"192.0.2.1\"]")
+            .set("listen.allowed_clients", "[\"everyone\"]")
+            .set("cluster.peer_id", "2")
+            .set(
+                "cluster.peers",
+                r#"{ 2 = "me:5432", 3 = "p3", 16384 = "p:1", 02x = "p:1", 4 = "p4:5432", 04 = "p4b:5432" }"#,
+            ),
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        r#"listen.trusted_proxies: "10.0.0.0/33" is not a CIDR range"#,
+        r#"listen.allowed_clients: "everyone" is not a CIDR range"#,
+        "cluster.peers.2: 2 is this replica's own cluster.peer_id",
+        r#"cluster.peers.3: "p3" is not HOST:PORT"#,
+        r#"cluster.peers.16384: "16384" is not a peer id (1 to 16383)"#,
+        r#"cluster.peers.02x: "02x" is not a peer id"#,
+        "peer id 4 is listed twice",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+    let (ok, out) = check_config(
+        &pki,
+        &base
+            .clone()
+            .set("listen.proxy_protocol", "\"v2\"")
+            .set("cluster.peer_id", "20000"),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("listen.trusted_proxies: is empty while listen.proxy_protocol = \"v2\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("cluster.peer_id: 20000 is out of range: 1 to 16383"),
+        "{out}"
+    );
+    let (ok, out) = check_config(
+        &pki,
+        &base.clone().set("cluster.peers", r#"{ 2 = "p2:5432" }"#),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("cluster.peers: are set but cluster.peer_id is 0"),
+        "{out}"
+    );
+
+    let (ok, out) = check_config(
+        &pki,
+        &base
+            .set("listen.proxy_protocol", "\"v2\"")
+            .set("listen.trusted_proxies", "[\"10.0.0.0/8\"]")
+            .set("cluster.peer_id", "1")
+            .set("cluster.ca", &toml_path(&pki.proxy_ca_path))
+            .set(
+                "cluster.peers",
+                r#"{ 2 = "pgt-proxy-2.internal:5432", 3 = "[2001:db8::3]:5432" }"#,
+            ),
+    );
+    assert!(ok, "{out}");
+    for expected in [
+        "from a PROXY v2 header, required from 10.0.0.0/8 (listen.trusted_proxies); others refused",
+        "cluster: this replica is peer 1 of 3",
+        "  1        this replica",
+        "  2        pgt-proxy-2.internal:5432 (certificate must match \"pgt-proxy-2.internal\")",
+        "  3        [2001:db8::3]:5432 (certificate must match \"2001:db8::3\")",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+}

@@ -49,6 +49,10 @@ assert cfg["listen"]["certificate"].startswith("/etc/pgt-proxy/tls/") and mounts
 assert dep["spec"]["replicas"] == 3
 ann = dep["spec"]["template"]["metadata"]["annotations"]
 assert ann["prometheus.io/port"] == str(ports["admin"])
+svc = yaml.safe_load(open(os.path.join(d, "service.yaml")))
+proxy_protocol = svc["metadata"]["annotations"].get("service.beta.kubernetes.io/aws-load-balancer-proxy-protocol")
+assert (proxy_protocol == "*") == (cfg["listen"].get("proxy_protocol") == "v2"), "the NLB and the proxy agree on PROXY v2"
+assert cfg["listen"]["trusted_proxies"], "a PROXY v2 listener names its balancers"
 grace = pod["terminationGracePeriodSeconds"]
 assert grace > int(cfg["listen"]["shutdown_timeout"].rstrip("s")), grace
 PY
