@@ -295,6 +295,13 @@ fn three_replicas_behind_haproxy_act_as_one_proxy() {
     );
     assert_eq!(to_server, 40, "every cancel reached the server once");
     assert!(!all.contains("cancel request dropped"), "{all}");
+    // The owner judged and logged the client the forwarded cancel came from, not the peer.
+    let from_clients = all
+        .lines()
+        .filter(|l| l.contains("cancel request forwarded to 127.0.0.1:"))
+        .filter(|l| (2..=6).any(|n| l.contains(&format!("client_addr=127.0.0.{n}:"))))
+        .count();
+    assert_eq!(from_clients, 20, "the encrypted cancels' own sources");
 
     // pgbench -C for 30 s while replica 2 is stopped (SIGTERM) and started again.
     let script = pki.dir.path().join("select1.sql");
@@ -431,5 +438,50 @@ async fn a_replica_takes_the_header_only_from_trusted_proxies() {
         let _ = tcp.read_to_end(&mut answer).await;
         assert!(answer.is_empty(), "{logged}: {answer:?}");
         proxy.wait_log(&["session refused", logged]);
+    }
+}
+
+/// A cancel for another replica's key that cannot go anywhere: a peer that does not answer,
+/// a peer id not in `cluster.peers`, a request a replica forwarded already. Each is dropped
+/// with a log line, and the client sees exactly what it sees for a forwarded one: the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_that_cannot_be_forwarded_are_dropped_alike() {
+    let closed = free_port();
+    let (_pki, proxy) = tokio::task::spawn_blocking(move || {
+        let pki = TestPki::new();
+        let proxy = Proxy::start(
+            &ProxyConfig::new(&pki, free_port())
+                .set("cluster.peer_id", "1")
+                .set("cluster.ca", &toml_path(&pki.proxy_ca_path))
+                .set(
+                    "cluster.peers",
+                    &format!("{{ 2 = \"127.0.0.1:{closed}\" }}"),
+                ),
+        );
+        (pki, proxy)
+    })
+    .await
+    .unwrap();
+    let peer = |id: u32| ((id << 16) | 0x1234) as i32;
+    for (pid, logged) in [
+        (
+            peer(2),
+            format!("peer 2 (127.0.0.1:{closed}) could not be reached"),
+        ),
+        (
+            peer(9),
+            "names peer 9, which is not in cluster.peers".to_owned(),
+        ),
+        (
+            peer(2) | (1 << 30),
+            "a replica forwarded it already; not forwarded again".to_owned(),
+        ),
+    ] {
+        let request = common::raw::cancel_request(pid, &[1, 2, 3, 4]);
+        let mut tcp = tcp_from(Ipv4Addr::new(127, 0, 0, 1), proxy.port(), &request).await;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty(), "{logged}: {answer:?}");
+        proxy.wait_log(&["cancel request dropped", &logged]);
     }
 }

@@ -312,5 +312,13 @@ mod tests {
         assert!(registry.lookup(server.pid, &server.key).is_none());
         let (found, _, _) = registry.lookup(client.pid, &client.key).unwrap();
         assert_eq!(found, server);
+        // Protocol 3.2's longer keys: the client's is as long, and random.
+        let long = CancelKey {
+            pid: 4243,
+            key: Zeroizing::new(vec![7; 32]),
+        };
+        let issued = SessionKeys::issue(long.clone(), 7);
+        assert_eq!(issued.client.key.len(), 32);
+        assert_ne!(issued.client.key, long.key);
     }
 }
