@@ -22,7 +22,7 @@ rpmfile=$(ls target/packages/pgt-proxy-*.rpm 2>/dev/null)
 # --- the cached container tree: Debian 12 minbase with systemd, PostgreSQL, psql, openssl ---
 base=$PWD/target/nspawn
 root=$base/root
-if [ ! -f "$root/.pgt-ready-v2" ]; then
+if [ ! -f "$root/.pgt-ready-v4" ]; then
     rm -rf "$root" "$base/root.tmp"
     mkdir -p "$base"
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
@@ -33,12 +33,12 @@ if [ ! -f "$root/.pgt-ready-v2" ]; then
     chmod +x "$base/root.tmp/usr/sbin/policy-rc.d"
     mount --bind /proc "$base/root.tmp/proc"
     chroot "$base/root.tmp" apt-get install -y -qq --no-install-recommends \
-        postgresql postgresql-client openssl adduser ca-certificates procps >"$base/apt.log" 2>&1
+        postgresql postgresql-client openssl adduser ca-certificates procps dnf rpm >"$base/apt.log" 2>&1
     rc=$?
     umount "$base/root.tmp/proc"
     rm -f "$base/root.tmp/usr/sbin/policy-rc.d"
     [ $rc = 0 ] || { echo "installing packages in the container failed; see $base/apt.log" >&2; exit 1; }
-    touch "$base/root.tmp/.pgt-ready-v2"
+    touch "$base/root.tmp/.pgt-ready-v4"
     mv "$base/root.tmp" "$root"
 fi
 # Leftovers of an interrupted run.
@@ -188,6 +188,10 @@ rpm_remove() {
 check "rpm -e removes it" rpm_remove
 run userdel pgt-proxy >/dev/null 2>&1
 run groupdel pgt-proxy >/dev/null 2>&1
-rm -rf "$root/etc/pgt-proxy" "$root/var/cache/pgt-test"
+rm -rf "$root/etc/pgt-proxy"
+
+# --- the same packages from signed apt and dnf repositories: install, upgrade, remove ---
+. tests/repos.sh
+rm -rf "$root/var/cache/pgt-test"
 
 finish

@@ -40,6 +40,19 @@ openssl_ok() {
     echo "OpenSSL symbol versions: $versions"
     [ "$versions" = "OPENSSL_3.0.0" ]
 }
+versions() { # Cargo.toml's version, revision 1, ordered as both package managers order them
+    local v deb_v rpm_v top
+    v=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+    deb_v=$(dpkg-deb -f "$deb" Version)
+    rpm_v=$(rpm -qp --qf '%{VERSION}-%{RELEASE}' "$rpmfile" 2>/dev/null)
+    top=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/pgt-proxy/changelog.Debian.gz | zcat | head -n 1)
+    echo "Cargo.toml $v, deb $deb_v, rpm $rpm_v, changelog: $top"
+    [ "$deb_v" = "$v-1" ] && [ "$rpm_v" = "$v-1" ] && contains "$top" "pgt-proxy ($v-1)" || return 1
+    dpkg --compare-versions "$v-2" gt "$v-1" && dpkg --compare-versions "$v-10" gt "$v-9" || return 1
+    [ "$(rpm --eval "%{lua: print(rpm.vercmp('$v-2', '$v-1'))}")" = 1 ] &&
+        [ "$(rpm --eval "%{lua: print(rpm.vercmp('$v-10', '$v-9'))}")" = 1 ]
+}
+check "versions come from Cargo.toml and a revision, in dpkg's and rpm's order, with a changelog entry" versions
 check "binary needs no glibc symbol newer than GLIBC_2.34" glibc_ok
 check "binary needs only OpenSSL 3.0 symbols" openssl_ok
 
