@@ -8,6 +8,7 @@
 #   start_proxy NAME PORT UPSTREAM_PORT [TOML_LINE...]
 #                              pgt-proxy on 127.0.0.1:PORT; extra [listen] lines, and lines
 #                              after a "[upstream]" one go to that section; sets proxy_pid
+#                              (PROXY_WRAP=CMD runs it under CMD, e.g. valgrind)
 #   hold_sessions NAME FD COUNT ARG...
 #                              $tool idle ARG... --count COUNT in the background, held open
 #                              until fd FD is closed; waits for its "ready" line in
@@ -103,10 +104,11 @@ start_proxy() {
             done
         fi
     } >"$work/$name.toml"
-    "$proxy_bin" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
+    # PROXY_WRAP: a command to run it under (valgrind, for instruction counts).
+    ${PROXY_WRAP:-} "$proxy_bin" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
     proxy_pid=$!
     throwaway_pids+=("$proxy_pid")
-    for _ in $(seq 100); do grep -q ready "$work/$name.log" && return; sleep 0.1; done
+    for _ in $(seq 1200); do grep -q ready "$work/$name.log" && return; sleep 0.1; done
     echo "the proxy did not start:" >&2
     cat "$work/$name.log" >&2
     exit 1
