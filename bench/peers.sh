@@ -90,7 +90,8 @@ peers_start() {
 # Instructions per unit of work, without the noise of a shared machine: each proxy runs
 # under callgrind three times, on a port of its own: a warm-up only, the warm-up and a fixed
 # number of select-only transactions, the warm-up and a fixed number of new connections; each
-# run ends with SIGTERM, and the difference of the totals divided by the work is the figure.
+# run ends with SIGTERM, and the difference of the totals divided by the work is the figure
+# (the select run's own two connections taken out).
 # (Zeroing the counters of a running process with callgrind_control hangs for pgbouncer, whose
 # process changed user; three runs work for every peer.)
 instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops; prints Ir
@@ -103,7 +104,7 @@ instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops
     esac
     PGPORT=$port pgbench -n -S -c 2 -j 2 -t 50 >/dev/null 2>&1
     case $job in
-    select) PGPORT=$port pgbench -n -S -c 4 -j 2 -t $((txns / 4)) >/dev/null 2>&1 ;;
+    select) PGPORT=$port pgbench -n -S -c 2 -j 2 -t $((txns / 2)) >/dev/null 2>&1 ;;
     connect) PGPORT=$port pgbench -n -S -C -c 2 -j 2 -t $((conns / 2)) >/dev/null 2>&1 ;;
     esac
     kill -TERM "$pid" 2>/dev/null
@@ -120,7 +121,8 @@ measure_instructions() {
         base=$(instr_run "$name" none)
         select=$(instr_run "$name" select)
         connect=$(instr_run "$name" connect)
-        record kinstr_select "$name" "$(python3 -c "print(($select-$base)/$txns/1e3)")"
+        # The select run's two connections are taken out at the measured cost of one.
+        record kinstr_select "$name" "$(python3 -c "print(($select-$base-2*($connect-$base)/$conns)/$txns/1e3)")"
         record minstr_connection "$name" "$(python3 -c "print(($connect-$base)/$conns/1e6)")"
     done
     unset BENCH_CG
