@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::clients::{conninfo_at, python, rust_tls};
+use common::clients::{conninfo_at, psycopg_connect, python, rust_tls};
 use common::postgres::{ALICE_PASSWORD, Postgres, free_port};
 use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
 use pgt_proxy::protocol::proxy::{SIGNATURE, encode};
@@ -263,6 +263,13 @@ fn three_replicas_behind_haproxy_act_as_one_proxy() {
                 .map(|l| assert!(l.contains("proxy_addr=127.0.0.1:"), "{l}"))
         });
     }
+
+    // Direct TLS (libpq 17+'s sslnegotiation=direct) through the balancer too.
+    let direct = format!(
+        "{} sslnegotiation=direct",
+        conninfo_at(port, &pki, "alice", ALICE_PASSWORD)
+    );
+    assert_eq!(psycopg_connect(&direct), Ok("alice".to_owned()));
 
     // allowed_clients judges the header's address: 127.0.0.20 is outside 127.0.0.0/29.
     let err = rt

@@ -234,3 +234,47 @@ async fn a_stalled_upstream_is_bounded_by_connect_timeout() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// PostgreSQL up to 17 accepts only its `ssl_ecdh_curve` (prime256v1 by default) for TLS 1.3
+/// key exchange, and OpenSSL 3.0 sends a key share for its first group only: the upstream leg
+/// must offer P-256 first, or every connect pays a HelloRetryRequest (a second ClientHello,
+/// one more round trip). The upstream is `openssl s_server -groups P-256 -msg`, which logs
+/// every handshake message it receives.
+#[test]
+fn the_upstream_handshake_needs_no_hello_retry_with_a_p256_only_server() {
+    let pki = TestPki::new();
+    let (cert, key) = pki.server.write(pki.dir.path(), "s_server");
+    let port = free_port();
+    let log = pki.dir.path().join("s_server.log");
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+        .args(["-groups", "P-256", "-msg", "-alpn", "postgresql", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null());
+    common::die_with_parent(&mut cmd, libc::SIGKILL);
+    let mut server = cmd.spawn().unwrap();
+    common::wait_for("s_server", std::time::Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ACCEPT")
+            .then_some(())
+    });
+    let proxy = Proxy::start(
+        &ProxyConfig::new(&pki, port)
+            .set("upstream.tls_negotiation", "\"direct\"")
+            .set("listen.startup_timeout", "\"1s\""),
+    );
+    // s_server never answers the StartupMessage: the session ends in the startup phase,
+    // after a complete handshake.
+    let (code, _) = rust_refused(&proxy, &pki);
+    assert_eq!(code, "08006");
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let hellos = text.lines().filter(|l| l.contains("ClientHello")).count();
+    assert_eq!(hellos, 1, "one ClientHello, no HelloRetryRequest:\n{text}");
+}

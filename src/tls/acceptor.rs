@@ -50,7 +50,7 @@ pub(crate) fn build(
     } else {
         SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?
     };
-    apply_policy(&mut b, fips, tls12)?;
+    apply_policy(&mut b, fips, tls12, crate::leg::Leg::Client)?;
     tune_records(&mut b);
     if !spec.session_tickets {
         b.set_options(SslOptions::NO_TICKET);

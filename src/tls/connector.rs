@@ -24,7 +24,7 @@ pub(crate) struct ConnectorSpec {
 pub(crate) fn build(spec: &ConnectorSpec, fips: bool) -> Result<SslConnector, TlsSetupError> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    apply_policy(&mut b, fips, true)?;
+    apply_policy(&mut b, fips, true, crate::leg::Leg::Upstream)?;
     tune_records(&mut b);
     b.set_verify(SslVerifyMode::PEER);
     b.set_cert_store(spec.trust.build()?);

@@ -4,6 +4,8 @@
 
 use openssl::ssl::{SslContextBuilder, SslOptions};
 
+use crate::leg::Leg;
+
 /// ALPN protocol id of PostgreSQL.
 pub(crate) const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 /// The same in ALPN wire format (length-prefixed).
@@ -16,8 +18,13 @@ ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 /// TLS 1.3 suites (all three standard AEAD suites).
 const TLS13_CIPHERSUITES: &str =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
-/// Key exchange groups, in preference order.
+/// Key exchange groups toward clients, in preference order (a client's key share decides).
 const GROUPS: &str = "X25519:P-256:P-384";
+/// Toward the server, P-256 first: OpenSSL 3.0 sends a key share for the first group only,
+/// and PostgreSQL up to 17 accepts only its `ssl_ecdh_curve` (prime256v1 by default), so
+/// X25519 first cost every connect a HelloRetryRequest: one more round trip and a second key
+/// generation. PostgreSQL 18's default `ssl_groups` takes a P-256 share as it is.
+const UPSTREAM_GROUPS: &str = "P-256:X25519:P-384";
 /// FIPS mode, TLS 1.2: ECDHE with AES-GCM only.
 const FIPS_TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
@@ -31,12 +38,13 @@ const FIPS_SIGALGS: &str = "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:\
 rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:\
 rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
 
-/// Applies the suites, groups and options to either leg's context. `tls12` is false when
-/// only TLS 1.3 is allowed (Mozilla modern), which keeps OpenSSL's TLS 1.2 list untouched.
+/// Applies the suites, groups and options to `leg`'s context. `tls12` is false when only
+/// TLS 1.3 is allowed (Mozilla modern), which keeps OpenSSL's TLS 1.2 list untouched.
 pub(crate) fn apply_policy(
     b: &mut SslContextBuilder,
     fips: bool,
     tls12: bool,
+    leg: Leg,
 ) -> Result<(), openssl::error::ErrorStack> {
     if fips {
         b.set_cipher_list(FIPS_TLS12_CIPHERS)?;
@@ -48,7 +56,10 @@ pub(crate) fn apply_policy(
             b.set_cipher_list(TLS12_CIPHERS)?;
         }
         b.set_ciphersuites(TLS13_CIPHERSUITES)?;
-        b.set_groups_list(GROUPS)?;
+        b.set_groups_list(match leg {
+            Leg::Client => GROUPS,
+            Leg::Upstream => UPSTREAM_GROUPS,
+        })?;
     }
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
     Ok(())
