@@ -34,6 +34,28 @@ impl<S> PrefixedIo<S> {
     }
 }
 
+impl<S: ReadReady> ReadReady for PrefixedIo<S> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_read_ready(cx)
+    }
+}
+
+/// A transport that can tell, without reading, whether a read may find bytes (registering
+/// the task to be woken when it may, if not).
+pub(crate) trait ReadReady {
+    /// Ready when a read may find bytes (or an error).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for PrefixedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,

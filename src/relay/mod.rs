@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use self::pipe::{Pipe, PipeError};
+use crate::prefixed::ReadReady;
 use crate::protocol::error_response::{Refusal, encode_fatal};
 use crate::protocol::message::MessageTracker;
 use crate::protocol::sqlstate::{ADMIN_SHUTDOWN, CONNECTION_FAILURE};
@@ -84,11 +85,23 @@ pub(crate) trait LegIo {
     fn release_idle(&mut self);
     /// The error the peer has left on the connection (a reset), found without reading.
     fn peer_error(&self) -> Option<io::Error>;
+    /// Whether a read may find bytes; when not, the task is registered to be woken when it
+    /// may. Lets the relay skip a read that would only go through OpenSSL to learn that
+    /// nothing came (the other direction's wake-up, or the read after a short one).
+    fn poll_may_read(&mut self, _cx: &mut std::task::Context<'_>) -> bool {
+        true
+    }
 }
 
-impl<S: AsFd> LegIo for tokio_openssl::SslStream<S> {
+impl<S: AsFd + ReadReady> LegIo for tokio_openssl::SslStream<S> {
     fn release_idle(&mut self) {
         crate::tls::records::release_idle_buffers(self.ssl());
+    }
+
+    fn poll_may_read(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        // Records OpenSSL has read ahead are readable whatever the socket says.
+        crate::tls::records::has_pending(self.ssl())
+            || self.get_ref().poll_read_ready(cx).is_ready()
     }
 
     fn peer_error(&self) -> Option<io::Error> {

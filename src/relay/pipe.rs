@@ -14,6 +14,15 @@ use crate::protocol::message::MessageTracker;
 /// One TLS record's worth of plaintext: a write makes at most one record.
 const BUFFER_SIZE: usize = 16 * 1024;
 
+/// How a relayed read ended, when everything read was written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The buffer filled (or the reader ended): read again.
+    More,
+    /// The reader had no more bytes and is registered to be woken for the next.
+    Dry,
+}
+
 /// Which end of a direction failed.
 pub(super) enum PipeError {
     Read(io::Error),
@@ -38,6 +47,8 @@ pub(super) struct Pipe {
     pub(super) eof: bool,
     pub(super) need_flush: bool,
     pub(super) total: u64,
+    /// The reader's buffers were given back and nothing has been read since.
+    released: bool,
     /// Message boundaries of what was written, for the direction toward the client.
     pub(super) tracker: Option<MessageTracker>,
 }
@@ -51,6 +62,7 @@ impl Pipe {
             eof: false,
             need_flush: false,
             total: 0,
+            released: false,
             tracker: None,
         }
     }
@@ -87,11 +99,23 @@ impl Pipe {
             let step = SCRATCH.with_borrow_mut(|scratch| {
                 self.poll_relay_once(cx, reader.as_mut(), writer.as_mut(), scratch)
             });
-            if step.is_pending() {
+            // Dry: the reader found nothing more and has registered for the next bytes, so
+            // reading again before that wake-up would only go through OpenSSL to learn the
+            // same (two SSL_read calls per message relayed instead of three).
+            let dry = match step {
+                Poll::Ready(Ok(Read::Dry)) => true,
+                Poll::Ready(Ok(Read::More)) => false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => true,
+            };
+            if dry {
                 if self.stash.is_empty() {
                     // Idle: give the buffers back and push out what was written.
                     self.stash = Vec::new();
-                    reader.as_mut().get_mut().release_idle();
+                    if !self.released {
+                        reader.as_mut().get_mut().release_idle();
+                        self.released = true;
+                    }
                     if self.need_flush {
                         ready!(writer.as_mut().poll_flush(cx)).map_err(PipeError::Write)?;
                         self.need_flush = false;
@@ -99,7 +123,6 @@ impl Pipe {
                 }
                 return Poll::Pending;
             }
-            ready!(step)?;
         }
     }
 
@@ -112,24 +135,38 @@ impl Pipe {
         mut reader: Pin<&mut R>,
         mut writer: Pin<&mut W>,
         scratch: &mut [u8],
-    ) -> Poll<Result<(), PipeError>>
+    ) -> Poll<Result<Read, PipeError>>
     where
-        R: AsyncRead + ?Sized,
+        R: AsyncRead + LegIo + Unpin + ?Sized,
         W: AsyncWrite + ?Sized,
     {
         let mut filled = 0;
+        let mut read = Read::More;
         while filled < scratch.len() {
+            if !reader.as_mut().get_mut().poll_may_read(cx) {
+                if filled == 0 {
+                    return Poll::Pending;
+                }
+                read = Read::Dry;
+                break;
+            }
             let mut read_buf = ReadBuf::new(&mut scratch[filled..]);
             match reader.as_mut().poll_read(cx, &mut read_buf) {
                 Poll::Ready(Ok(())) if read_buf.filled().is_empty() => {
                     self.eof = true;
                     break;
                 }
-                Poll::Ready(Ok(())) => filled += read_buf.filled().len(),
+                Poll::Ready(Ok(())) => {
+                    filled += read_buf.filled().len();
+                    self.released = false;
+                }
                 // Deliver what came before the error; the next read reports it.
                 Poll::Ready(Err(_)) if filled > 0 => break,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(PipeError::Read(e))),
-                Poll::Pending if filled > 0 => break,
+                Poll::Pending if filled > 0 => {
+                    read = Read::Dry;
+                    break;
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -157,7 +194,7 @@ impl Pipe {
                 }
             }
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(Ok(read))
     }
 
     /// Copies only until the writer's side is at a message boundary, then flushes.

@@ -22,6 +22,13 @@ pub(crate) fn tune_records(b: &mut SslContextBuilder) {
     unsafe { ffi::SSL_CTX_set_default_read_buffer_len(b.as_ptr(), READ_BUFFER_LEN) };
 }
 
+/// Whether OpenSSL holds bytes of `ssl`'s peer that it has not returned yet (records read
+/// ahead, or part of one).
+pub(crate) fn has_pending(ssl: &SslRef) -> bool {
+    // SAFETY: `ssl` is a live SSL object borrowed for the call; the function only reads it.
+    unsafe { ffi::SSL_has_pending(ssl.as_ptr()) != 0 }
+}
+
 /// Frees a connection's record buffers while it is idle. RELEASE_BUFFERS alone does not
 /// keep an idle session free of them: every read that finds the socket empty sets up a
 /// fresh 16 KiB read buffer first, and it stays until data arrives. Only when nothing is
@@ -30,9 +37,8 @@ pub(crate) fn tune_records(b: &mut SslContextBuilder) {
 pub(crate) fn release_idle_buffers(ssl: &SslRef) {
     // SAFETY: `ssl` is a live SSL object borrowed for the call; both functions only look
     // at and free its own buffers, and decline when data is pending.
-    unsafe {
-        if ffi::SSL_has_pending(ssl.as_ptr()) == 0 {
-            ffi::SSL_free_buffers(ssl.as_ptr());
-        }
+    if !has_pending(ssl) {
+        // SAFETY: as above; SSL_free_buffers declines by itself when a write is unfinished.
+        unsafe { ffi::SSL_free_buffers(ssl.as_ptr()) };
     }
 }
