@@ -237,16 +237,7 @@ pub(crate) async fn connect_with(
     }
     let mut errors = Vec::new();
     for addr in addrs {
-        let preface = preface(addr);
-        let connected = timeout(
-            settings.connect_timeout,
-            connect_addr_inner(addr, settings, connector, &preface),
-        );
-        let connected = connected.await.unwrap_or(Err(UpstreamError::Timeout {
-            addr,
-            limit: settings.connect_timeout,
-        }));
-        match connected {
+        match connect_addr_prefaced(addr, settings, connector, &preface(addr)).await {
             Ok(stream) => return Ok(Upstream { stream, addr }),
             Err(e) => {
                 tracing::debug!(upstream = %addr, error = %e, "upstream address failed");
@@ -267,9 +258,19 @@ pub(crate) async fn connect_addr(
     settings: &UpstreamSettings,
     connector: &SslConnector,
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
+    connect_addr_prefaced(addr, settings, connector, &[]).await
+}
+
+/// [`connect_addr`], writing `preface` before anything else.
+async fn connect_addr_prefaced(
+    addr: SocketAddr,
+    settings: &UpstreamSettings,
+    connector: &SslConnector,
+    preface: &[u8],
+) -> Result<SslStream<TcpStream>, UpstreamError> {
     timeout(
         settings.connect_timeout,
-        connect_addr_inner(addr, settings, connector, &[]),
+        connect_addr_inner(addr, settings, connector, preface),
     )
     .await
     .unwrap_or(Err(UpstreamError::Timeout {
