@@ -89,7 +89,8 @@ peers_start() {
 
 # Instructions per unit of work, without the noise of a shared machine: each proxy runs
 # under callgrind three times, on a port of its own: a warm-up only, the warm-up and a fixed
-# number of select-only transactions, the warm-up and a fixed number of new connections; each
+# number of select-only transactions, the warm-up and a fixed number of new connections, and
+# the warm-up and a COPY of 50 MB out and one in; each
 # run ends with SIGTERM, and the difference of the totals divided by the work is the figure
 # (the select run's own two connections taken out).
 # (Zeroing the counters of a running process with callgrind_control hangs for pgbouncer, whose
@@ -106,6 +107,9 @@ instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops
     case $job in
     select) PGPORT=$port pgbench -n -S -c 2 -j 2 -t $((txns / 2)) >/dev/null 2>&1 ;;
     connect) PGPORT=$port pgbench -n -S -C -c 2 -j 2 -t $((conns / 2)) >/dev/null 2>&1 ;;
+    copyout) PGPORT=$port psql -X -q -c "COPY (select repeat('x',1000) from generate_series(1,$copy_rows)) TO STDOUT" >/dev/null ;;
+    copyin) awk -v n="$copy_rows" 'BEGIN { s = sprintf("%1000s", ""); gsub(/ /, "x", s); for (i = 0; i < n; i++) print s }' |
+        PGPORT=$port psql -X -q -c 'COPY copy_in FROM STDIN' ;;
     esac
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -113,17 +117,23 @@ instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops
     awk '/^(summary|totals):/ {print $2; exit}' "$file"
 }
 measure_instructions() {
-    local name base select connect txns=2000 conns=100
+    local name base select connect copyout copyin txns=2000 conns=100 copy_rows=50000
     # pgbouncer drops to the pgtest user before it writes its counts.
     mkdir -m 1777 "$work/cg"
     wrap="valgrind -q --tool=callgrind --callgrind-out-file=$work/cg/%q{BENCH_CG}.%p"
-    for name in proxy ambar pgbouncer; do
+    # BENCH_INSTR_NAMES="proxy" counts pgt-proxy alone (a quicker loop while trying a change).
+    for name in ${BENCH_INSTR_NAMES:-proxy ambar pgbouncer}; do
         base=$(instr_run "$name" none)
         select=$(instr_run "$name" select)
         connect=$(instr_run "$name" connect)
         # The select run's two connections are taken out at the measured cost of one.
         record kinstr_select "$name" "$(python3 -c "print(($select-$base-2*($connect-$base)/$conns)/$txns/1e3)")"
         record minstr_connection "$name" "$(python3 -c "print(($connect-$base)/$conns/1e6)")"
+        # A COPY is one more connection: taken out like the select run's.
+        copyout=$(instr_run "$name" copyout)
+        copyin=$(instr_run "$name" copyin)
+        record minstr_mb_out "$name" "$(python3 -c "print(($copyout-$base-($connect-$base)/$conns)/($copy_rows*1001/1e6)/1e6)")"
+        record minstr_mb_in "$name" "$(python3 -c "print(($copyin-$base-($connect-$base)/$conns)/($copy_rows*1001/1e6)/1e6)")"
     done
     unset BENCH_CG
     # Kept for `callgrind_annotate target/bench/callgrind/proxy-select.*` (where they go).

@@ -76,8 +76,10 @@ row("connect p50 while `pgbench -S -c 8` runs against the server (ms)", "connect
 row("connect p99 while `pgbench -S -c 8` runs against the server (ms)", "connect_busy_p99", 2, False, ("direct+", 4))
 row("COPY out ~1 GB (MB/s)", "copy_out_mbs", 0, True, ("best", 1.0))
 row("proxy CPU per GB relayed, COPY out (s)", "cpu_per_gb_out", 2, False, ("ambar", 0.85))
+row("instructions per MB relayed, COPY out (callgrind, millions)", "minstr_mb_out", 2, False, ("ambar", 0.85))
 row("COPY in ~1 GB (MB/s)", "copy_in_mbs", 0, True, ("best", 1.0))
 row("proxy CPU per GB relayed, COPY in (s)", "cpu_per_gb_in", 2, False, ("ambar", 0.85))
+row("instructions per MB relayed, COPY in (callgrind, millions)", "minstr_mb_in", 2, False, ("ambar", 0.85))
 labels = sorted({m[len("idle_kib_cold_"):] for (m, _) in data if m.startswith("idle_kib_cold_")},
                 key=lambda l: (l.split("_")[1], int(l.split("_")[0])))
 for l in labels:
@@ -96,6 +98,6 @@ dirty = " (with uncommitted changes)" if run("git status --porcelain --untracked
 rsa = os.environ["key"] == "rsa"
 header = f"""Run {run('date -u +%Y-%m-%dT%H:%MZ')}: `{os.environ['command_line']}`, commit {run('git rev-parse --short HEAD')}{dirty}.
 Machine: {run('nproc')} cores ({cpu}), {run('uname -sr')}; {run('openssl version')}; {run('pgbouncer --version | head -n 1')}; PostgreSQL {run('psql --version')}.
-Certificates: {'RSA-2048' if rsa else 'ECDSA P-256'}. Medians of {os.environ['rounds']} rounds; every path in every round, the order rotated each round; pgbench runs {os.environ['seconds']} s; COPY {int(os.environ['rows']):,} rows of 1,000 bytes. CPU: the proxy process's user + system time over the run ÷ the work done (socat forks per connection: not measured). Instructions: callgrind, after a warm-up, over 2,000 select-only transactions and 100 new connections. pgbouncer runs in session mode with auth_type = trust (as PostgreSQL trusts every path here). Memory: RSS growth ÷ sessions the first time that many are opened (a second, warm cycle would show the peers almost no growth: they keep freed memory in their allocator, only pgt-proxy trims it).
+Certificates: {'RSA-2048' if rsa else 'ECDSA P-256'}. Medians of {os.environ['rounds']} rounds; every path in every round, the order rotated each round; pgbench runs {os.environ['seconds']} s; COPY {int(os.environ['rows']):,} rows of 1,000 bytes. CPU: the proxy process's user + system time over the run ÷ the work done (socat forks per connection: not measured). Instructions: callgrind, after a warm-up, over 2,000 select-only transactions, 100 new connections and a COPY of 50 MB each way. pgbouncer runs in session mode with auth_type = trust (as PostgreSQL trusts every path here). Memory: RSS growth ÷ sessions the first time that many are opened (a second, warm cycle would show the peers almost no growth: they keep freed memory in their allocator, only pgt-proxy trims it).
 """
 open(sys.argv[2], "w").write(header + "\n" + "\n".join(lines) + "\n")
