@@ -8,7 +8,6 @@ use std::os::raw::{c_char, c_int};
 unsafe extern "C" {
     pub(crate) fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
     pub(crate) fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> c_int;
-    pub(crate) fn SSL_CTX_set_default_read_buffer_len(ctx: *mut openssl_sys::SSL_CTX, len: usize);
     pub(crate) fn SSL_get_verify_callback(
         ssl: *const openssl_sys::SSL,
     ) -> Option<extern "C" fn(c_int, *mut openssl_sys::X509_STORE_CTX) -> c_int>;
