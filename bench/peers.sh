@@ -100,7 +100,13 @@ instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops
     port=$(free_port)
     export BENCH_CG=$name-$job
     case $name in
-    proxy) PROXY_WRAP=$wrap start_proxy "proxy-cg" "$port" "$pg_port" "max_connections = 2000"; pid=$proxy_pid ;;
+    proxy)
+        # --admin: the counted proxy serves the metrics endpoint too.
+        if ((admin)); then export PGT_PROXY__ADMIN__LISTEN=127.0.0.1:$(free_port); fi
+        PROXY_WRAP=$wrap start_proxy "proxy-cg" "$port" "$pg_port" "max_connections = 2000"
+        pid=$proxy_pid
+        unset PGT_PROXY__ADMIN__LISTEN
+        ;;
     *) peer_start "$name" "$pg_port" "$port" "$wrap"; pid=$peer_pid ;;
     esac
     PGPORT=$port pgbench -n -S -c 2 -j 2 -t 50 >/dev/null 2>&1
