@@ -95,7 +95,7 @@ peers_start() {
 # (the select run's own two connections taken out).
 # (Zeroing the counters of a running process with callgrind_control hangs for pgbouncer, whose
 # process changed user; three runs work for every peer.)
-instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops; prints Ir
+instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops; prints Ir twice
     local name=$1 job=$2 port pid file
     port=$(free_port)
     export BENCH_CG=$name-$job
@@ -120,26 +120,46 @@ instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     file=$(ls "$work/cg/$BENCH_CG".* 2>/dev/null | head -n 1)
-    awk '/^(summary|totals):/ {print $2; exit}' "$file"
+    # The total, and the share spent inside the system's libssl and libcrypto themselves
+    # (OpenSSL's calls into libc, malloc and memcpy, not counted there).
+    printf '%s %s\n' "$(awk '/^(summary|totals):/ {print $2; exit}' "$file")" \
+        "$(callgrind_annotate --inclusive=no --threshold=100 "$file" 2>/dev/null |
+            awk '/\[.*lib(ssl|crypto)\.so[^]]*\]$/ {gsub(",", "", $1); s += $1} END {printf "%d", s}')"
+}
+# instr_figures NAME SUFFIX BASE SELECT CONNECT COPYOUT COPYIN: records the figures per unit
+# of work from the runs' totals. The select run's two connections are taken out at the
+# measured cost of one; a COPY is one more connection, taken out the same way.
+instr_figures() {
+    local name=$1 suffix=$2 metric value
+    shift 2
+    while read -r metric value; do record "$metric$suffix" "$name" "$value"; done < <(
+        python3 -c '
+import sys
+base, select, connect, out, into, txns, conns, rows = map(float, sys.argv[1:])
+conn = (connect - base) / conns
+mb = rows * 1001 / 1e6
+print("kinstr_select", (select - base - 2 * conn) / txns / 1e3)
+print("minstr_connection", conn / 1e6)
+print("minstr_mb_out", (out - base - conn) / mb / 1e6)
+print("minstr_mb_in", (into - base - conn) / mb / 1e6)' "$@" "$txns" "$conns" "$copy_rows")
 }
 measure_instructions() {
-    local name base select connect copyout copyin txns=2000 conns=100 copy_rows=50000
+    local name job txns=2000 conns=100 copy_rows=50000
+    local -A total openssl
     # pgbouncer drops to the pgtest user before it writes its counts.
     mkdir -m 1777 "$work/cg"
     wrap="valgrind -q --tool=callgrind --callgrind-out-file=$work/cg/%q{BENCH_CG}.%p"
     # BENCH_INSTR_NAMES="proxy" counts pgt-proxy alone (a quicker loop while trying a change).
     for name in ${BENCH_INSTR_NAMES:-proxy ambar pgbouncer}; do
-        base=$(instr_run "$name" none)
-        select=$(instr_run "$name" select)
-        connect=$(instr_run "$name" connect)
-        # The select run's two connections are taken out at the measured cost of one.
-        record kinstr_select "$name" "$(python3 -c "print(($select-$base-2*($connect-$base)/$conns)/$txns/1e3)")"
-        record minstr_connection "$name" "$(python3 -c "print(($connect-$base)/$conns/1e6)")"
-        # A COPY is one more connection: taken out like the select run's.
-        copyout=$(instr_run "$name" copyout)
-        copyin=$(instr_run "$name" copyin)
-        record minstr_mb_out "$name" "$(python3 -c "print(($copyout-$base-($connect-$base)/$conns)/($copy_rows*1001/1e6)/1e6)")"
-        record minstr_mb_in "$name" "$(python3 -c "print(($copyin-$base-($connect-$base)/$conns)/($copy_rows*1001/1e6)/1e6)")"
+        for job in none select connect copyout copyin; do
+            read -r "total[$job]" "openssl[$job]" < <(instr_run "$name" "$job")
+        done
+        instr_figures "$name" "" "${total[none]}" "${total[select]}" "${total[connect]}" "${total[copyout]}" "${total[copyin]}"
+        # PGT-Proxy links aws-lc statically: its crypto cannot be told apart this way.
+        if [ "$name" != ambar ]; then
+            instr_figures "$name" _openssl "${openssl[none]}" "${openssl[select]}" "${openssl[connect]}" \
+                "${openssl[copyout]}" "${openssl[copyin]}"
+        fi
     done
     unset BENCH_CG
     # Kept for `callgrind_annotate target/bench/callgrind/proxy-select.*` (where they go).

@@ -63,13 +63,32 @@ def row(name, metric, prec, higher_better, target=None, peers=("ambar", "pgbounc
                  + f" | {r_ambar} | {r_best} | {text} | {met} |")
 
 
+def share_row(metric, unit, prec, factor):
+    """How much of an instruction figure is spent inside libssl and libcrypto alone, against
+    the bound the target sets (factor x PGT-Proxy's whole figure): when OpenSSL's share alone
+    is above it, no change outside OpenSSL can meet that target."""
+    values = {p: med(metric + "_openssl", p) for p in PATHS}
+    ours, ambar = values["proxy"], med(metric, "ambar")
+    r_ambar = f"{ours / ambar:.2f}" if ours and ambar else "–"
+    text, met = "–", "–"
+    if ours is not None and ambar:
+        bound = factor * ambar
+        text = f"bound {bound:,.{prec}f} ({factor:.2f} × PGT-Proxy's whole)"
+        met = "out of reach: OpenSSL alone is above the bound" if ours > bound else "within the bound"
+    lines.append(f"| … of which inside libssl + libcrypto ({unit}) | "
+                 + " | ".join(cell(values[p], prec) for p in PATHS)
+                 + f" | {r_ambar} | – | {text} | {met} |")
+
+
 row("select-only TPS (`pgbench -S -c 8 -j 2`)", "select_tps", 0, True, ("best", 1.0))
 row("proxy CPU per select-only transaction (µs)", "cpu_per_select_us", 1, False, ("ambar", 0.85))
 row("instructions per select-only transaction (callgrind, thousands)", "kinstr_select", 1, False, ("ambar", 0.85))
+share_row("kinstr_select", "thousands", 1, 0.85)
 row("new connection per transaction TPS (`pgbench -S -C -c 4 -j 2`)", "connect_tps", 1, True, ("best", 1.0),
     peers=("ambar",))
 row("proxy CPU per new connection (ms)", "cpu_per_connection", 2, False, ("ambar", 0.90))
 row("instructions per new connection (callgrind, millions)", "minstr_connection", 2, False, ("ambar", 0.90))
+share_row("minstr_connection", "millions", 2, 0.90)
 row("connect to ReadyForQuery p50, quiet (ms)", "connect_p50", 2, False, ("direct+", 2))
 row("connect to ReadyForQuery p99, quiet (ms)", "connect_p99", 2, False, ("direct+", 4))
 row("connect p50 while `pgbench -S -c 8` runs against the server (ms)", "connect_busy_p50", 2, False, ("direct+", 2))
@@ -77,9 +96,11 @@ row("connect p99 while `pgbench -S -c 8` runs against the server (ms)", "connect
 row("COPY out ~1 GB (MB/s)", "copy_out_mbs", 0, True, ("best", 1.0))
 row("proxy CPU per GB relayed, COPY out (s)", "cpu_per_gb_out", 2, False, ("ambar", 0.85))
 row("instructions per MB relayed, COPY out (callgrind, millions)", "minstr_mb_out", 2, False, ("ambar", 0.85))
+share_row("minstr_mb_out", "millions", 2, 0.85)
 row("COPY in ~1 GB (MB/s)", "copy_in_mbs", 0, True, ("best", 1.0))
 row("proxy CPU per GB relayed, COPY in (s)", "cpu_per_gb_in", 2, False, ("ambar", 0.85))
 row("instructions per MB relayed, COPY in (callgrind, millions)", "minstr_mb_in", 2, False, ("ambar", 0.85))
+share_row("minstr_mb_in", "millions", 2, 0.85)
 labels = sorted({m[len("idle_kib_cold_"):] for (m, _) in data if m.startswith("idle_kib_cold_")},
                 key=lambda l: (l.split("_")[1], int(l.split("_")[0])))
 for l in labels:
