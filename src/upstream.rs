@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
-use openssl::ssl::{SslConnector, SslVerifyMode};
+use openssl::ssl::SslVerifyMode;
+
+use crate::tls::connector::Connector;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -208,7 +210,7 @@ impl UpstreamError {
 /// Resolves the upstream and connects to the first address that gives a verified session.
 pub(crate) async fn connect(
     settings: &UpstreamSettings,
-    connector: &SslConnector,
+    connector: &Connector,
 ) -> Result<Upstream, UpstreamError> {
     connect_with(settings, connector, |_| Vec::new()).await
 }
@@ -217,7 +219,7 @@ pub(crate) async fn connect(
 /// a cancel is forwarded to a peer replica).
 pub(crate) async fn connect_with(
     settings: &UpstreamSettings,
-    connector: &SslConnector,
+    connector: &Connector,
     preface: impl Fn(SocketAddr) -> Vec<u8>,
 ) -> Result<Upstream, UpstreamError> {
     let resolve_error = |reason: String| UpstreamError::Resolve {
@@ -256,7 +258,7 @@ pub(crate) async fn connect_with(
 pub(crate) async fn connect_addr(
     addr: SocketAddr,
     settings: &UpstreamSettings,
-    connector: &SslConnector,
+    connector: &Connector,
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
     connect_addr_prefaced(addr, settings, connector, &[]).await
 }
@@ -265,7 +267,7 @@ pub(crate) async fn connect_addr(
 async fn connect_addr_prefaced(
     addr: SocketAddr,
     settings: &UpstreamSettings,
-    connector: &SslConnector,
+    connector: &Connector,
     preface: &[u8],
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
     timeout(
@@ -282,7 +284,7 @@ async fn connect_addr_prefaced(
 async fn connect_addr_inner(
     addr: SocketAddr,
     settings: &UpstreamSettings,
-    connector: &SslConnector,
+    connector: &Connector,
     preface: &[u8],
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
     let mut tcp = TcpStream::connect(addr)
@@ -350,20 +352,14 @@ async fn handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     server_name: &str,
-    connector: &SslConnector,
+    connector: &Connector,
     allow_expired_crl: bool,
 ) -> Result<SslStream<TcpStream>, UpstreamError> {
     let openssl_error = |e: openssl::error::ErrorStack| UpstreamError::Handshake {
         addr,
         detail: e.to_string(),
     };
-    // `into_ssl` sets SNI (for names, not addresses) and the host or IP that
-    // X509_verify_cert must match; verification itself is always on.
-    let mut ssl = connector
-        .configure()
-        .map_err(openssl_error)?
-        .into_ssl(server_name)
-        .map_err(openssl_error)?;
+    let mut ssl = connector.ssl_for(server_name).map_err(openssl_error)?;
     let observer = VerifyObserver::new(allow_expired_crl, false);
     ssl.set_verify_callback(SslVerifyMode::PEER, observer.callback());
     let mut stream = SslStream::new(ssl, tcp).map_err(openssl_error)?;

@@ -67,6 +67,22 @@ fn host_name_mismatch() {
 }
 
 #[test]
+fn address_mismatch() {
+    // An address as the server name is matched against the certificate's IP entries.
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let proxy = Proxy::start(
+        &ProxyConfig::new(&pki, pg.port).set("upstream.tls_server_name", "\"127.0.0.2\""),
+    );
+    let (code, message) = refused(&proxy, &pki);
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains("expected \"127.0.0.2\", certificate is for DNS:localhost, IP:127.0.0.1"),
+        "{message}"
+    );
+}
+
+#[test]
 fn expired_upstream_certificate() {
     let pki = TestPki::new();
     let expired = pki.upstream_ca.issue(

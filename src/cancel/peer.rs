@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use openssl::ssl::SslConnector;
+use crate::tls::connector::Connector;
 use zeroize::Zeroizing;
 
 use super::CancelKey;
@@ -18,7 +18,7 @@ use crate::upstream::{self, UpstreamError};
 /// (its address, and whether to send it in a PROXY header); the peer's address on success.
 pub(super) async fn forward(
     peer: &Peer,
-    connector: &SslConnector,
+    connector: &Connector,
     client: (SocketAddr, bool),
     pid: i32,
     key: &[u8],

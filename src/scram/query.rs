@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use openssl::ssl::SslConnector;
+use crate::tls::connector::Connector;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -43,7 +43,7 @@ pub(crate) struct QuerySpec {
     /// The upstream the query runs on.
     pub upstream: UpstreamSettings,
     /// Its connector.
-    pub connector: SslConnector,
+    pub connector: Connector,
 }
 
 /// The query and its connection, kept open between fetches.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use openssl::ssl::SslConnector;
+use crate::tls::connector::Connector;
 
 use super::{Problems, UpstreamSettings};
 use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawAuth, UnknownUser};
@@ -31,7 +31,7 @@ pub(crate) struct AuthSettings {
 pub(super) fn auth(
     a: &RawAuth,
     upstream: &UpstreamSettings,
-    connector: Option<&SslConnector>,
+    connector: Option<&Connector>,
     upstream_certificate: bool,
     problems: &mut Problems,
 ) -> AuthSettings {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use openssl::ssl::SslConnector;
+use crate::tls::connector::Connector;
 
 use super::{Problems, UpstreamSettings};
 use crate::config::schema::{RawConfig, TlsNegotiation};
@@ -24,7 +24,7 @@ pub(crate) struct ClusterSettings {
     /// The other replicas, by id.
     pub peers: BTreeMap<u16, Peer>,
     /// Verifies peers; built when there are any.
-    pub connector: Option<SslConnector>,
+    pub connector: Option<Connector>,
 }
 
 /// One other replica.

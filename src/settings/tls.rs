@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use openssl::ssl::{SslAcceptor, SslConnector};
+use openssl::ssl::SslAcceptor;
+
+use crate::tls::connector::Connector;
 use openssl::x509::X509Ref;
 
 use super::{Problems, key_name};
@@ -79,7 +81,7 @@ pub(super) fn connector(
     fips: bool,
     problems: &mut Problems,
     warnings: &mut Vec<String>,
-) -> Option<SslConnector> {
+) -> Option<Connector> {
     let spec = connector_spec(prefix, u, raw, problems)?;
     let built = connector::build(&spec, fips)
         .map_err(|e| tls_problem(problems, e))

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use openssl::ssl::SslConnector;
+use crate::tls::connector::Connector;
 
 use super::auth::{self, AuthSettings};
 use super::{Problems, UpstreamSettings, check_responder, key_name, tls};
@@ -18,7 +18,7 @@ pub(crate) struct Target {
     /// Host, port, names, timeouts, OCSP.
     pub upstream: UpstreamSettings,
     /// Verifies this upstream.
-    pub connector: SslConnector,
+    pub connector: Connector,
     /// How clients of this upstream log in.
     pub auth: AuthSettings,
 }
