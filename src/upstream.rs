@@ -11,8 +11,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use openssl::ssl::SslVerifyMode;
-
-use crate::tls::connector::Connector;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -24,6 +22,7 @@ use crate::protocol::error_response::Refusal;
 use crate::protocol::sqlstate::UNABLE_TO_CONNECT;
 use crate::protocol::startup::SSL_REQUEST;
 use crate::settings::UpstreamSettings;
+use crate::tls::connector::Connector;
 use crate::tls::describe::describe_ssl_error;
 use crate::tls::revocation::{self, Revocation};
 use crate::tls::verify::VerifyObserver;

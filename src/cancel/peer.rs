@@ -6,12 +6,12 @@
 
 use std::net::SocketAddr;
 
-use crate::tls::connector::Connector;
 use zeroize::Zeroizing;
 
 use super::CancelKey;
 use crate::protocol::proxy;
 use crate::settings::Peer;
+use crate::tls::connector::Connector;
 use crate::upstream::{self, UpstreamError};
 
 /// Sends `pid` and `key` (the hop bit already set) to `peer`, for a request from `client`

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use crate::tls::connector::Connector;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -23,6 +22,7 @@ use crate::protocol::message::{self, MAX_BACKEND_STARTUP_MESSAGE, tag};
 use crate::protocol::scram::{Verifier, parse_verifier};
 use crate::protocol::startup::encode_startup;
 use crate::settings::UpstreamSettings;
+use crate::tls::connector::Connector;
 use crate::upstream;
 
 /// Longest time one fetch (connect and query included) may take.

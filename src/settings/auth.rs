@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::tls::connector::Connector;
-
 use super::{Problems, UpstreamSettings};
 use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawAuth, UnknownUser};
 use crate::scram::query::{AuthQuery, QuerySpec, read_password_file};
 use crate::scram::verifiers::{Verifiers, load_userlist};
+use crate::tls::connector::Connector;
 
 /// How clients log in.
 pub(crate) struct AuthSettings {

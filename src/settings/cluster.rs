@@ -5,11 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::tls::connector::Connector;
-
 use super::{Problems, UpstreamSettings};
 use crate::config::schema::{RawConfig, TlsNegotiation};
-use crate::tls::connector::{self, ConnectorSpec};
+use crate::tls::connector::{self, Connector, ConnectorSpec};
 use crate::tls::trust::TrustSpec;
 
 /// Highest replica id: 14 bits of a cancel key's pid carry it.

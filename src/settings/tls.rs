@@ -6,14 +6,12 @@
 use std::path::PathBuf;
 
 use openssl::ssl::SslAcceptor;
-
-use crate::tls::connector::Connector;
 use openssl::x509::X509Ref;
 
 use super::{Problems, key_name};
 use crate::config::schema::{OcspMode, RawConfig, RawUpstream};
 use crate::tls::acceptor::{self, AcceptorSpec, SniSwitch};
-use crate::tls::connector::{self, ConnectorSpec};
+use crate::tls::connector::{self, Connector, ConnectorSpec};
 use crate::tls::describe::{name_to_string, validity};
 use crate::tls::files::{KeyedPath, TlsSetupError};
 use crate::tls::identity::IdentitySpec;

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::tls::connector::Connector;
-
 use super::auth::{self, AuthSettings};
 use super::{Problems, UpstreamSettings, check_responder, key_name, tls};
 use crate::config::schema::{RawAuth, RawConfig, RawUpstream};
+use crate::tls::connector::Connector;
 use crate::tls::revocation::ocsp::OcspChecker;
 
 /// Where connections of a route (or of the whole proxy) go.
