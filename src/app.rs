@@ -11,6 +11,7 @@ use crate::fips::{self, ProviderInfo};
 use crate::service::{self, Service};
 use crate::session::Shared;
 use crate::settings::Settings;
+use crate::workers::SessionThreads;
 use crate::{check, fdlimit, logging, memory, server};
 
 /// sysexits.h: EX_UNAVAILABLE, a listening address could not be bound.
@@ -199,7 +200,20 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
             admin_stop.clone(),
         ));
     }
-    let service = Service::new(Arc::clone(&shared), listeners.len(), reload);
+    let tracker = tokio_util::task::TaskTracker::new();
+    let threads = match SessionThreads::start(SessionThreads::per_core(), &tracker) {
+        Ok(threads) => Arc::new(threads),
+        Err(e) => {
+            tracing::error!("cannot start the session threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let service = Service::new(
+        Arc::clone(&shared),
+        listeners.len(),
+        Arc::clone(&threads),
+        reload,
+    );
     // READY=1 first: nothing may notify before it.
     service.ready();
     tokio::spawn(Arc::clone(&service).report_status());
@@ -207,7 +221,7 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
     tokio::spawn(Arc::clone(&service).reload_on_sighup());
     tokio::spawn(Arc::clone(&service).reload_on_crl_change());
     let draining = Arc::clone(&shared);
-    server::run(listeners, shared, async move {
+    server::run(listeners, shared, threads, tracker, async move {
         shutdown_signal().await;
         // Not ready from now on, before the listeners close: a balancer stops sending.
         draining

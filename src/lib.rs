@@ -28,6 +28,7 @@
 //! - `relay`: bytes both ways after authentication.
 //! - `cancel`: the cancel-key registry and cancel forwarding.
 //! - `server`: listeners, accept loops, the connection limit, graceful shutdown.
+//! - `workers`: the session threads, one single-threaded runtime per core.
 //! - `fdlimit`: the open-files limit and the sessions it leaves room for.
 //! - `memory`: handing freed memory back to the system after sessions end.
 //! - `service`: systemd notifications, status, watchdog, reload on SIGHUP.
@@ -62,3 +63,4 @@ mod settings;
 mod socket;
 pub mod tls;
 mod upstream;
+mod workers;

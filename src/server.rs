@@ -1,7 +1,8 @@
 //! The daemon shell: listening sockets, the accept loops, the connection limit and graceful
 //! shutdown, in the style of mini-redis's `server.rs`.
 //!
-//! Every accepted connection runs in its own task, tracked so shutdown can wait for them.
+//! Every accepted connection runs in its own task on one of the session threads
+//! ([`crate::workers`]), tracked so shutdown can wait for them.
 //! The limit is a semaphore: a connection that gets no permit is answered FATAL 53300 by a
 //! small, separately bounded pool of refusal tasks, so a flood can neither exceed the limit
 //! nor pile up refusals. Accept errors (EMFILE, ENFILE, ENOBUFS) never stop the proxy: they
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::session::{self, Shared};
+use crate::workers::SessionThreads;
 
 /// Most connections being refused (over the limit) at once; beyond it they are closed
 /// without a message, which only happens under a flood.
@@ -64,14 +66,16 @@ pub(crate) async fn bind(
 }
 
 /// Serves until `shutdown` resolves, then stops accepting at once, lets sessions run for up
-/// to `listen.shutdown_timeout`, and then ends the remaining ones with FATAL 57P01.
+/// to `listen.shutdown_timeout`, and then ends the remaining ones with FATAL 57P01. Sessions
+/// run on `threads`, tracked by `tracker` (the one the threads were started with).
 pub(crate) async fn run(
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
+    threads: Arc<SessionThreads>,
+    tracker: TaskTracker,
     shutdown: impl Future<Output = ()>,
 ) {
     let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let max_connections = shared.settings.load().start.max_connections;
     let limit = Arc::new(Semaphore::new(max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
@@ -83,6 +87,7 @@ pub(crate) async fn run(
             refusals: Arc::clone(&refusals),
             token: token.clone(),
             tracker: tracker.clone(),
+            threads: Arc::clone(&threads),
         };
         shared.accepting.fetch_add(1, Ordering::Relaxed);
         // Tracked, so shutdown also waits for the sessions it starts from its backlog.
@@ -132,6 +137,8 @@ struct Acceptor {
     token: CancellationToken,
     /// Tracks session tasks so shutdown can wait for them.
     tracker: TaskTracker,
+    /// Where sessions run.
+    threads: Arc<SessionThreads>,
 }
 
 impl Acceptor {
@@ -197,10 +204,14 @@ impl Acceptor {
         crate::socket::tune(&tcp);
         let shared = Arc::clone(&self.shared);
         match Arc::clone(&self.limit).try_acquire_owned() {
-            Ok(permit) => {
-                self.tracker
-                    .spawn(session::serve(tcp, peer, shared, permit));
-            }
+            Ok(permit) => match tcp.into_std() {
+                Ok(tcp) => self.threads.spawn(&self.tracker, tcp, move |tcp| {
+                    session::serve(tcp, peer, shared, permit)
+                }),
+                Err(e) => {
+                    tracing::error!(client_addr = %peer, error = %e, "connection closed: it could not be handed to a session thread");
+                }
+            },
             Err(_) => match Arc::clone(&self.refusals).try_acquire_owned() {
                 Ok(permit) => {
                     self.tracker

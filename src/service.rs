@@ -15,6 +15,7 @@ use sd_notify::NotifyState;
 use crate::config::ConfigError;
 use crate::session::Shared;
 use crate::settings::Settings;
+use crate::workers::SessionThreads;
 
 /// How often STATUS is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -34,16 +35,24 @@ pub struct Service {
     shared: Arc<Shared>,
     last_reload: Mutex<String>,
     listeners: usize,
+    threads: Arc<SessionThreads>,
     load: Loader,
 }
 
 impl Service {
-    /// Tracks `shared`, which serves `listeners` listening sockets; `load` reloads.
-    pub fn new(shared: Arc<Shared>, listeners: usize, load: Loader) -> Arc<Self> {
+    /// Tracks `shared`, which serves `listeners` listening sockets with sessions on
+    /// `threads`; `load` reloads.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        listeners: usize,
+        threads: Arc<SessionThreads>,
+        load: Loader,
+    ) -> Arc<Self> {
         Arc::new(Self {
             shared,
             last_reload: Mutex::new("none".into()),
             listeners,
+            threads,
             load,
         })
     }
@@ -78,8 +87,9 @@ impl Service {
         }
     }
 
-    /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while every accept loop runs. It runs on the
-    /// async runtime, so a stalled runtime stops the pings too.
+    /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while every accept loop runs and every
+    /// session thread answers within a quarter of it. It runs on the control runtime, so a
+    /// stalled control runtime stops the pings too.
     pub async fn feed_watchdog(self: Arc<Self>) {
         let Some(period) = sd_notify::watchdog_enabled() else {
             return;
@@ -87,10 +97,12 @@ impl Service {
         let mut tick = tokio::time::interval(period / 2);
         loop {
             tick.tick().await;
-            if self.shared.accepting.load(Ordering::Relaxed) == self.listeners {
-                notify(&[NotifyState::Watchdog]);
-            } else {
+            if self.shared.accepting.load(Ordering::Relaxed) != self.listeners {
                 tracing::error!("an accept loop has stopped; no longer feeding the watchdog");
+            } else if !self.threads.all_respond(period / 4).await {
+                tracing::error!("a session thread does not answer; no longer feeding the watchdog");
+            } else {
+                notify(&[NotifyState::Watchdog]);
             }
         }
     }
