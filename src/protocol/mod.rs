@@ -7,6 +7,8 @@
 //!
 //! - [`startup`]: the first packet a client sends (SSLRequest, GSSENCRequest, CancelRequest,
 //!   StartupMessage, or the first byte of a direct-TLS ClientHello).
+//! - [`parameters`]: a StartupMessage's parameters judged as the server reads them, and the
+//!   packet rebuilt from them.
 //! - [`message`]: tagged message framing in both directions and the few startup-phase messages
 //!   the proxy must understand (Authentication*, BackendKeyData, SASLInitialResponse).
 //! - [`encode`]: the startup-phase messages the proxy writes itself (SCRAM termination, its
@@ -21,6 +23,7 @@
 pub mod encode;
 pub mod error_response;
 pub mod message;
+pub mod parameters;
 pub mod proxy;
 pub mod scram;
 pub mod sqlstate;

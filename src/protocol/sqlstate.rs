@@ -58,6 +58,8 @@ pub const INVALID_PASSWORD: SqlState = SqlState::new("28P01");
 pub const INTERNAL_ERROR: SqlState = SqlState::new("XX000");
 /// 08006 connection_failure: a leg timed out or broke during start-up.
 pub const CONNECTION_FAILURE: SqlState = SqlState::new("08006");
+/// 22023 invalid_parameter_value: a startup parameter the server would refuse too.
+pub const INVALID_PARAMETER_VALUE: SqlState = SqlState::new("22023");
 
 #[cfg(test)]
 mod tests {

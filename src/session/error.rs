@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::client::ClientError;
 use crate::leg::Leg;
 use crate::protocol::error_response::Refusal;
+use crate::protocol::parameters::ParamsError;
 use crate::protocol::sqlstate::{
-    CONNECTION_FAILURE, FEATURE_NOT_SUPPORTED, INVALID_AUTHORIZATION, PROTOCOL_VIOLATION, SqlState,
-    TOO_MANY_CONNECTIONS, UNABLE_TO_CONNECT,
+    CONNECTION_FAILURE, FEATURE_NOT_SUPPORTED, INVALID_AUTHORIZATION, INVALID_PARAMETER_VALUE,
+    PROTOCOL_VIOLATION, SqlState, TOO_MANY_CONNECTIONS, UNABLE_TO_CONNECT,
 };
 use crate::upstream::UpstreamError;
 
@@ -42,6 +43,10 @@ pub(crate) enum SessionError {
     /// No `user` in the StartupMessage.
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
+    /// The StartupMessage could be read two ways (a repeated key) or names what the proxy
+    /// cannot judge; nothing was forwarded.
+    #[error("client sent an invalid startup packet: {0}")]
+    Parameters(crate::protocol::parameters::ParamsError),
     /// The client chose SCRAM-SHA-256-PLUS.
     #[error(
         "client selected SCRAM-SHA-256-PLUS (channel binding), which cannot work through a TLS-terminating proxy"
@@ -119,6 +124,10 @@ impl SessionError {
             SessionError::UnsupportedProtocol(..) => {
                 Refusal::new(FEATURE_NOT_SUPPORTED, message())
             }
+            SessionError::Parameters(ParamsError::BadReplication(_)) => {
+                Refusal::new(INVALID_PARAMETER_VALUE, message())
+            }
+            SessionError::Parameters(_) => Refusal::new(PROTOCOL_VIOLATION, message()),
             SessionError::NoUser | SessionError::CertificateUser { .. } => {
                 Refusal::new(INVALID_AUTHORIZATION, message())
             }

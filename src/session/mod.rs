@@ -322,7 +322,11 @@ async fn opening(
 /// What the client may do once its TLS is up.
 enum Admitted {
     /// Log in: the verified upstream, the client's StartupMessage, and where its route leads.
-    Session(Upstream, startup::Startup, Arc<crate::settings::Target>),
+    Session(
+        Upstream,
+        Box<startup::Startup>,
+        Arc<crate::settings::Target>,
+    ),
     /// Its first packet was an encrypted CancelRequest.
     Cancel { pid: i32, key: Vec<u8> },
 }
@@ -383,7 +387,7 @@ async fn admit(
     };
     record.upstream = Some(upstream.addr);
     record.upstream_tls = Some(crate::tls::describe::describe_tls(upstream.stream.ssl()));
-    Ok(Admitted::Session(upstream, startup, target))
+    Ok(Admitted::Session(upstream, Box::new(startup), target))
 }
 
 /// Relays an authenticated session until one side ends; its cancel key is registered

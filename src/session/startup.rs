@@ -1,5 +1,6 @@
-//! The first packet inside TLS, typed once: a StartupMessage (with the parameters the
-//! session needs) or an encrypted CancelRequest (libpq 17+).
+//! The first packet inside TLS, typed once: a StartupMessage, judged as the server will read
+//! it (one value per key, the database defaulted, the names cut) and rebuilt from those values
+//! for the server, or an encrypted CancelRequest (libpq 17+).
 
 use tokio::io::AsyncRead;
 
@@ -7,6 +8,7 @@ use super::error::SessionError;
 use crate::framed::{FrameReader, ReadError};
 use crate::leg::Leg;
 use crate::protocol::ProtocolError;
+use crate::protocol::parameters::{ParamsError, StartupParams, judge};
 use crate::protocol::startup::{FirstPacket, parse_untagged};
 
 /// What the client sent first inside TLS.
@@ -26,24 +28,44 @@ pub(crate) enum StartupPacket {
 /// A packet as parsed, before the kinds that are invalid inside TLS are refused.
 enum Parsed {
     Packet(StartupPacket),
+    /// A StartupMessage whose parameters cannot be judged.
+    Unjudged(ParamsError),
     /// SSLRequest or GSSENCRequest again.
     Negotiation,
 }
 
-/// A StartupMessage: its bytes, forwarded unchanged, and the parameters the proxy reads.
+/// A StartupMessage as judged: the values every check reads, and the packet rebuilt from
+/// them, which is all the server ever sees of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Startup {
+    /// [`StartupParams::encode`] of `params`.
     bytes: Vec<u8>,
-    /// `user`.
+    /// The judged parameters.
+    pub params: StartupParams,
+    /// `user`, as the server keeps it (never empty).
     pub user: Option<String>,
-    /// `database` (PostgreSQL's default is the user name).
+    /// `database`, as the server opens it (the user's name when absent or empty).
     pub database: Option<String>,
-    /// `application_name`.
+    /// `application_name`, for the log line.
     pub application_name: Option<String>,
 }
 
 impl Startup {
-    /// The packet as the client sent it.
+    /// Judges `params` once and rebuilds the packet the server gets.
+    fn new(params: StartupParams) -> Self {
+        Self {
+            bytes: params.encode(),
+            user: Some(params.user.clone()),
+            database: Some(params.database.clone()),
+            application_name: params
+                .get("application_name")
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            params,
+        }
+    }
+
+    /// The StartupMessage for the server: rebuilt from the judged values, never the
+    /// client's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -55,15 +77,10 @@ fn parse(buf: &[u8]) -> Result<Option<(Parsed, usize)>, ProtocolError> {
         return Ok(None);
     };
     let typed = match packet {
-        FirstPacket::Startup(s) => {
-            let user = s.get("user");
-            Parsed::Packet(StartupPacket::Startup(Startup {
-                bytes: buf[..size].to_vec(),
-                database: s.get("database").or_else(|| user.clone()),
-                application_name: s.get("application_name"),
-                user,
-            }))
-        }
+        FirstPacket::Startup(s) => match judge(&s) {
+            Ok(params) => Parsed::Packet(StartupPacket::Startup(Startup::new(params))),
+            Err(e) => Parsed::Unjudged(e),
+        },
         FirstPacket::Cancel(c) => Parsed::Packet(StartupPacket::Cancel {
             pid: c.pid,
             key: c.key.to_vec(),
@@ -86,6 +103,8 @@ pub(crate) async fn read<C: AsyncRead + Unpin>(
             "SSLRequest or GSSENCRequest received inside TLS".into(),
         )),
         Ok(Some(Parsed::Packet(packet))) => Ok(packet),
+        Ok(Some(Parsed::Unjudged(ParamsError::NoUser))) => Err(SessionError::NoUser),
+        Ok(Some(Parsed::Unjudged(e))) => Err(SessionError::Parameters(e)),
         Ok(None) => Err(SessionError::Closed(Leg::Client)),
         Err(ReadError::Io(e)) => Err(SessionError::Io(Leg::Client, e)),
         Err(ReadError::Protocol(ProtocolError::UnsupportedProtocol { major, minor })) => {
@@ -122,8 +141,13 @@ mod tests {
         assert_eq!(s.user.as_deref(), Some("alice"));
         assert_eq!(s.database.as_deref(), Some("alice"), "defaults to the user");
         assert_eq!(s.application_name.as_deref(), Some("psql"));
-        assert_eq!(s.as_bytes(), &bytes[..packet_len]);
         assert_eq!(reader.into_rest(), b"pipelined");
+        // The server gets the judged values, the database written out.
+        assert_eq!(
+            s.as_bytes(),
+            startup(b"user\0alice\0database\0alice\0application_name\0psql\0\0")
+        );
+        assert_eq!(packet_len, bytes.len() - b"pipelined".len());
     }
 
     #[tokio::test]
@@ -140,5 +164,24 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, SessionError::UnsupportedProtocol(4, 0)));
         assert_eq!(e.refusal().unwrap().sqlstate.code(), "0A000");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_parameter_is_refused_with_08p01_naming_it() {
+        let twice = startup(b"user\0alice\0database\0postgres\0user\0victim\0\0");
+        let e = read(&mut &twice[..], &mut FrameReader::new())
+            .await
+            .unwrap_err();
+        let refusal = e.refusal().unwrap();
+        assert_eq!(refusal.sqlstate.code(), "08P01");
+        assert!(
+            refusal.message.contains("\"user\" appears more than once"),
+            "{e}"
+        );
+        let nobody = startup(b"database\0postgres\0\0");
+        let e = read(&mut &nobody[..], &mut FrameReader::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SessionError::NoUser));
     }
 }
