@@ -111,6 +111,7 @@ proptest! {
 
         // The server gets the rebuilt packet; it must mean the same to it and to the proxy.
         let rebuilt = judged.encode();
+        prop_assert!(rebuilt.len() <= bytes.len(), "longer than the client's packet");
         let Ok(Some((FirstPacket::Startup(again), used))) = parse_untagged(&rebuilt) else {
             panic!("the rebuilt packet does not parse: {rebuilt:?}");
         };

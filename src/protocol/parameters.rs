@@ -79,8 +79,9 @@ impl StartupParams {
     }
 
     /// The StartupMessage for the server: `user` and `database` first, as judged, then the
-    /// rest in the client's order. A physical replication connection gets no `database`
-    /// (the server would ignore it).
+    /// rest in the client's order. `database` is left out where the server's own default
+    /// gives the same (the user's name) or ignores it (physical replication), so the packet
+    /// is never longer than the client's and stays within `MAX_STARTUP_PACKET`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![0; 4];
         let code = (u32::from(self.major) << 16) | u32::from(self.minor);
@@ -92,7 +93,7 @@ impl StartupParams {
             out.push(0);
         };
         put(b"user", self.user.as_bytes());
-        if self.replication != Replication::Physical {
+        if self.replication != Replication::Physical && self.database != self.user {
             put(b"database", self.database.as_bytes());
         }
         for (name, value) in &self.rest {
@@ -306,5 +307,9 @@ mod tests {
         let bytes = p.encode();
         assert!(bytes.starts_with(&[0, 0, 0, bytes.len() as u8, 0, 3, 0, 0]));
         assert!(bytes[8..].starts_with(b"user\0alice\0database\0app\0options\0"));
+        // Never longer than what the client sent, whatever it left to the server's default.
+        let p = judged(&[("user", &"u".repeat(70))]).unwrap();
+        assert_eq!(p.encode().len(), 8 + "user\0".len() + 64 + 1);
+        assert_eq!(reparsed(&p), p);
     }
 }

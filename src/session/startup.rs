@@ -142,10 +142,10 @@ mod tests {
         assert_eq!(s.database.as_deref(), Some("alice"), "defaults to the user");
         assert_eq!(s.application_name.as_deref(), Some("psql"));
         assert_eq!(reader.into_rest(), b"pipelined");
-        // The server gets the judged values, the database written out.
+        // The server gets the judged values, rebuilt.
         assert_eq!(
             s.as_bytes(),
-            startup(b"user\0alice\0database\0alice\0application_name\0psql\0\0")
+            startup(b"user\0alice\0application_name\0psql\0\0")
         );
         assert_eq!(packet_len, bytes.len() - b"pipelined".len());
     }
