@@ -41,9 +41,14 @@ fn auth_function(who: &str, whose: &str, delay: u32) -> String {
 /// PostgreSQL trusting the proxy for `bob`, with the shipped auth-query role and function,
 /// and the query user's password file holding `query_password`.
 fn server(pki: &TestPki, query_password: &str) -> (Postgres, PathBuf) {
+    server_with(pki, query_password, Vec::new())
+}
+
+/// [`server`] with extra postgresql.conf lines.
+fn server_with(pki: &TestPki, query_password: &str, conf: Vec<String>) -> (Postgres, PathBuf) {
     let pg = Postgres::start_with(PgOptions {
         tls: Some(&pki.server),
-        conf: Vec::new(),
+        conf,
         hba: vec!["hostssl all bob 127.0.0.1/32 trust".into()],
     });
     pg.admin(include_str!("../packaging/auth-query.sql"));
@@ -121,6 +126,34 @@ fn a_lookup_cut_off_by_the_startup_deadline_does_not_answer_the_next_user() {
     // The lookup ran to its end although its client had gone, and filled the cache: slow
     // now logs in within the 2 s deadline that a new 4 s query could not meet.
     assert_eq!(login(&proxy, &pki, "slow", "slow-pw"), Ok("slow".into()));
+}
+
+#[test]
+fn concurrent_logins_for_one_user_share_one_query() {
+    let pki = TestPki::new();
+    let (pg, password_file) = server_with(&pki, "query-pw", vec!["log_statement = 'all'".into()]);
+    pg.admin("create role slow login password 'slow-pw'");
+    pg.admin(&auth_function("slow", "slow", 2));
+    // One query at a time: five queries of 2 s each would not fit in the deadline.
+    let proxy = Proxy::start(
+        &config(&pki, &pg, &password_file)
+            .set("auth.query_concurrency", "1")
+            .set("listen.startup_timeout", "\"6s\""),
+    );
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..5)
+            .map(|_| scope.spawn(|| login(&proxy, &pki, "slow", "slow-pw")))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(results, vec![Ok::<_, String>("slow".into()); 5]);
+    let asked = pg.log().matches("$1 = 'slow'").count();
+    assert_eq!(
+        asked,
+        1,
+        "the server was asked {asked} times:\n{}",
+        pg.log()
+    );
 }
 
 #[test]
