@@ -334,6 +334,9 @@ pub struct RawAuth {
     /// How long a fetched verifier is reused.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Most auth queries running at once (each on a connection of its own); logins for the
+    /// same user share one query.
+    pub query_concurrency: u32,
     /// A user without a verifier: "passthrough" (relayed to the server as without `[auth]`)
     /// or "refuse" (28P01, the same answer as a wrong password).
     pub unknown_user: UnknownUser,
@@ -352,6 +355,7 @@ impl Default for RawAuth {
             query_database: "postgres".into(),
             query_password_file: None,
             cache_ttl: Duration::from_secs(300),
+            query_concurrency: 4,
             unknown_user: UnknownUser::Passthrough,
             upstream_channel_binding: ChannelBindingPolicy::Prefer,
         }

@@ -6,16 +6,20 @@
 //!
 //! - [`keys`]: the cryptography (OpenSSL), keys zeroed after use.
 //! - [`server`]: the client leg's exchange; [`client`]: the upstream leg's.
-//! - [`verifiers`]: where verifiers come from (`auth.userlist`, the auth query), cached.
-//! - [`query`]: the proxy's own connection to the server that runs the auth query.
+//! - [`verifiers`]: where verifiers come from (`auth.userlist`, the auth query), cached
+//!   ([`cache`]), each query a unit no client can cut off ([`flights`]).
+//! - [`query`]: the proxy's own connections to the server that run the auth query.
 //!
 //! The session phase that drives both exchanges over the network is
 //! `crate::session::terminate`.
 
+pub(crate) mod cache;
 pub(crate) mod client;
+pub(crate) mod flights;
 pub(crate) mod keys;
 pub(crate) mod login;
 pub(crate) mod query;
+mod query_answer;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,12 @@
-//! The auth query: the proxy's own connection to the server, as `auth.query_user` over the
-//! same verified TLS leg as sessions, kept open and reused (reconnected once when it
-//! fails), running `auth.query` with the user name as a bound parameter, never spliced
-//! into SQL.
+//! The auth query: the proxy's own connections to the server, as `auth.query_user` over the
+//! same verified TLS leg as sessions, kept open and reused, running `auth.query` with the
+//! user name as a bound parameter, never spliced into SQL.
+//!
+//! A connection is taken out of the pool for one exchange and put back only once the
+//! server's reply has been read to its ReadyForQuery; a partial exchange (an error, a
+//! timeout, a task stopped) drops it with it, so no reply is ever read for the wrong user.
+//! An answer whose `username` is not the user asked for is no answer, and its connection is
+//! dropped too.
 
 use std::path::Path;
 
@@ -14,12 +19,13 @@ use super::ScramFailure;
 use super::client::ServerParams;
 use super::keys::{self, ClientKey, Key};
 use super::login::{self, LoginError, Prover};
+use super::query_answer::answer_of;
 use crate::config::schema::ChannelBindingPolicy;
 use crate::framed::FrameReader;
 use crate::protocol::encode;
 use crate::protocol::error_response::message_of;
-use crate::protocol::message::{self, MAX_BACKEND_STARTUP_MESSAGE, tag};
-use crate::protocol::scram::{Verifier, parse_verifier};
+use crate::protocol::message::{MAX_BACKEND_STARTUP_MESSAGE, tag};
+use crate::protocol::scram::Verifier;
 use crate::protocol::startup::encode_startup;
 use crate::settings::UpstreamSettings;
 use crate::tls::connector::Connector;
@@ -27,6 +33,10 @@ use crate::upstream;
 
 /// Longest time one fetch (connect and query included) may take.
 const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Most PBKDF2 iterations the proxy spends on `query_user`'s own login: ten times what
+/// PostgreSQL's default (4096) costs, and far past what a server needs to ask.
+pub(crate) const MAX_QUERY_USER_ITERATIONS: u32 = 100_000;
 
 /// What `[auth]` says about the query.
 pub(crate) struct QuerySpec {
@@ -40,22 +50,30 @@ pub(crate) struct QuerySpec {
     pub password: Option<Zeroizing<Vec<u8>>>,
     /// `auth.upstream_channel_binding`, for the query user's own login.
     pub policy: ChannelBindingPolicy,
+    /// `auth.query_concurrency`: most queries at once, and so most open connections.
+    pub concurrency: usize,
     /// The upstream the query runs on.
     pub upstream: UpstreamSettings,
     /// Its connector.
     pub connector: Connector,
 }
 
-/// The query and its connection, kept open between fetches.
+/// The query and its idle connections.
 pub(crate) struct AuthQuery {
     spec: QuerySpec,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    idle: std::sync::Mutex<Vec<Conn>>,
 }
 
 /// An open, logged-in connection.
 struct Conn {
     stream: SslStream<TcpStream>,
     reader: FrameReader,
+}
+
+/// One complete exchange: the answer, and whether the connection may serve another.
+struct Reply {
+    answer: Result<Option<Verifier>, String>,
+    reusable: bool,
 }
 
 /// Proves `query_user`'s password.
@@ -69,11 +87,38 @@ impl Prover for PasswordProver<'_> {
                     .into(),
             )
         })?;
-        Ok(keys::client_key_from_password(
-            password,
-            &params.salt,
-            params.iterations,
-        )?)
+        if params.iterations > MAX_QUERY_USER_ITERATIONS {
+            return Err(ScramFailure::Lookup(format!(
+                "the server asks auth.query_user's SCRAM login for {} PBKDF2 iterations; the proxy \
+                 spends at most {MAX_QUERY_USER_ITERATIONS} iterations (set the role's password \
+                 with a lower scram_iterations)",
+                params.iterations
+            )));
+        }
+        let password = saslprep(password);
+        let salt = params.salt.clone();
+        let iterations = params.iterations;
+        // Tens of milliseconds of PBKDF2: off the session threads.
+        let keys = tokio::task::spawn_blocking(move || {
+            keys::client_key_from_password(&password, &salt, iterations)
+                .map(|(client, server)| (client, Zeroizing::new(server)))
+        })
+        .await
+        .map_err(|e| ScramFailure::Lookup(format!("auth.query_user's PBKDF2 did not run: {e}")))?;
+        let (client, server) = keys?;
+        Ok((client, *server))
+    }
+}
+
+/// The password as SCRAM proves it: SASLprep (RFC 4013), or the bytes as they are when they
+/// are not UTF-8 or preparation refuses them, as PostgreSQL and libpq do.
+fn saslprep(password: &[u8]) -> Zeroizing<Vec<u8>> {
+    let prepared = std::str::from_utf8(password)
+        .ok()
+        .and_then(|text| stringprep::saslprep(text).ok());
+    match prepared {
+        Some(text) => Zeroizing::new(text.into_owned().into_bytes()),
+        None => Zeroizing::new(password.to_vec()),
     }
 }
 
@@ -82,7 +127,7 @@ impl AuthQuery {
     pub fn new(spec: QuerySpec) -> Self {
         Self {
             spec,
-            conn: tokio::sync::Mutex::new(None),
+            idle: std::sync::Mutex::default(),
         }
     }
 
@@ -91,22 +136,51 @@ impl AuthQuery {
         &self.spec.user
     }
 
-    /// `user`'s verifier, or `None` when the query returns no row or a NULL verifier.
+    /// `auth.query_concurrency`.
+    pub fn concurrency(&self) -> usize {
+        self.spec.concurrency
+    }
+
+    /// `user`'s verifier, or `None` when the query returns no row or a NULL verifier. A
+    /// connection that was idle is tried once more on a new one when it fails (the server
+    /// may have closed it meanwhile).
     pub async fn fetch(&self, user: &str) -> Result<Option<Verifier>, String> {
-        let mut conn = self.conn.lock().await;
-        for attempt in 0..2 {
-            if conn.is_none() {
-                *conn = Some(self.connect().await?);
+        let mut failure = String::new();
+        for _ in 0..2 {
+            let (mut conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            match tokio::time::timeout(FETCH_LIMIT, self.run(&mut conn, user)).await {
+                Ok(Ok(reply)) => {
+                    if reply.reusable {
+                        self.put_back(conn);
+                    }
+                    return reply.answer;
+                }
+                Ok(Err(e)) => failure = e,
+                Err(_) => failure = "the auth query timed out".into(),
             }
-            let Some(c) = conn.as_mut() else { continue };
-            match tokio::time::timeout(FETCH_LIMIT, self.run(c, user)).await {
-                Ok(Ok(answer)) => return answer,
-                Ok(Err(e)) if attempt == 1 => return Err(e),
-                Err(_) if attempt == 1 => return Err("the auth query timed out".into()),
-                _ => *conn = None,
+            if !reused {
+                break;
             }
         }
-        Err("the auth query failed".into())
+        Err(failure)
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        self.idle().pop()
+    }
+
+    fn put_back(&self, conn: Conn) {
+        let mut idle = self.idle();
+        if idle.len() < self.spec.concurrency {
+            idle.push(conn);
+        }
     }
 
     /// Connects and logs in, for `check-config`.
@@ -141,7 +215,14 @@ impl AuthQuery {
             )
             .await
             .map_err(|e: LoginError| {
-                format!("auth.query_user \"{}\" cannot log in: {e}", self.spec.user)
+                let why = match e {
+                    LoginError::Scram(ScramFailure::Lookup(why)) => why,
+                    e => e.to_string(),
+                };
+                format!(
+                    "auth.query_user \"{}\" cannot log in: {why}",
+                    self.spec.user
+                )
             })?;
             let mut conn = Conn { stream, reader };
             ready(&mut conn).await?;
@@ -152,12 +233,9 @@ impl AuthQuery {
             .map_err(|_| "connecting for the auth query timed out".to_string())?
     }
 
-    /// Runs the query once on `conn`.
-    async fn run(
-        &self,
-        conn: &mut Conn,
-        user: &str,
-    ) -> Result<Result<Option<Verifier>, String>, String> {
+    /// Runs the query once on `conn`, reading the reply to its ReadyForQuery; `Err` when
+    /// the exchange broke off (the connection is then of no further use).
+    async fn run(&self, conn: &mut Conn, user: &str) -> Result<Reply, String> {
         let mut out = Vec::new();
         encode::encode_query_with_params(&mut out, &self.spec.sql, &[user]);
         conn.stream
@@ -165,40 +243,37 @@ impl AuthQuery {
             .await
             .map_err(|e| e.to_string())?;
         conn.stream.flush().await.map_err(|e| e.to_string())?;
-        let mut found = None;
+        let mut rows = Vec::new();
         let mut failure = None;
-        loop {
+        let idle = loop {
             let m = next(conn).await?;
             match m.tag {
-                b'D' if found.is_none() => found = Some(verifier_of(m.body())),
+                b'D' if rows.len() < 2 => rows.push(m.body().to_vec()),
+                b'D' => {}
                 tag::ERROR_RESPONSE => {
                     failure = Some(format!(
                         "the auth query failed: {}",
                         message_of(m.body()).unwrap_or_default()
                     ));
                 }
-                tag::READY_FOR_QUERY => break,
+                tag::READY_FOR_QUERY => break m.body() == b"I",
                 _ => {}
             }
-        }
+        };
         // A query error is an answer (the connection is fine); a bad row is too.
-        Ok(match (failure, found) {
-            (Some(e), _) => Err(e),
-            (None, None) => Ok(None),
-            (None, Some(v)) => v,
+        let (answer, ours) = match (failure, rows.as_slice()) {
+            (Some(e), _) => (Err(e), true),
+            (None, []) => (Ok(None), true),
+            (None, [row]) => answer_of(row, user),
+            (None, _) => (
+                Err("the auth query returned more than one row for one user".into()),
+                true,
+            ),
+        };
+        Ok(Reply {
+            answer,
+            reusable: idle && ours,
         })
-    }
-}
-
-/// The second column of a row: NULL is no verifier; anything but SCRAM-SHA-256 an error.
-fn verifier_of(body: &[u8]) -> Result<Option<Verifier>, String> {
-    let columns = message::parse_data_row(body).map_err(|e| e.to_string())?;
-    match columns.get(1) {
-        Some(None) => Ok(None),
-        Some(Some(text)) => parse_verifier(&String::from_utf8_lossy(text))
-            .map(Some)
-            .map_err(|e| format!("the auth query returned {e}")),
-        None => Err("the auth query must return two columns: username, verifier".into()),
     }
 }
 
@@ -240,4 +315,22 @@ pub(crate) fn read_password_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, Stri
     let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     Ok(Zeroizing::new(line.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_prepared_as_postgresql_prepares_them() {
+        // Mapped to nothing (soft hyphen), to a space (no-break space), and NFKC.
+        assert_eq!(&saslprep("pen\u{ad}cil".as_bytes())[..], b"pencil");
+        assert_eq!(&saslprep("a\u{a0}b".as_bytes())[..], b"a b");
+        assert_eq!(&saslprep("query-\u{2168}".as_bytes())[..], b"query-IX");
+        // Prohibited (a control character, bidi mixing) or not UTF-8: the bytes as they are.
+        assert_eq!(&saslprep(b"bell\x07")[..], b"bell\x07");
+        let mixed = "\u{5d0}a\u{5d1}".as_bytes();
+        assert_eq!(&saslprep(mixed)[..], mixed);
+        assert_eq!(&saslprep(b"\xff\xfe")[..], b"\xff\xfe");
+    }
 }

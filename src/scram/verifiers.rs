@@ -2,12 +2,20 @@
 //! the auth query, whose answers are cached for `auth.cache_ttl` (30 s when the user has
 //! none) and refreshed at most three times a minute per user when the server's verifier
 //! has changed. A reload builds a new store, which empties the cache.
+//!
+//! Each query runs on a task of its own ([`super::flights`]), shared by every login waiting
+//! for the same user, and fills the cache when it ends, whether or not anyone still waits.
+//! A refresh first forgets the cached verifier (the server has just shown it stale), so
+//! "no verifier" can then be remembered for that user; otherwise a "no verifier" answer
+//! never replaces a fresh verifier ([`super::cache`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::cache::{AnswerCache, Limits};
+use super::flights::Flights;
 use super::keys::{self, Key};
 use super::query::AuthQuery;
 use crate::protocol::scram::{Verifier, parse_verifier};
@@ -17,8 +25,13 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// Most refreshes per user within [`REFRESH_WINDOW`].
 const MAX_REFRESHES: usize = 3;
 const REFRESH_WINDOW: Duration = Duration::from_secs(60);
-/// Most users remembered; the cache is emptied of expired entries, then cleared, beyond.
-const CACHE_LIMIT: usize = 10_000;
+/// Most users remembered with a verifier, and apart from them, without one.
+const CACHE_LIMITS: Limits = Limits {
+    positive: 10_000,
+    negative: 10_000,
+};
+/// Most users whose refreshes are counted.
+const REFRESH_LIMIT: usize = 10_000;
 
 /// Where a verifier came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +42,25 @@ pub(crate) enum Source {
     Query,
 }
 
-#[derive(Debug)]
-struct Cached {
-    verifier: Option<Verifier>,
-    until: Instant,
+/// One query's outcome, as every login waiting for it gets it.
+type Answer = Result<Option<Verifier>, String>;
+
+/// What a query's task needs after its client has gone.
+struct Shared {
+    query: AuthQuery,
+    cache: Mutex<AnswerCache>,
+}
+
+impl Shared {
+    fn cache(&self) -> std::sync::MutexGuard<'_, AnswerCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The verifiers a configuration gives access to.
 pub(crate) struct Verifiers {
     userlist: HashMap<String, Verifier>,
-    query: Option<AuthQuery>,
-    ttl: Duration,
-    cache: Mutex<HashMap<String, Cached>>,
+    query: Option<(Arc<Shared>, Arc<Flights<Answer>>)>,
     refreshes: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
@@ -51,11 +71,14 @@ impl Verifiers {
         query: Option<AuthQuery>,
         ttl: Duration,
     ) -> Self {
+        let query = query.map(|query| {
+            let flights = Flights::new(query.concurrency());
+            let cache = Mutex::new(AnswerCache::new(ttl, NEGATIVE_TTL, CACHE_LIMITS));
+            (Arc::new(Shared { query, cache }), flights)
+        });
         Self {
             userlist,
             query,
-            ttl,
-            cache: Mutex::default(),
             refreshes: Mutex::default(),
         }
     }
@@ -67,7 +90,7 @@ impl Verifiers {
 
     /// The auth query, if configured.
     pub fn query(&self) -> Option<&AuthQuery> {
-        self.query.as_ref()
+        self.query.as_ref().map(|(shared, _)| &shared.query)
     }
 
     /// `user`'s verifier and where it came from; `Ok(None)` when the user has none.
@@ -75,77 +98,71 @@ impl Verifiers {
         if let Some(v) = self.userlist.get(user) {
             return Ok(Some((v.clone(), Source::Userlist)));
         }
-        let Some(query) = &self.query else {
+        let Some((shared, _)) = &self.query else {
             return Ok(None);
         };
-        if let Some(cached) = self.cached(user) {
-            return Ok(cached.map(|v| (v, Source::Query)));
-        }
-        let found = query.fetch(user).await?;
-        self.remember(user, found.clone());
+        let cached = shared.cache().get(user, Instant::now());
+        let found = match cached {
+            Some(answer) => answer,
+            None => self.fetch(user).await?,
+        };
         Ok(found.map(|v| (v, Source::Query)))
     }
 
     /// Fetches `user`'s verifier again (its server-side verifier has changed), within the
     /// refresh limit; `Ok(None)` when the limit is reached or the user has none now.
     pub async fn refresh(&self, user: &str) -> Result<Option<Verifier>, String> {
-        let Some(query) = &self.query else {
+        if self.query.is_none() {
             return Ok(None);
-        };
+        }
         self.forget(user);
         if !self.may_refresh(user) {
             return Ok(None);
         }
-        let found = query.fetch(user).await?;
-        self.remember(user, found.clone());
-        Ok(found)
+        self.fetch(user).await
     }
 
     /// Drops `user`'s cached answer.
     pub fn forget(&self, user: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(user);
-    }
-
-    fn cached(&self, user: &str) -> Option<Option<Verifier>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(user)
-            .filter(|c| Instant::now() < c.until)
-            .map(|c| c.verifier.clone())
-    }
-
-    fn remember(&self, user: &str, verifier: Option<Verifier>) {
-        let ttl = if verifier.is_some() {
-            self.ttl
-        } else {
-            NEGATIVE_TTL
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_LIMIT {
-            let now = Instant::now();
-            cache.retain(|_, c| now < c.until);
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
+        if let Some((shared, _)) = &self.query {
+            shared.cache().forget(user);
         }
-        cache.insert(
-            user.to_owned(),
-            Cached {
-                verifier,
-                until: Instant::now() + ttl,
-            },
-        );
+    }
+
+    /// The query's answer for `user`, from the lookup running for that user or a new one,
+    /// which caches its answer when it ends.
+    async fn fetch(&self, user: &str) -> Answer {
+        let Some((shared, flights)) = &self.query else {
+            return Ok(None);
+        };
+        let shared = Arc::clone(shared);
+        let owned = user.to_owned();
+        let waiting = flights.join(user, move || async move {
+            let answer = shared.query.fetch(&owned).await;
+            if let Ok(found) = &answer {
+                shared.cache().insert(&owned, found.clone(), Instant::now());
+            }
+            answer
+        });
+        waiting
+            .answer()
+            .await
+            .unwrap_or_else(|| Err("the auth query's task ended without an answer".into()))
     }
 
     fn may_refresh(&self, user: &str) -> bool {
         let mut all = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
-        if all.len() >= CACHE_LIMIT {
-            all.clear();
-        }
         let now = Instant::now();
+        if all.len() >= REFRESH_LIMIT {
+            all.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) <= REFRESH_WINDOW)
+            });
+            if all.len() >= REFRESH_LIMIT {
+                all.clear();
+            }
+        }
         let recent = all.entry(user.to_owned()).or_default();
         while recent
             .front()

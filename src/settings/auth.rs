@@ -10,6 +10,9 @@ use crate::scram::query::{AuthQuery, QuerySpec, read_password_file};
 use crate::scram::verifiers::{Verifiers, load_userlist};
 use crate::tls::connector::Connector;
 
+/// Most `auth.query_concurrency`: each query holds a server connection.
+const MAX_QUERY_CONCURRENCY: u32 = 64;
+
 /// How clients log in.
 pub(crate) struct AuthSettings {
     /// Passthrough or SCRAM termination.
@@ -52,6 +55,12 @@ pub(super) fn auth(
     if a.cache_ttl.is_zero() {
         problems.key("auth.cache_ttl", "must be longer than 0s");
     }
+    if !(1..=MAX_QUERY_CONCURRENCY).contains(&a.query_concurrency) {
+        problems.key(
+            "auth.query_concurrency",
+            format!("must be between 1 and {MAX_QUERY_CONCURRENCY} (queries at once, each on a connection of its own)"),
+        );
+    }
     let query = a.query_user.as_ref().and_then(|user| {
         check_query(&a.query, problems);
         let password = match &a.query_password_file {
@@ -71,6 +80,8 @@ pub(super) fn auth(
             sql: a.query.clone(),
             password,
             policy: a.upstream_channel_binding,
+            concurrency: usize::try_from(a.query_concurrency.clamp(1, MAX_QUERY_CONCURRENCY))
+                .unwrap_or(1),
             upstream: upstream.clone(),
             connector: connector.clone(),
         }))
