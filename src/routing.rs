@@ -111,7 +111,13 @@ impl<T: Clone> RouteTable<T> {
 
     /// The route for a connection: by server name, then database, then the default.
     pub fn route(&self, server_name: Option<&str>, database: Option<&str>) -> Option<&T> {
-        self.by_server_name(server_name)
+        self.route_after(self.by_server_name(server_name), database)
+    }
+
+    /// The route for a connection whose server name found `by_name` ([`Self::by_server_name`],
+    /// looked up once at its handshake): that, else the database's, else the default.
+    pub fn route_after<'a>(&'a self, by_name: Option<&'a T>, database: Option<&str>) -> Option<&'a T> {
+        by_name
             .or_else(|| self.databases.get(database?))
             .or(self.default.as_ref())
     }

@@ -206,7 +206,7 @@ impl Acceptor {
         match Arc::clone(&self.limit).try_acquire_owned() {
             Ok(permit) => match tcp.into_std() {
                 Ok(tcp) => self.threads.spawn(&self.tracker, tcp, move |tcp| {
-                    session::serve(tcp, peer, shared, permit)
+                    session::serve(tcp, peer, shared, permit, session::Limit::Within)
                 }),
                 Err(e) => {
                     tracing::error!(client_addr = %peer, error = %e, "connection closed: it could not be handed to a session thread");
@@ -215,7 +215,7 @@ impl Acceptor {
             Err(_) => match Arc::clone(&self.refusals).try_acquire_owned() {
                 Ok(permit) => {
                     self.tracker
-                        .spawn(session::refuse_too_many(tcp, peer, shared, permit));
+                        .spawn(session::serve(tcp, peer, shared, permit, session::Limit::Over));
                 }
                 Err(_) => {
                     tracing::warn!(client_addr = %peer, "connection closed: over listen.max_connections and too many refusals in progress");

@@ -7,10 +7,12 @@
 //! [`ClientError`], whose [`ClientError::refusal`] says what the client is told, and the
 //! session tells it. Nothing after the handshake lives here: that is [`crate::session`].
 
+mod socket;
 mod proxied;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use socket::ClientIo;
 pub(crate) use proxied::{Addresses, identify};
 
 use std::io;

@@ -11,10 +11,10 @@
 use std::net::SocketAddr;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::ClientError;
+use super::socket::ClientIo;
 use crate::protocol::proxy::{self, MAX_HEADER, Parsed, ProxyHeaderError};
 use crate::settings::ListenSettings;
 
@@ -40,8 +40,8 @@ pub(crate) struct Identified {
 /// Reads the PROXY header when `listen` wants one. `Err` ends the connection now, without a
 /// word: a header that is malformed or comes from an untrusted address is not a PostgreSQL
 /// client's doing.
-pub(crate) async fn identify(
-    tcp: &mut TcpStream,
+pub(crate) async fn identify<S: ClientIo>(
+    tcp: &mut S,
     peer: SocketAddr,
     listen: &ListenSettings,
     deadline: Instant,
@@ -95,7 +95,7 @@ pub(crate) async fn identify(
 }
 
 /// Reads one header, exactly, and returns the client address it gives.
-async fn read_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, ClientError> {
+async fn read_header<S: ClientIo>(tcp: &mut S) -> Result<Option<SocketAddr>, ClientError> {
     let mut buf = Vec::with_capacity(64);
     loop {
         match proxy::parse(&buf).map_err(ClientError::ProxyHeader)? {

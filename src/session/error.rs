@@ -92,6 +92,10 @@ pub(crate) enum SessionError {
         /// The StartupMessage's database.
         database: String,
     },
+    /// A CancelRequest from a connection admission refused (not forwarded; the protocol
+    /// has no answer to a cancel).
+    #[error("cancel request not forwarded: {0}")]
+    CancelRefused(Box<SessionError>),
     /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
     #[error("proxy shutting down (listen.shutdown_timeout reached)")]
     Shutdown,
@@ -146,6 +150,7 @@ impl SessionError {
                     .detail("pgt-proxy is serving listen.max_connections clients already.")
             }
             SessionError::ServerRefused { .. }
+            | SessionError::CancelRefused(_)
             | SessionError::Closed(Leg::Client)
             | SessionError::Io(Leg::Client, _) => return None,
         })

@@ -2,23 +2,24 @@
 //! checked of the client before the startup packet: its certificate's revocation (CRL,
 //! OCSP) and, once the user is known, that the certificate names that user.
 
+use std::sync::Arc;
+
 use openssl::ssl::NameType;
 use openssl::x509::X509;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::error::SessionError;
-use crate::client::{self, ClientError, ClientStream, Opening};
+use crate::client::{self, ClientError, ClientIo, ClientStream, Opening};
 use crate::config::schema::ClientCertUser;
 use crate::leg::Leg;
 use crate::prefixed::PrefixedIo;
-use crate::settings::{Settings, Target};
+use crate::settings::{RouteTarget, Settings, Target};
 use crate::tls::revocation;
 use crate::upstream::{self, Upstream, UpstreamError};
 
 /// The plaintext opening, within the handshake deadline.
-pub(super) async fn opening(
-    tcp: &mut TcpStream,
+pub(super) async fn opening<S: ClientIo>(
+    tcp: &mut S,
     settings: &Settings,
     deadline: Instant,
 ) -> Result<Opening, ClientError> {
@@ -29,10 +30,14 @@ pub(super) async fn opening(
 }
 
 /// The client's connection once its handshake is done.
-pub(super) struct ClientLeg {
+pub(super) struct ClientLeg<S> {
     /// The TLS stream.
-    pub stream: ClientStream,
-    /// Whether the client may go on; a refusal here is told over `stream`.
+    pub stream: ClientStream<S>,
+    /// The route its server name found (looked up once, here: the handshake already chose
+    /// that route's certificate and client CA).
+    pub route: Option<Arc<RouteTarget>>,
+    /// Whether its certificate passed the checks after the handshake (OCSP); a refusal here
+    /// is told over `stream`.
     pub admitted: Result<(), ClientError>,
 }
 
@@ -48,21 +53,20 @@ pub(super) enum UpstreamLeg {
 /// connect latency is the slower of the two, not the sum. With client certificates
 /// required, nobody reaches the upstream before their certificate has verified. A failed
 /// upstream is reported to the client once its TLS is up, so the leg's result is carried as
-/// a value; a failed client handshake returns at once and drops the upstream.
-pub(super) async fn both_legs(
-    tcp: TcpStream,
+/// a value; a failed client handshake returns at once and drops the upstream. `connect`:
+/// admission would let this connection start a session (a refused client, or one over a
+/// limit that may only cancel, makes no upstream connection).
+pub(super) async fn both_legs<S: ClientIo>(
+    io: S,
     prefix: Vec<u8>,
     direct: bool,
     settings: &Settings,
     deadline: Instant,
-    before_tls: Result<(), ClientError>,
-) -> Result<(ClientLeg, UpstreamLeg), ClientError> {
-    let client_leg = client_leg(tcp, prefix, direct, settings, deadline);
-    // A client refused by address is told after its handshake, and nobody connects for it.
-    if let Err(e) = before_tls {
-        let mut client = Box::pin(client_leg).await?;
-        client.admitted = Err(e);
-        return Ok((client, UpstreamLeg::NotStarted));
+    connect: bool,
+) -> Result<(ClientLeg<S>, UpstreamLeg), ClientError> {
+    let client_leg = client_leg(io, prefix, direct, settings, deadline);
+    if !connect {
+        return Ok((Box::pin(client_leg).await?, UpstreamLeg::NotStarted));
     }
     // With routes, the upstream is known only from the server name or the database.
     let Some(target) = settings
@@ -104,13 +108,13 @@ pub(super) async fn connect_upstream(target: &Target) -> Result<Upstream, Upstre
 }
 
 /// The handshake, then the client certificate's OCSP check when configured.
-async fn client_leg(
-    tcp: TcpStream,
+async fn client_leg<S: ClientIo>(
+    tcp: S,
     prefix: Vec<u8>,
     direct: bool,
     settings: &Settings,
     deadline: Instant,
-) -> Result<ClientLeg, ClientError> {
+) -> Result<ClientLeg<S>, ClientError> {
     let listen = &settings.listen;
     let accepted = timeout_at(
         deadline,
@@ -128,8 +132,9 @@ async fn client_leg(
     let ssl = accepted.stream.ssl();
     let route = settings
         .routes
-        .by_server_name(ssl.servername(NameType::HOST_NAME));
-    let policy = settings.client_policy(route.map(|r| &**r));
+        .by_server_name(ssl.servername(NameType::HOST_NAME))
+        .cloned();
+    let policy = settings.client_policy(route.as_deref());
     if admitted.is_ok()
         && let Some(ocsp) = policy.client_ocsp
     {
@@ -146,6 +151,7 @@ async fn client_leg(
     }
     Ok(ClientLeg {
         stream: accepted.stream,
+        route,
         admitted,
     })
 }

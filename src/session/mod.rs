@@ -13,6 +13,7 @@
 //! one line per connection from the same [`Outcome`]. Nothing is relayed until both legs are
 //! verified.
 
+mod admission;
 mod auth;
 mod error;
 mod handshake;
@@ -21,6 +22,8 @@ mod login;
 mod shared;
 mod startup;
 mod terminate;
+#[cfg(test)]
+mod admission_tests;
 #[cfg(test)]
 mod tests;
 
@@ -34,18 +37,20 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
 
+use self::admission::Admission;
 use self::auth::Authenticated;
 use self::handshake::{ClientLeg, UpstreamLeg};
 use self::log::Record;
 use self::login::{LoginEnds, Plan, login};
 use self::startup::StartupPacket;
 use crate::cancel::{self, CancelOutcome};
-use crate::client::{self, ClientStream, Opening};
+use crate::client::{self, ClientIo, ClientStream, Opening};
 use crate::framed::FrameReader;
 use crate::relay::{self, Ended};
 use crate::settings::Settings;
 use crate::upstream::Upstream;
 
+pub(crate) use self::admission::Limit;
 pub(crate) use self::error::SessionError;
 pub use self::shared::Shared;
 
@@ -60,137 +65,53 @@ pub(crate) enum Outcome {
     Refused(SessionError),
 }
 
-/// Serves one accepted connection; `permit` holds its place under `listen.max_connections`.
-pub(crate) async fn serve(
-    tcp: TcpStream,
+/// Serves one accepted connection. `limit`: whether the accept loop found a slot under
+/// `listen.max_connections` (held by `permit`); over it, the connection is still admitted
+/// the same way, and only a cancel is served.
+pub(crate) async fn serve<S: ClientIo>(
+    io: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
+    limit: Limit,
 ) {
-    shared.active.fetch_add(1, Ordering::Relaxed);
-    shared.total.fetch_add(1, Ordering::Relaxed);
-    crate::metrics::get().sessions_active.inc();
+    let counted = limit == Limit::Within;
+    if counted {
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        shared.total.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::get().sessions_active.inc();
+    }
     let mut record = Record::new(peer);
-    let outcome = admitted_session(tcp, &shared, &mut record).await;
+    let outcome = connection(io, &shared, &mut record, limit).await;
     log::session_end(&record, &outcome);
     log::count(&record, &outcome);
-    crate::metrics::get().sessions_active.dec();
-    shared.active.fetch_sub(1, Ordering::Relaxed);
+    if counted {
+        crate::metrics::get().sessions_active.dec();
+        shared.active.fetch_sub(1, Ordering::Relaxed);
+    }
     drop(permit);
 }
 
-/// Who the connection is from (a PROXY header's client), the address checks on it, and the
-/// session; the per-address claim is held until the session ends.
-async fn admitted_session(
-    mut tcp: TcpStream,
+/// Admission, then the session or the cancel it allows; what admission holds (the
+/// per-address claim) is held until the connection ends.
+async fn connection<S: ClientIo>(
+    mut io: S,
     shared: &Arc<Shared>,
     record: &mut Record,
+    limit: Limit,
 ) -> Outcome {
-    let settings = shared.settings.load_full();
-    let listen = &settings.listen;
-    let deadline = Instant::now() + listen.handshake_timeout;
-    let identified = match client::identify(&mut tcp, record.peer, listen, deadline).await {
-        Ok(identified) => identified,
-        Err(e) => return Outcome::Refused(e.into()),
-    };
-    record.identified(identified.addresses);
-    let client = record.peer.ip();
-    let claim = shared.claim(client, listen.max_per_client);
-    let before_tls = identified.admission.and_then(|()| {
-        if !listen
-            .allowed_clients
-            .iter()
-            .any(|net| net.contains(&client))
-        {
-            Err(client::ClientError::NoAccess(client))
-        } else if claim.is_none() {
-            Err(client::ClientError::TooManyFromAddress {
-                address: client,
-                limit: listen.max_per_client,
-            })
-        } else {
-            Ok(())
-        }
-    });
-    let established = establish(tcp, shared, &settings, record, deadline, before_tls);
-    let outcome = match Box::pin(established).await {
-        Ok(established) => relay(*established, shared, record).await,
-        Err(outcome) => outcome,
-    };
-    drop(claim);
-    outcome
-}
-
-/// Answers a connection over the limit: TLS as usual, then FATAL 53300 (no upstream leg).
-/// Cancels are served at the limit too: that is exactly when every slot may be running a
-/// query someone wants to stop (PostgreSQL does the same).
-pub(crate) async fn refuse_too_many(
-    mut tcp: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
-) {
-    let mut record = Record::new(peer);
     let settings = shared.settings.load_full();
     let deadline = Instant::now() + settings.listen.handshake_timeout;
-    let identified = client::identify(&mut tcp, peer, &settings.listen, deadline).await;
-    let outcome = match identified {
-        Ok(identified) => {
-            record.identified(identified.addresses);
-            match opening(&mut tcp, &shared, &settings, &mut record, deadline).await {
-                Ok((prefix, direct)) => {
-                    let over_limit =
-                        over_limit(tcp, prefix, direct, &shared, &settings, &mut record);
-                    Box::pin(over_limit).await
-                }
-                Err(outcome) => outcome,
-            }
-        }
-        Err(e) => Outcome::Refused(e.into()),
+    let begun = Admission::begin(&mut io, shared, &settings, record, deadline, limit);
+    let mut admission = match begun.await {
+        Ok(admission) => admission,
+        Err(e) => return Outcome::Refused(e.into()),
     };
-    log::session_end(&record, &outcome);
-    log::count(&record, &outcome);
-    drop(permit);
-}
-
-async fn over_limit(
-    tcp: TcpStream,
-    prefix: Vec<u8>,
-    direct: bool,
-    shared: &Shared,
-    settings: &Settings,
-    record: &mut Record,
-) -> Outcome {
-    let listen = &settings.listen;
-    let accept = client::accept_tls(
-        crate::prefixed::PrefixedIo::new(prefix, tcp),
-        direct,
-        &settings.acceptor,
-        settings.client_certs_anywhere,
-        listen.allow_expired_crl,
-    );
-    let deadline = Instant::now() + listen.handshake_timeout;
-    let mut client = match timeout_at(deadline, accept).await {
-        Ok(Ok(accepted)) => accepted.stream,
-        Ok(Err(e)) => return Outcome::Refused(e.into()),
-        Err(_) => {
-            let e = client::ClientError::HandshakeTimeout(listen.handshake_timeout);
-            return Outcome::Refused(e.into());
-        }
-    };
-    record.client_tls(client.ssl());
-    let deadline = Instant::now() + listen.startup_timeout;
-    let first = timeout_at(
-        deadline,
-        startup::read(&mut client, &mut FrameReader::new()),
-    )
-    .await;
-    if let Ok(Ok(StartupPacket::Cancel { pid, key })) = first {
-        let outcome = Box::pin(forward_cancel(shared, settings, pid, &key, record)).await;
-        let _ = client.shutdown().await;
-        return outcome;
+    let established = establish(io, shared, &settings, record, deadline, &mut admission);
+    match Box::pin(established).await {
+        Ok(established) => relay(*established, shared, record).await,
+        Err(outcome) => outcome,
     }
-    refuse(&mut client, SessionError::TooManyConnections).await
 }
 
 /// Tells the client what `error` says it should hear (if anything), and makes it the
@@ -203,8 +124,8 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, error: SessionError) -> O
 }
 
 /// An authenticated session, ready to relay.
-struct Established {
-    client: ClientStream,
+struct Established<S> {
+    client: ClientStream<S>,
     server: tokio_openssl::SslStream<TcpStream>,
     auth: Authenticated,
     addr: SocketAddr,
@@ -215,52 +136,60 @@ struct Established {
 /// Everything before the relay. Its future is large (handshakes, timers, the startup
 /// exchange) and is freed once it is done, so a long idle session keeps only the relay's
 /// small state. `Err` is how the connection ended instead.
-async fn establish(
-    tcp: TcpStream,
+async fn establish<S: ClientIo>(
+    mut io: S,
     shared: &Shared,
     settings: &Settings,
     record: &mut Record,
     deadline: Instant,
-    before_tls: Result<(), client::ClientError>,
-) -> Result<Box<Established>, Outcome> {
-    let mut tcp = tcp;
-    let (prefix, direct) = opening(&mut tcp, shared, settings, record, deadline).await?;
-    let (client, upstream) = match Box::pin(handshake::both_legs(
-        tcp, prefix, direct, settings, deadline, before_tls,
-    ))
-    .await
-    {
+    admission: &mut Admission,
+) -> Result<Box<Established<S>>, Outcome> {
+    let (prefix, direct) = match handshake::opening(&mut io, settings, deadline).await {
+        Ok(Opening::Tls { prefix, direct }) => (prefix, direct),
+        // The client's connection stays open until the cancel has been handed over: its
+        // close is what tells libpq it was delivered. A refused one hears nothing: the
+        // protocol has no answer to a CancelRequest.
+        Ok(Opening::PlainCancel { pid, key }) => {
+            return Err(match admission.cancel() {
+                Ok(()) => Box::pin(forward_cancel(shared, settings, pid, &key, record)).await,
+                Err(e) => Outcome::Refused(SessionError::CancelRefused(Box::new(e))),
+            });
+        }
+        Err(e) => return Err(refuse(&mut io, e.into()).await),
+    };
+    let connect = admission.may_connect();
+    let legs = handshake::both_legs(io, prefix, direct, settings, deadline, connect);
+    let (client, upstream) = match Box::pin(legs).await {
         Ok(legs) => legs,
         Err(e) => return Err(Outcome::Refused(e.into())),
     };
-    Box::pin(over_tls(client, upstream, shared, settings, record)).await
+    Box::pin(over_tls(client, upstream, shared, settings, record, admission)).await
 }
 
 /// Everything once the client's TLS is up: admission, the startup packet, the login. A
 /// failure is told to the client over its TLS connection.
-async fn over_tls(
-    client: ClientLeg,
+async fn over_tls<S: ClientIo>(
+    client: ClientLeg<S>,
     upstream: UpstreamLeg,
     shared: &Shared,
     settings: &Settings,
     record: &mut Record,
-) -> Result<Box<Established>, Outcome> {
+    admission: &mut Admission,
+) -> Result<Box<Established<S>>, Outcome> {
     let ClientLeg {
         stream: mut client,
+        route,
         admitted,
     } = client;
     record.client_tls(client.ssl());
     let mut reader = FrameReader::new();
     let deadline = Instant::now() + settings.listen.startup_timeout;
-    let admit = admit(
-        &mut client,
-        &mut reader,
+    let checks = Checks {
         admitted,
-        upstream,
-        settings,
-        deadline,
-        record,
-    );
+        admission,
+        route,
+    };
+    let admit = admit(&mut client, &mut reader, checks, upstream, settings, deadline, record);
     let (mut upstream, startup, target) = match Box::pin(admit).await {
         Ok(Admitted::Session(upstream, startup, target)) => (upstream, startup, target),
         Ok(Admitted::Cancel { pid, key }) => {
@@ -299,50 +228,43 @@ async fn over_tls(
     }
 }
 
-/// The plaintext opening: TLS next (with any read-ahead bytes), or a plaintext cancel
-/// served, or a refusal told in plaintext.
-async fn opening(
-    tcp: &mut TcpStream,
-    shared: &Shared,
-    settings: &Settings,
-    record: &mut Record,
-    deadline: Instant,
-) -> Result<(Vec<u8>, bool), Outcome> {
-    match handshake::opening(tcp, settings, deadline).await {
-        Ok(Opening::Tls { prefix, direct }) => Ok((prefix, direct)),
-        // The client's connection stays open (with the caller) until the cancel has been
-        // handed over: its close is what tells libpq it was delivered.
-        Ok(Opening::PlainCancel { pid, key }) => {
-            Err(Box::pin(forward_cancel(shared, settings, pid, &key, record)).await)
-        }
-        Err(e) => Err(refuse(tcp, e.into()).await),
-    }
-}
-
 /// What the client may do once its TLS is up.
 enum Admitted {
-    /// Log in: the verified upstream, the client's StartupMessage, and where its route leads.
-    Session(
-        Upstream,
-        Box<startup::Startup>,
-        Arc<crate::settings::Target>,
-    ),
+    /// Log in: the verified upstream, the judged StartupMessage, and where its route leads.
+    Session(Upstream, Box<startup::Startup>, Arc<crate::settings::Target>),
     /// Its first packet was an encrypted CancelRequest.
     Cancel { pid: i32, key: Vec<u8> },
 }
 
-/// The checks between the client's handshake and the authentication exchange: the
-/// certificate's admission, the startup packet, the user, and the upstream leg's result.
-async fn admit(
-    client: &mut ClientStream,
-    reader: &mut FrameReader,
+/// What the handshake phase leaves for admission to judge.
+struct Checks<'a> {
+    /// The client certificate's checks after the handshake (OCSP).
     admitted: Result<(), client::ClientError>,
+    /// The connection's admission.
+    admission: &'a mut Admission,
+    /// The route its server name found.
+    route: Option<Arc<crate::settings::RouteTarget>>,
+}
+
+/// The checks between the client's handshake and the authentication exchange, in order:
+/// the certificate, the address, the first packet (a cancel needs no more), then the
+/// limits, the route and the certificate's user, and the upstream leg's result.
+async fn admit<S: ClientIo>(
+    client: &mut ClientStream<S>,
+    reader: &mut FrameReader,
+    checks: Checks<'_>,
     upstream: UpstreamLeg,
     settings: &Settings,
     deadline: Instant,
     record: &mut Record,
 ) -> Result<Admitted, SessionError> {
+    let Checks {
+        admitted,
+        admission,
+        route,
+    } = checks;
     admitted?;
+    admission.cancel()?;
     let listen = &settings.listen;
     let startup = match timeout_at(deadline, startup::read(client, reader)).await {
         Ok(packet) => packet?,
@@ -352,35 +274,26 @@ async fn admit(
         StartupPacket::Startup(s) => s,
         StartupPacket::Cancel { pid, key } => return Ok(Admitted::Cancel { pid, key }),
     };
-    record.user.clone_from(&startup.user);
-    record.database.clone_from(&startup.database);
+    record.user = Some(startup.params.user.clone());
+    record.database = Some(startup.params.database.clone());
     record
         .application_name
         .clone_from(&startup.application_name);
-    let user = startup.user.as_deref().filter(|u| !u.is_empty());
-    let user = user.ok_or(SessionError::NoUser)?;
+    admission.session()?;
     let server_name = client
         .ssl()
         .servername(NameType::HOST_NAME)
         .map(str::to_owned);
     record.server_name.clone_from(&server_name);
-    let database = startup.database.as_deref();
-    let (target, route) = settings
-        .route(server_name.as_deref(), database)
-        .ok_or_else(|| SessionError::NoRoute {
-            server_name: server_name.clone(),
-            database: database.unwrap_or_default().to_owned(),
-        })?;
+    let cert = client.ssl().peer_certificate();
+    let target = admission.route(
+        settings,
+        route.as_ref(),
+        server_name.as_deref(),
+        &startup,
+        cert.as_ref(),
+    )?;
     record.route = Some(target.label().to_owned());
-    if let Some(route) = &route
-        && !route.admits(record.peer.ip())
-    {
-        return Err(client::ClientError::NoAccess(record.peer.ip()).into());
-    }
-    if let Some(policy) = settings.client_policy(route.as_deref()).client_certs {
-        let cert = client.ssl().peer_certificate();
-        handshake::check_certificate_user(policy.user, cert.as_ref(), user)?;
-    }
     let upstream = match upstream {
         UpstreamLeg::Done(result) => result?,
         UpstreamLeg::NotStarted => handshake::connect_upstream(&target).await?,
@@ -392,7 +305,11 @@ async fn admit(
 
 /// Relays an authenticated session until one side ends; its cancel key is registered
 /// meanwhile.
-async fn relay(established: Established, shared: &Shared, record: &mut Record) -> Outcome {
+async fn relay<S: ClientIo>(
+    established: Established<S>,
+    shared: &Shared,
+    record: &mut Record,
+) -> Outcome {
     let Established {
         mut client,
         mut server,

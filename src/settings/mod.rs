@@ -244,20 +244,20 @@ impl Settings {
         certs.chain(self.key_files.iter().cloned()).collect()
     }
 
-    /// The upstream a connection goes to, by its server name and database: `None` when
-    /// routes exist and none matches (and `listen.unrouted = "reject"`).
+    /// The upstream a connection goes to, by the route its server name found at the
+    /// handshake (`by_name`) and its database: `None` when routes exist and none matches (and
+    /// `listen.unrouted = "reject"`).
     pub(crate) fn route(
         &self,
-        server_name: Option<&str>,
+        by_name: Option<&Arc<RouteTarget>>,
         database: Option<&str>,
     ) -> Option<(Arc<Target>, Option<Arc<RouteTarget>>)> {
         if !self.routes.has_routes() {
             return self.default.clone().map(|t| (t, None));
         }
-        match self.routes.route(server_name, database) {
-            Some(r) => Some((Arc::clone(&r.target), Some(Arc::clone(r)))),
-            None => None,
-        }
+        self.routes
+            .route_after(by_name, database)
+            .map(|r| (Arc::clone(&r.target), Some(Arc::clone(r))))
     }
 
     /// The client-side policy of a connection routed by `route` (its own, or `[listen]`'s).
