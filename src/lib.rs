@@ -18,11 +18,12 @@
 //!   (`[upstream]`, `[upstreams.NAME]`), the routes, `[auth]`, and what only a restart
 //!   changes.
 //! - [`routing`]: the route table: server names (RFC 6125) and databases to upstreams, pure.
-//! - `client`: the client leg up to the end of its TLS handshake.
+//! - `client`: the client leg up to the end of its TLS handshake, over any client socket
+//!   (`client::ClientIo`).
 //! - `upstream`: the upstream leg: resolve, connect, negotiate, verify.
-//! - `session`: one connection end to end, by phase (handshake, startup, login: relayed, or
-//!   SCRAM terminated), the one refusal decision (`session::SessionError::refusal`) and the
-//!   one log line.
+//! - `session`: one connection end to end, by phase (admission, handshake, startup, login:
+//!   relayed, or SCRAM terminated), the one refusal decision
+//!   (`session::SessionError::refusal`) and the one log line.
 //! - `scram`: SCRAM termination: its cryptography, the client-leg and upstream-leg
 //!   exchanges, the proxy's own logins, and where verifiers come from (userlist, auth query).
 //! - `relay`: bytes both ways after authentication.

@@ -1,13 +1,16 @@
 //! One client connection from accept to close, as a sequence of small phases:
 //!
-//! 1. [`handshake`]: the plaintext opening (SSLRequest, GSSENCRequest, direct TLS, a
+//! 1. [`admission`]: who the client is and what it may do, decided once for every path
+//!    (a session or a cancel, within the connection limit or over it).
+//! 2. [`handshake`]: the plaintext opening (SSLRequest, GSSENCRequest, direct TLS, a
 //!    plaintext CancelRequest), then the client's TLS handshake beside the upstream connect,
 //!    and the checks on the client's certificate.
-//! 2. [`startup`]: the first packet inside TLS, typed once (StartupMessage or an encrypted
-//!    CancelRequest).
-//! 3. [`auth`]: the authentication exchange relayed message by message.
-//! 4. [`crate::relay`]: bytes both ways until one side ends.
+//! 3. [`startup`]: the first packet inside TLS, typed and judged once (StartupMessage or an
+//!    encrypted CancelRequest); the server only ever gets the packet rebuilt from it.
+//! 4. [`login`]: the authentication exchange, relayed ([`auth`]) or SCRAM terminated.
+//! 5. [`crate::relay`]: bytes both ways until one side ends.
 //!
+//! Generic over the client's socket ([`ClientIo`]), so in-process tests run the same driver.
 //! Every phase returns a [`SessionError`] when it fails; [`refuse`] tells the client what
 //! [`SessionError::refusal`] says (the one place that decides it), and [`log`] writes the
 //! one line per connection from the same [`Outcome`]. Nothing is relayed until both legs are
