@@ -186,7 +186,8 @@ async fn over_limit(
     )
     .await;
     if let Ok(Ok(StartupPacket::Cancel { pid, key })) = first {
-        let outcome = Box::pin(forward_cancel(shared, settings, pid, &key, record)).await;
+        let via = cancel::Via::Tls(client.ssl());
+        let outcome = Box::pin(forward_cancel(shared, settings, via, pid, &key, record)).await;
         let _ = client.shutdown().await;
         return outcome;
     }
@@ -264,7 +265,8 @@ async fn over_tls(
     let (mut upstream, startup, target) = match Box::pin(admit).await {
         Ok(Admitted::Session(upstream, startup, target)) => (upstream, startup, target),
         Ok(Admitted::Cancel { pid, key }) => {
-            let outcome = Box::pin(forward_cancel(shared, settings, pid, &key, record)).await;
+            let via = cancel::Via::Tls(client.ssl());
+            let outcome = Box::pin(forward_cancel(shared, settings, via, pid, &key, record)).await;
             let _ = client.shutdown().await;
             return Err(outcome);
         }
@@ -313,7 +315,8 @@ async fn opening(
         // The client's connection stays open (with the caller) until the cancel has been
         // handed over: its close is what tells libpq it was delivered.
         Ok(Opening::PlainCancel { pid, key }) => {
-            Err(Box::pin(forward_cancel(shared, settings, pid, &key, record)).await)
+            let via = cancel::Via::Plaintext;
+            Err(Box::pin(forward_cancel(shared, settings, via, pid, &key, record)).await)
         }
         Err(e) => Err(refuse(tcp, e.into()).await),
     }
@@ -413,17 +416,22 @@ async fn relay(established: Established, shared: &Shared, record: &mut Record) -
     Outcome::Relayed(outcome.ended)
 }
 
-/// Forwards a CancelRequest that matches a live session.
+/// Forwards a CancelRequest that matches a live session; `via` is the connection it came on.
 async fn forward_cancel(
     shared: &Shared,
     settings: &Settings,
+    via: cancel::Via<'_>,
     pid: i32,
     key: &[u8],
     record: &mut Record,
 ) -> Outcome {
-    let client = (record.peer, settings.listen.proxy_v2);
+    let sender = cancel::Sender {
+        addr: record.peer,
+        proxy_header: settings.listen.proxy_v2,
+        via,
+    };
     let own = cancel::key::own_id();
-    let dispatched = cancel::dispatch(&shared.cancels, own, &settings.cluster, client, pid, key);
+    let dispatched = cancel::dispatch(&shared.cancels, own, &settings.cluster, sender, pid, key);
     match dispatched.await {
         Ok(outcome) => {
             if let CancelOutcome::Forwarded { pid, .. } = outcome {
