@@ -8,7 +8,8 @@
 //! random bits in all, more than a PostgreSQL 3.0 key has. The hop bit is set only by a
 //! replica forwarding the request to a peer, and a request with it set is never forwarded
 //! again (pgbouncer's peering marks its TTL the same way), so a misconfigured fleet cannot
-//! bounce a cancel around.
+//! bounce a cancel around; the owner acts on one only from a peer that proves it is one
+//! ([`super::proof`]).
 
 use std::sync::atomic::{AtomicU16, Ordering};
 

@@ -56,9 +56,10 @@ impl Connector {
         }
     }
 
-    /// A client connection to `server_name`: SNI for a name (never for an address), and the
-    /// name or address the chain's leaf must match, without partial wildcards, as
-    /// `SslConnector` sets them. Chain verification is on in the context and stays on.
+    /// A client connection to `server_name`: SNI for a name (never for an address), or the
+    /// fixed one ([`Connector::with_fixed_sni`]), and the name or address the chain's leaf
+    /// must match, without partial wildcards, as `SslConnector` sets them. Chain
+    /// verification is on in the context and stays on.
     pub(crate) fn ssl_for(&self, server_name: &str) -> Result<Ssl, ErrorStack> {
         let mut ssl = Ssl::new(&self.context)?;
         let param = ssl.param_mut();
