@@ -8,7 +8,8 @@
 //! random bits in all, more than a PostgreSQL 3.0 key has. The hop bit is set only by a
 //! replica forwarding the request to a peer, and a request with it set is never forwarded
 //! again (pgbouncer's peering marks its TTL the same way), so a misconfigured fleet cannot
-//! bounce a cancel around.
+//! bounce a cancel around; the owner acts on one only from a peer that proves it is one
+//! ([`super::proof`]).
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -36,9 +37,13 @@ const ID_MASK: u32 = 0x3fff;
 /// Whose session a CancelRequest's pid names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
-    /// This replica's (or no cluster: keys are the server's own). The pid to look up, with
-    /// the hop bit cleared.
-    Us(i32),
+    /// This replica's (or no cluster: keys are the server's own).
+    Us {
+        /// The pid to look up, with the hop bit cleared.
+        pid: i32,
+        /// A replica forwarded it (only a peer that proves it is one may).
+        forwarded: bool,
+    },
     /// Another replica's.
     Peer {
         /// Its id.
@@ -59,7 +64,10 @@ pub(crate) fn issue_pid(peer_id: u16, random: [u8; 2]) -> i32 {
 /// Whose session `pid` names, for a replica with id `own` (0: no cluster).
 pub(crate) fn owner(pid: i32, own: u16) -> Owner {
     if own == 0 {
-        return Owner::Us(pid);
+        return Owner::Us {
+            pid,
+            forwarded: false,
+        };
     }
     let bits = pid as u32;
     if bits & (1 << 31) != 0 {
@@ -68,7 +76,10 @@ pub(crate) fn owner(pid: i32, own: u16) -> Owner {
     let id = ((bits >> ID_SHIFT) & ID_MASK) as u16;
     match id {
         0 => Owner::Invalid,
-        id if id == own => Owner::Us((bits & !HOP) as i32),
+        id if id == own => Owner::Us {
+            pid: (bits & !HOP) as i32,
+            forwarded: bits & HOP != 0,
+        },
         id => Owner::Peer {
             id,
             forwarded: bits & HOP != 0,
@@ -93,8 +104,8 @@ mod tests {
         ) {
             let pid = issue_pid(id, random);
             prop_assert!(pid > 0);
-            prop_assert_eq!(owner(pid, id), Owner::Us(pid));
-            prop_assert_eq!(owner(mark_forwarded(pid), id), Owner::Us(pid));
+            prop_assert_eq!(owner(pid, id), Owner::Us { pid, forwarded: false });
+            prop_assert_eq!(owner(mark_forwarded(pid), id), Owner::Us { pid, forwarded: true });
             if own != id {
                 prop_assert_eq!(owner(pid, own), Owner::Peer { id, forwarded: false });
                 prop_assert_eq!(owner(mark_forwarded(pid), own), Owner::Peer { id, forwarded: true });
@@ -103,7 +114,7 @@ mod tests {
 
         #[test]
         fn without_a_cluster_every_pid_is_ours_unchanged(pid in any::<i32>()) {
-            prop_assert_eq!(owner(pid, 0), Owner::Us(pid));
+            prop_assert_eq!(owner(pid, 0), Owner::Us { pid, forwarded: false });
         }
 
         #[test]

@@ -4,22 +4,32 @@
 //!
 //! A CancelRequest is forwarded only when its pid and key match a session this proxy relays,
 //! and always to the address that session reached (a DNS failover must not send it elsewhere).
-//! Anything else is dropped without a word: answering differently for a wrong key would make
-//! the proxy an oracle for guessing keys.
+//! One marked as forwarded by a replica is acted on only when it comes from a peer that
+//! proved it is one ([`proof`]); one for a peer is forwarded within per-client and global
+//! bounds ([`limit`]). Anything else is dropped without a word: answering differently for a
+//! wrong key would make the proxy an oracle for guessing keys.
 
 pub(crate) mod key;
+mod limit;
+mod outcome;
 mod peer;
+mod proof;
+
+pub(crate) use limit::ForwardLimits;
+pub(crate) use outcome::{CancelOutcome, Dropped, Sender};
+pub(crate) use proof::{PEER_SNI, Via};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use self::key::Owner;
+use self::limit::ForwardLimiter;
 use crate::protocol::startup::encode_cancel_request;
 use crate::settings::{ClusterSettings, Target};
 use crate::upstream::{self, UpstreamError};
@@ -68,11 +78,13 @@ impl SessionKeys {
     }
 }
 
-/// Live sessions' cancel keys, by backend pid.
+/// Live sessions' cancel keys, by backend pid, and the bounds on forwarding to peers (kept
+/// across reloads, like the sessions).
 #[derive(Debug, Default)]
 pub(crate) struct CancelRegistry {
     sessions: Mutex<HashMap<i32, Vec<Entry>>>,
     next_id: AtomicU64,
+    forwards: ForwardLimiter,
 }
 
 struct Entry {
@@ -109,29 +121,6 @@ impl Drop for Registration {
             }
         }
     }
-}
-
-/// What became of a CancelRequest.
-#[derive(Debug)]
-pub(crate) enum CancelOutcome {
-    /// Sent to the server, which closed the connection as it does after a cancel.
-    Forwarded {
-        /// The server's address.
-        addr: SocketAddr,
-        /// The server's pid for the session.
-        pid: i32,
-    },
-    /// Handed to the replica that relays the session.
-    ToPeer {
-        /// Its `cluster.peers` id.
-        id: u16,
-        /// Its address.
-        addr: SocketAddr,
-    },
-    /// No live session has this pid and key.
-    NoMatch,
-    /// Meant for another replica but not forwarded (the reason is logged).
-    Dropped(String),
 }
 
 impl CancelRegistry {
@@ -175,40 +164,68 @@ impl CancelRegistry {
     }
 }
 
-/// Where a CancelRequest from `client` goes: to our server when the key is ours, to the
-/// owning peer (once) when a peer's, nowhere otherwise. `own` is this replica's id, fixed
-/// at start; `proxy_header` sends the client's address on to the peer (when our listeners
-/// take PROXY headers, so do the peers').
+/// Where a CancelRequest from `sender` goes: to our server when the key is ours (and, when a
+/// replica marked it as forwarded, the sender proves it is a peer), to the owning peer (once,
+/// within the forwarding bounds) when a peer's, nowhere otherwise. `own` is this replica's
+/// id, fixed at start.
 pub(crate) async fn dispatch(
     registry: &CancelRegistry,
     own: u16,
     cluster: &ClusterSettings,
-    client: (SocketAddr, bool),
+    sender: Sender<'_>,
     pid: i32,
     key: &[u8],
 ) -> Result<CancelOutcome, UpstreamError> {
     match key::owner(pid, own) {
-        Owner::Us(pid) => forward(registry, pid, key).await,
+        Owner::Us {
+            pid,
+            forwarded: false,
+        } => forward(registry, pid, key).await,
+        Owner::Us {
+            pid,
+            forwarded: true,
+        } => match proof::peer(cluster, sender.via) {
+            Ok(_) => forward(registry, pid, key).await,
+            Err(why) => Ok(Dropped::outcome(
+                "not_peer",
+                format!("it is marked as forwarded by a replica, but {why}; not acted on"),
+            )),
+        },
         Owner::Invalid => Ok(CancelOutcome::NoMatch),
         Owner::Peer {
             id,
             forwarded: true,
-        } => Ok(CancelOutcome::Dropped(format!(
-            "its key names peer {id} and a replica forwarded it already; not forwarded again"
-        ))),
+        } => Ok(Dropped::outcome(
+            "dropped",
+            format!(
+                "its key names peer {id} and a replica forwarded it already; not forwarded again"
+            ),
+        )),
         Owner::Peer { id, .. } => {
             let (Some(peer), Some(connector)) = (cluster.peers.get(&id), &cluster.connector) else {
-                return Ok(CancelOutcome::Dropped(format!(
-                    "its key names peer {id}, which is not in cluster.peers"
-                )));
+                return Ok(Dropped::outcome(
+                    "dropped",
+                    format!("its key names peer {id}, which is not in cluster.peers"),
+                ));
             };
+            let client = sender.addr.ip();
+            let _slot = match registry
+                .forwards
+                .admit(client, cluster.limits, Instant::now())
+            {
+                Ok(slot) => slot,
+                Err(limited) => {
+                    return Ok(Dropped::outcome(
+                        "rate_limited",
+                        format!("its key names peer {id}, but {limited}; not forwarded"),
+                    ));
+                }
+            };
+            let client = (sender.addr, sender.proxy_header);
             let sent = peer::forward(peer, connector, client, key::mark_forwarded(pid), key);
             Ok(match sent.await {
                 Ok(addr) => CancelOutcome::ToPeer { id, addr },
-                Err(e) => CancelOutcome::Dropped(format!(
-                    "peer {id} ({}) could not be reached: {e}",
-                    peer.address
-                )),
+                Err(e) => Dropped::outcome("dropped", format!("peer {id} ({}) {e}", peer.address)),
             })
         }
     }
@@ -227,6 +244,8 @@ pub(crate) async fn forward(
     };
     let settings = &target;
     let mut stream = upstream::connect_addr(addr, &settings.upstream, &settings.connector).await?;
+    // PostgreSQL ends the connection without a TLS close_notify once it has taken the
+    // cancel, so the way it ends says nothing.
     deliver(&mut stream, &server, settings.upstream.connect_timeout)
         .await
         .map_err(|source| UpstreamError::Connect { addr, source })?;
@@ -236,26 +255,36 @@ pub(crate) async fn forward(
     })
 }
 
+/// How the other end ended a connection that delivered a CancelRequest.
+enum Ended {
+    /// Closed (or did not within the limit): it has acted on it, or is still at it.
+    Closed,
+    /// Broke the connection off, e.g. with a TLS alert: a peer that refused us does so.
+    Failed(std::io::Error),
+}
+
 /// Sends a CancelRequest and waits, up to `limit`, for the other end to close: a server (or
 /// a peer) closes once it has acted on it.
 async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     key: &CancelKey,
     limit: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<Ended> {
     let request = Zeroizing::new(encode_cancel_request(key.pid, &key.key));
     stream.write_all(&request).await?;
     stream.flush().await?;
-    let _ = tokio::time::timeout(limit, async {
+    let ended = tokio::time::timeout(limit, async {
         let mut sink = [0u8; 64];
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) => return Ended::Closed,
+                Ok(_) => {}
+                Err(e) => return Ended::Failed(e),
             }
         }
     })
     .await;
-    Ok(())
+    Ok(ended.unwrap_or(Ended::Closed))
 }
 
 #[cfg(test)]
@@ -307,7 +336,13 @@ mod tests {
         let client = issued.client.clone();
         assert_ne!(client.pid, server.pid);
         assert_eq!(client.key.len(), 4);
-        assert_eq!(key::owner(client.pid, 7), Owner::Us(client.pid));
+        assert_eq!(
+            key::owner(client.pid, 7),
+            Owner::Us {
+                pid: client.pid,
+                forwarded: false
+            }
+        );
         let _kept = registry.register(issued, addr, target());
         assert!(registry.lookup(server.pid, &server.key).is_none());
         let (found, _, _) = registry.lookup(client.pid, &client.key).unwrap();

@@ -43,12 +43,24 @@ pub struct RawCluster {
     /// This replica's id, 1 to 16383, unique in the fleet; 0 (the default) is no cluster:
     /// cancel keys are relayed unchanged.
     pub peer_id: u16,
-    /// Trust for the peers' certificates (their `listen.certificate`): "system", a PEM file
-    /// or a directory of PEM files.
+    /// The CA that issued the replicas' `certificate`s, a PEM file or a directory of PEM
+    /// files: a peer's certificate is verified against it both ways (the owner's as a
+    /// server, the forwarding replica's as a client). "system" is refused with `peers`.
     pub ca: String,
     /// The other replicas by id: `2 = "pgt-proxy-2.internal:5432"`, where their listeners
     /// are; the host is also the name their certificate must match.
     pub peers: BTreeMap<String, String>,
+    /// PEM certificate chain a replica presents to its peers, as a client when it forwards
+    /// a cancel and as a server when one is forwarded to it; default: `listen.certificate`.
+    pub certificate: Option<PathBuf>,
+    /// Its private key; default: `listen.private_key`.
+    pub private_key: Option<PathBuf>,
+    /// Cancels forwarded to peers per second for one client address (an IPv6 /64), and as
+    /// many at once; beyond that they are dropped.
+    pub forward_rate: u32,
+    /// Most cancels being forwarded to peers at once, from all clients; beyond that they
+    /// are dropped.
+    pub max_concurrent_forwards: u32,
 }
 
 impl Default for RawCluster {
@@ -57,6 +69,10 @@ impl Default for RawCluster {
             peer_id: 0,
             ca: "system".into(),
             peers: BTreeMap::new(),
+            certificate: None,
+            private_key: None,
+            forward_rate: 10,
+            max_concurrent_forwards: 64,
         }
     }
 }

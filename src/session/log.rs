@@ -233,12 +233,7 @@ pub(super) fn count(r: &Record, outcome: &Outcome) {
         m.handshake_failures.get_or_create(&labels).inc();
     }
     if let Outcome::Cancel(c) = outcome {
-        let result = match c {
-            CancelOutcome::Forwarded { .. } => "forwarded",
-            CancelOutcome::ToPeer { .. } => "to_peer",
-            CancelOutcome::NoMatch => "no_match",
-            CancelOutcome::Dropped(_) => "dropped",
-        };
+        let result = c.result();
         m.cancels
             .get_or_create(&crate::metrics::Result_ { result })
             .inc();

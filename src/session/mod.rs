@@ -154,7 +154,10 @@ async fn establish<S: ClientIo>(
         // protocol has no answer to a CancelRequest.
         Ok(Opening::PlainCancel { pid, key }) => {
             return Err(match admission.cancel() {
-                Ok(()) => Box::pin(forward_cancel(shared, settings, pid, &key, record)).await,
+                Ok(()) => {
+                    let via = cancel::Via::Plaintext;
+                    Box::pin(forward_cancel(shared, settings, via, pid, &key, record)).await
+                }
                 Err(e) => Outcome::Refused(SessionError::CancelRefused(Box::new(e))),
             });
         }
@@ -196,7 +199,8 @@ async fn over_tls<S: ClientIo>(
     let (mut upstream, startup, target) = match Box::pin(admit).await {
         Ok(Admitted::Session(upstream, startup, target)) => (upstream, startup, target),
         Ok(Admitted::Cancel { pid, key }) => {
-            let outcome = Box::pin(forward_cancel(shared, settings, pid, &key, record)).await;
+            let via = cancel::Via::Tls(client.ssl());
+            let outcome = Box::pin(forward_cancel(shared, settings, via, pid, &key, record)).await;
             let _ = client.shutdown().await;
             return Err(outcome);
         }
@@ -337,17 +341,22 @@ async fn relay<S: ClientIo>(
     Outcome::Relayed(outcome.ended)
 }
 
-/// Forwards a CancelRequest that matches a live session.
+/// Forwards a CancelRequest that matches a live session; `via` is the connection it came on.
 async fn forward_cancel(
     shared: &Shared,
     settings: &Settings,
+    via: cancel::Via<'_>,
     pid: i32,
     key: &[u8],
     record: &mut Record,
 ) -> Outcome {
-    let client = (record.peer, settings.listen.proxy_v2);
+    let sender = cancel::Sender {
+        addr: record.peer,
+        proxy_header: settings.listen.proxy_v2,
+        via,
+    };
     let own = cancel::key::own_id();
-    let dispatched = cancel::dispatch(&shared.cancels, own, &settings.cluster, client, pid, key);
+    let dispatched = cancel::dispatch(&shared.cancels, own, &settings.cluster, sender, pid, key);
     match dispatched.await {
         Ok(outcome) => {
             if let CancelOutcome::Forwarded { pid, .. } = outcome {

@@ -1,13 +1,25 @@
-//! `[cluster]`, validated: this replica's id and the peers a cancel request for another
-//! replica's session is forwarded to, with the connector that verifies them (the chain
-//! against `cluster.ca`, the host name against each peer's address, as for an upstream).
+//! `[cluster]`, validated: this replica's id, the peers a cancel request for another
+//! replica's session is forwarded to, the connector that reaches them (their chain verified
+//! against `cluster.ca`, the host name against each peer's address, as for an upstream, and
+//! our `cluster.certificate` presented as a client), the context a peer's forwarded cancel
+//! is accepted under (our certificate, theirs required from `cluster.ca`), and the bounds on
+//! forwarding.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use openssl::ssl::SslContext;
+use openssl::x509::store::X509Store;
+
 use super::{Problems, UpstreamSettings};
+use crate::cancel::{ForwardLimits, PEER_SNI};
 use crate::config::schema::{RawConfig, TlsNegotiation};
+use crate::tls::acceptor::{self, AcceptorSpec, SniSwitch};
 use crate::tls::connector::{self, Connector, ConnectorSpec};
+use crate::tls::files::KeyedPath;
+use crate::tls::identity::IdentitySpec;
 use crate::tls::trust::TrustSpec;
 
 /// Highest replica id: 14 bits of a cancel key's pid carry it.
@@ -21,8 +33,22 @@ pub(crate) struct ClusterSettings {
     pub peer_id: u16,
     /// The other replicas, by id.
     pub peers: BTreeMap<u16, Peer>,
-    /// Verifies peers; built when there are any.
+    /// Verifies peers and presents `cluster.certificate` to them; built when there are any.
     pub connector: Option<Connector>,
+    /// How peers' forwarded cancels are accepted; built when there are peers.
+    pub accept: Option<PeerAcceptance>,
+    /// `cluster.forward_rate` and `cluster.max_concurrent_forwards`.
+    pub limits: ForwardLimits,
+}
+
+/// What a forwarded cancel is accepted with.
+pub(crate) struct PeerAcceptance {
+    /// The context a connection that sent [`PEER_SNI`] is switched to: our
+    /// `cluster.certificate`, and a client certificate from `cluster.ca` required.
+    pub context: SslContext,
+    /// `cluster.ca` alone, for TLS clients: what a forwarding peer's chain is verified
+    /// against.
+    pub store: X509Store,
 }
 
 /// One other replica.
@@ -33,9 +59,27 @@ pub(crate) struct Peer {
     pub endpoint: UpstreamSettings,
 }
 
+impl ClusterSettings {
+    /// The listener's server-name switch: [`PEER_SNI`] to the cluster context (when peers
+    /// are configured), any other name to `routes`' (a route's certificate and policy).
+    pub(super) fn sni_switch(&self, routes: Option<SniSwitch>) -> Option<SniSwitch> {
+        let Some(accept) = &self.accept else {
+            return routes;
+        };
+        let context = accept.context.clone();
+        Some(Arc::new(move |name: &str| {
+            if name.eq_ignore_ascii_case(PEER_SNI) {
+                return Some(context.clone());
+            }
+            routes.as_ref().and_then(|switch| switch(name))
+        }))
+    }
+}
+
 /// Validates `[cluster]` and builds the peers' connector.
 pub(super) fn cluster(raw: &RawConfig, fips: bool, problems: &mut Problems) -> ClusterSettings {
     let c = &raw.cluster;
+    let found_before = problems.errors.len();
     if c.peer_id > MAX_PEER_ID {
         problems.key(
             "cluster.peer_id",
@@ -93,25 +137,121 @@ pub(super) fn cluster(raw: &RawConfig, fips: bool, problems: &mut Problems) -> C
             problems.key(key, format!("peer id {id} is listed twice"));
         }
     }
-    let connector = (!peers.is_empty()).then(|| {
-        let spec = ConnectorSpec {
-            trust: TrustSpec {
-                ca_key: "cluster.ca",
-                ca: c.ca.clone(),
-                crl: None,
-                crl_check: raw.tls.crl_check,
-            },
-            identity: None,
-        };
-        connector::build(&spec, fips)
-            .map_err(|e| problems.file(e.key(), e.to_string()))
-            .ok()
-    });
+    let limits = limits(raw, problems);
+    if !peers.is_empty() && c.ca.trim() == "system" {
+        problems.key(
+            "cluster.ca",
+            "is \"system\" while cluster.peers are set: any publicly trusted certificate would \
+             pass as a replica; name the private CA that issues the replicas' \
+             cluster.certificate (a PEM file or directory)",
+        );
+    }
+    let identity = identity(raw, problems);
+    let (connector, accept) = match (&identity, peers.is_empty()) {
+        (Some(identity), false) if problems.errors.len() == found_before => {
+            build(raw, identity, fips, problems).unzip()
+        }
+        _ => (None, None),
+    };
     ClusterSettings {
         peer_id: c.peer_id,
         peers,
-        connector: connector.flatten(),
+        connector,
+        accept,
+        limits,
     }
+}
+
+/// `cluster.forward_rate` and `cluster.max_concurrent_forwards`.
+fn limits(raw: &RawConfig, problems: &mut Problems) -> ForwardLimits {
+    let c = &raw.cluster;
+    for (key, value) in [
+        ("cluster.forward_rate", c.forward_rate),
+        ("cluster.max_concurrent_forwards", c.max_concurrent_forwards),
+    ] {
+        if value == 0 {
+            problems.key(
+                key,
+                "must be at least 1 (every cancel for a peer would be dropped)",
+            );
+        }
+    }
+    ForwardLimits {
+        rate: c.forward_rate.max(1),
+        concurrent: c.max_concurrent_forwards.max(1) as usize,
+    }
+}
+
+/// `cluster.certificate` and `cluster.private_key`, set together or defaulting together to
+/// the listener's.
+fn identity(raw: &RawConfig, problems: &mut Problems) -> Option<IdentitySpec> {
+    let c = &raw.cluster;
+    let l = &raw.listen;
+    let keyed = |key, path: &PathBuf| KeyedPath {
+        key,
+        path: path.clone(),
+    };
+    match (&c.certificate, &c.private_key) {
+        (Some(cert), Some(key)) => Some(IdentitySpec {
+            certificate: keyed("cluster.certificate", cert),
+            private_key: keyed("cluster.private_key", key),
+        }),
+        (None, None) => Some(IdentitySpec {
+            certificate: keyed("listen.certificate", &l.certificate),
+            private_key: keyed("listen.private_key", &l.private_key),
+        }),
+        (Some(_), None) | (None, Some(_)) => {
+            problems.key(
+                "cluster.certificate",
+                "and cluster.private_key must be set together (or neither, for the listener's)",
+            );
+            None
+        }
+    }
+}
+
+/// The peers' connector (presenting `identity`, sending [`PEER_SNI`]) and the context their
+/// forwarded cancels are accepted under, or `None` with the problem recorded.
+fn build(
+    raw: &RawConfig,
+    identity: &IdentitySpec,
+    fips: bool,
+    problems: &mut Problems,
+) -> Option<(Connector, PeerAcceptance)> {
+    let trust = TrustSpec {
+        ca_key: "cluster.ca",
+        ca: raw.cluster.ca.clone(),
+        crl: None,
+        crl_check: raw.tls.crl_check,
+    };
+    let spec = ConnectorSpec {
+        trust: trust.clone(),
+        identity: Some(identity.clone()),
+    };
+    let acceptor_spec = AcceptorSpec {
+        identity: identity.clone(),
+        min_tls_version: raw.listen.min_tls_version,
+        session_tickets: false,
+        client_trust: Some(trust.clone()),
+        session_id_context: "pgt-proxy cluster".into(),
+    };
+    let built = connector::build(&spec, fips).and_then(|connector| {
+        let context = acceptor::build(&acceptor_spec, fips, None)?;
+        let store = trust.build_for_clients()?;
+        let accept = PeerAcceptance {
+            context: context.into_context(),
+            store,
+        };
+        Ok((connector.with_fixed_sni(PEER_SNI), accept))
+    });
+    built
+        .map_err(|e| {
+            // The listener's own files are reported once, by the listener.
+            if !e.key().is_some_and(|key| key.starts_with("listen.")) {
+                problems.file(e.key(), e.to_string());
+            }
+        })
+        .ok()
 }
 
 /// `HOST:PORT` (`[v6]:PORT` for an IPv6 address) as a TLS endpoint named by its host.

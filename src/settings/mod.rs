@@ -210,11 +210,13 @@ impl Settings {
             &mut warnings,
         );
         let cluster = cluster::cluster(raw, fips, &mut problems);
+        let sni = cluster.sni_switch(sni);
         let keys = tls::ClientKeys::listen(raw);
         let acceptor = tls::acceptor(&keys, raw, fips, sni, &mut problems, &mut warnings);
         match (acceptor, problems.errors.is_empty()) {
             (Some(acceptor), true) => Ok(Settings {
                 client_certs_anywhere: listen.client_certs.is_some()
+                    || cluster.accept.is_some()
                     || route_list.iter().any(|(_, r)| {
                         r.client
                             .as_ref()
@@ -286,6 +288,11 @@ fn certificate_files(raw: &RawConfig) -> Vec<(&'static str, PathBuf)> {
         files.extend(r.certificate.iter().map(|c| ("route", c.clone())));
         files.extend(r.client_ca.iter().map(|c| ("client_ca", PathBuf::from(c))));
     }
+    let cluster = &raw.cluster;
+    files.extend(cluster.certificate.iter().map(|c| ("cluster", c.clone())));
+    if !cluster.peers.is_empty() && cluster.ca != "system" {
+        files.push(("cluster_ca", PathBuf::from(&cluster.ca)));
+    }
     let upstreams = std::iter::once(&raw.upstream).chain(raw.upstreams.values());
     for u in upstreams.filter(|u| u.host.is_some()) {
         if u.ca != "system" {
@@ -304,6 +311,7 @@ fn certificate_files(raw: &RawConfig) -> Vec<(&'static str, PathBuf)> {
 fn key_files(raw: &RawConfig) -> Vec<PathBuf> {
     let mut keys = vec![raw.listen.private_key.clone()];
     keys.extend(raw.routes.iter().filter_map(|r| r.private_key.clone()));
+    keys.extend(raw.cluster.private_key.clone());
     let upstreams = std::iter::once(&raw.upstream).chain(raw.upstreams.values());
     keys.extend(upstreams.filter_map(|u| u.client_private_key.clone()));
     keys

@@ -34,27 +34,45 @@ pub(crate) struct ConnectorSpec {
 /// decoders cost ~19 ms of CPU per upstream at every start and reload (a second for 50
 /// upstreams) for a store nobody used.
 #[derive(Clone, Debug)]
-pub(crate) struct Connector(SslContext);
+pub(crate) struct Connector {
+    context: SslContext,
+    /// Sent as SNI on every connection instead of the server's name.
+    fixed_sni: Option<&'static str>,
+}
 
 impl Connector {
     /// The context (its client certificate and trust store, for checks and OCSP).
     pub(crate) fn context(&self) -> &SslContextRef {
-        &self.0
+        &self.context
     }
 
-    /// A client connection to `server_name`: SNI for a name (never for an address), and the
-    /// name or address the chain's leaf must match, without partial wildcards, as
-    /// `SslConnector` sets them. Chain verification is on in the context and stays on.
+    /// This connector, sending `name` as SNI on every connection (to a name or an address)
+    /// while the certificate must still match the server's own name: how a replica tells a
+    /// peer that the connection carries a forwarded cancel ([`crate::cancel`]).
+    pub(crate) fn with_fixed_sni(self, name: &'static str) -> Self {
+        Self {
+            fixed_sni: Some(name),
+            ..self
+        }
+    }
+
+    /// A client connection to `server_name`: SNI for a name (never for an address), or the
+    /// fixed one ([`Connector::with_fixed_sni`]), and the name or address the chain's leaf
+    /// must match, without partial wildcards, as `SslConnector` sets them. Chain
+    /// verification is on in the context and stays on.
     pub(crate) fn ssl_for(&self, server_name: &str) -> Result<Ssl, ErrorStack> {
-        let mut ssl = Ssl::new(&self.0)?;
+        let mut ssl = Ssl::new(&self.context)?;
         let param = ssl.param_mut();
         param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-        match server_name.parse::<IpAddr>() {
-            Ok(ip) => param.set_ip(ip)?,
-            Err(_) => {
-                param.set_host(server_name)?;
-                ssl.set_hostname(server_name)?;
-            }
+        let ip = server_name.parse::<IpAddr>().ok();
+        match ip {
+            Some(ip) => param.set_ip(ip)?,
+            None => param.set_host(server_name)?,
+        }
+        match (self.fixed_sni, ip) {
+            (Some(sni), _) => ssl.set_hostname(sni)?,
+            (None, None) => ssl.set_hostname(server_name)?,
+            (None, Some(_)) => {}
         }
         Ok(ssl)
     }
@@ -65,7 +83,10 @@ impl Connector {
     pub(crate) fn trusting_nobody() -> Self {
         let mut b = base().expect("a client context");
         b.set_verify(SslVerifyMode::PEER);
-        Self(b.build())
+        Self {
+            context: b.build(),
+            fixed_sni: None,
+        }
     }
 }
 
@@ -100,7 +121,10 @@ pub(crate) fn build(spec: &ConnectorSpec, fips: bool) -> Result<Connector, TlsSe
     if let Some(identity) = &spec.identity {
         identity.install(&mut b, fips)?;
     }
-    Ok(Connector(b.build()))
+    Ok(Connector {
+        context: b.build(),
+        fixed_sni: None,
+    })
 }
 
 #[cfg(test)]
@@ -122,5 +146,10 @@ mod tests {
             assert_eq!(ssl.servername(NameType::HOST_NAME), None, "{address}");
         }
         assert_eq!(connector.context().verify_mode(), SslVerifyMode::PEER);
+        let fixed = connector.with_fixed_sni("peer.invalid");
+        for server in ["db.example.com", "10.0.0.7"] {
+            let ssl = fixed.ssl_for(server).unwrap();
+            assert_eq!(ssl.servername(NameType::HOST_NAME), Some("peer.invalid"));
+        }
     }
 }

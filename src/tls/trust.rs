@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use openssl::x509::X509;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509, X509PurposeId};
 
 use super::files::{KeyedPath, TlsSetupError, content, none_found, pem_files, read};
 use super::revocation::crl;
@@ -26,11 +26,23 @@ pub(crate) struct TrustSpec {
 impl TrustSpec {
     /// Loads the anchors and the CRLs into a store.
     pub fn build(&self) -> Result<X509Store, TlsSetupError> {
+        Ok(self.builder()?.build())
+    }
+
+    /// [`TrustSpec::build`], for verifying a TLS client's chain outside the handshake (which
+    /// sets the purpose itself): the chain must be fit for TLS client authentication.
+    pub fn build_for_clients(&self) -> Result<X509Store, TlsSetupError> {
+        let mut store = self.builder()?;
+        store.set_purpose(X509PurposeId::SSL_CLIENT)?;
+        Ok(store.build())
+    }
+
+    fn builder(&self) -> Result<X509StoreBuilder, TlsSetupError> {
         let mut store = anchors(self.ca_key, &self.ca)?;
         if let Some(crl) = &self.crl {
             crl::add_crls(&mut store, crl, self.crl_check)?;
         }
-        Ok(store.build())
+        Ok(store)
     }
 }
 

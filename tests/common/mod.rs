@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod cluster;
 pub mod fake_scram;
 pub mod fake_upstream;
 pub mod openssl_ca;
