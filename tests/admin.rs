@@ -172,7 +172,11 @@ fn readyz_turns_503_when_the_drain_begins_and_healthz_stays_200() {
     let pki = TestPki::new();
     let pg = Postgres::start(&pki.server);
     let (proxy, admin) = admin_proxy(&pki, &pg);
-    assert_eq!(get(admin, "/readyz", None).0, 200);
+    // As a balancer does: the admin endpoint may answer before the accept loops run, and
+    // /readyz says 200 only once they do.
+    common::wait_for("/readyz to answer 200", Duration::from_secs(10), || {
+        (get(admin, "/readyz", None).0 == 200).then_some(())
+    });
     assert_eq!(get(admin, "/healthz", None).0, 200);
     // A session that outlives the signal keeps the proxy draining for shutdown_timeout (2 s).
     let info = conninfo(&proxy, &pki, "alice", ALICE_PASSWORD);
