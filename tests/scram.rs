@@ -456,6 +456,47 @@ fn an_ed25519_proxy_certificate_offers_plain_scram_only() {
     assert!(!psql(&require, "select 1").status.success());
 }
 
+#[test]
+fn rsa_pss_certificates_bind_on_both_legs_as_postgresql_hashes_them() {
+    let pki = TestPki::new();
+    let dir = pki.dir.path();
+    // PostgreSQL's certificate signed with RSA-PSS over SHA-384, the proxy's over SHA-512:
+    // the tls-server-end-point hash uses the digest in the signature's parameters.
+    let (server_ca, server) = common::pki::openssl_rsa_pss(dir, "pg", "sha384");
+    let (proxy_ca, proxy_leaf) = common::pki::openssl_rsa_pss(dir, "proxy", "sha512");
+    let (proxy_crt, proxy_key) = proxy_leaf.write(dir, "proxy-pss");
+    let pg = Postgres::start(&server);
+    // libpq binds to PostgreSQL's RSA-PSS certificate directly: what the proxy's upstream
+    // leg must compute the same way.
+    let direct = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=alice password={ALICE_PASSWORD} \
+         dbname=postgres sslmode=verify-full sslrootcert={} channel_binding=require",
+        pg.port,
+        server_ca.display()
+    );
+    assert_eq!(psql_ok(&direct, "select current_user"), "alice");
+    let userlist = write_userlist(dir, &[("alice", &verifier_of(&pg, "alice"))]);
+    let proxy = Proxy::start(
+        &ProxyConfig::new(&pki, pg.port)
+            .set("listen.certificate", &toml_path(&proxy_crt))
+            .set("listen.private_key", &toml_path(&proxy_key))
+            .set("upstream.ca", &toml_path(&server_ca))
+            .set("auth.mode", "\"scram\"")
+            .set("auth.userlist", &toml_path(&userlist))
+            .set("auth.upstream_channel_binding", "\"require\""),
+    );
+    let info = conninfo(
+        proxy.port(),
+        &proxy_ca,
+        "alice",
+        ALICE_PASSWORD,
+        "channel_binding=require",
+    );
+    assert_eq!(psql_ok(&info, "select current_user"), "alice");
+    let line = proxy.wait_log(&["session ended", "user=\"alice\""]);
+    common::proxy::assert_auth(&line, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256-PLUS");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_replaces_the_userlist_and_live_sessions_continue() {
     let (pki, pg, proxy) = tokio::task::spawn_blocking(with_userlist).await.unwrap();

@@ -6,8 +6,11 @@
 //! the client's proof and reuses it upstream. Only `query_user`'s own login from a password
 //! file derives a key from a password.
 
+use std::os::raw::c_int;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -118,21 +121,38 @@ pub(crate) fn nonce() -> Result<String, ErrorStack> {
     Ok(B64.encode(raw))
 }
 
-/// The tls-server-end-point channel-binding data of `cert` (RFC 5929 4.1): its hash with the
-/// signature's digest, SHA-256 for MD5 and SHA-1. `None` where the signature has no single
-/// digest (Ed25519, Ed448, RSA-PSS): channel binding is not offered then.
+/// The tls-server-end-point channel-binding data of `cert` (RFC 5929 4.1), as PostgreSQL's
+/// server and libpq derive it: the certificate hashed with its signature's digest (for
+/// RSA-PSS the one in the signature's parameters), SHA-256 for MD5 and SHA-1. `None` where
+/// the signature has no digest of its own (Ed25519, Ed448): channel binding is not offered
+/// then.
 pub(crate) fn endpoint_hash(cert: &X509Ref) -> Option<Vec<u8>> {
-    let algorithms = cert
-        .signature_algorithm()
-        .object()
-        .nid()
-        .signature_algorithms()?;
-    let digest = match algorithms.digest {
+    let digest = match signature_digest(cert)? {
         Nid::MD5 | Nid::SHA1 => MessageDigest::sha256(),
-        Nid::UNDEF => return None,
         other => MessageDigest::from_nid(other)?,
     };
     cert.digest(digest).ok().map(|d| d.to_vec())
+}
+
+/// The digest `cert`'s signature was made with, as `X509_get_signature_info` reports it
+/// (what PostgreSQL asks): unlike the signature algorithm's OID, it knows RSA-PSS's
+/// parameters. `None` for a signature without a digest, or one OpenSSL cannot read.
+fn signature_digest(cert: &X509Ref) -> Option<Nid> {
+    let mut mdnid: c_int = 0;
+    // SAFETY: `cert` is a live certificate borrowed for the call. The function takes a
+    // mutable pointer only to cache the certificate's decoded extensions (under the
+    // certificate's own lock); the out-pointers it is given are a live local or null,
+    // which it accepts for the values not wanted.
+    let ok = unsafe {
+        crate::tls::ffi::X509_get_signature_info(
+            cert.as_ptr(),
+            &mut mdnid,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    (ok == 1 && mdnid != Nid::UNDEF.as_raw()).then(|| Nid::from_raw(mdnid))
 }
 
 /// The SaltedPassword's ClientKey and the matching keys, for logging in with a password
@@ -215,6 +235,103 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A self-signed certificate made by the openssl command line with `args` (key and
+    /// signature options).
+    fn openssl_cert(dir: &std::path::Path, name: &str, args: &[&str]) -> openssl::x509::X509 {
+        let path = dir.join(format!("{name}.crt"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(args)
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(&path)
+            .output()
+            .expect("the openssl command line");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        openssl::x509::X509::from_pem(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rsa_pss_certificates_are_hashed_with_the_digest_in_their_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let pss = |name: &str, md: &str, key: &str| {
+            let cert = openssl_cert(
+                dir.path(),
+                name,
+                &[
+                    "-newkey",
+                    key,
+                    &format!("-{md}"),
+                    "-sigopt",
+                    "rsa_padding_mode:pss",
+                    "-sigopt",
+                    "rsa_pss_saltlen:digest",
+                ],
+            );
+            // The signature algorithm's OID alone (rsassaPss) names no digest.
+            assert_eq!(cert.signature_algorithm().object().nid(), Nid::RSASSAPSS);
+            cert
+        };
+        let sha384 = pss("pss-sha384", "sha384", "rsa:2048");
+        assert_eq!(
+            endpoint_hash(&sha384).unwrap(),
+            sha384.digest(MessageDigest::sha384()).unwrap().to_vec()
+        );
+        let sha512 = pss("pss-sha512", "sha512", "rsa:2048");
+        assert_eq!(
+            endpoint_hash(&sha512).unwrap(),
+            sha512.digest(MessageDigest::sha512()).unwrap().to_vec()
+        );
+        // RFC 5929: SHA-1 becomes SHA-256.
+        let sha1 = pss("pss-sha1", "sha1", "rsa:2048");
+        assert_eq!(
+            endpoint_hash(&sha1).unwrap(),
+            sha1.digest(MessageDigest::sha256()).unwrap().to_vec()
+        );
+        // An RSA-PSS key (not only a PSS signature by an RSA key) too.
+        let pss_key = pss("pss-key", "sha384", "rsa-pss");
+        assert_eq!(
+            endpoint_hash(&pss_key).unwrap(),
+            pss_key.digest(MessageDigest::sha384()).unwrap().to_vec()
+        );
+        // PKCS#1 v1.5 and ECDSA as before; Ed25519 has no digest to bind with.
+        let rsa = openssl_cert(dir.path(), "rsa", &["-newkey", "rsa:2048", "-sha512"]);
+        assert_eq!(
+            endpoint_hash(&rsa).unwrap(),
+            rsa.digest(MessageDigest::sha512()).unwrap().to_vec()
+        );
+        let ec = openssl_cert(
+            dir.path(),
+            "ec",
+            &[
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-sha384",
+            ],
+        );
+        assert_eq!(
+            endpoint_hash(&ec).unwrap(),
+            ec.digest(MessageDigest::sha384()).unwrap().to_vec()
+        );
+        let ed = openssl_cert(dir.path(), "ed", &["-newkey", "ed25519"]);
+        assert_eq!(endpoint_hash(&ed), None);
     }
 
     #[test]
