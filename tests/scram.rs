@@ -179,22 +179,30 @@ fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     assert!(!pg.log().contains("mallory"), "{}", pg.log());
 }
 
-/// A raw TLS session to the proxy up to its AuthenticationSASL, then `first` as the
-/// SASLInitialResponse; returns the proxy's answer to it.
+/// A raw TLS session to `addr` (the proxy, or PostgreSQL itself) trusting `ca`, up to its
+/// AuthenticationSASL, then `first` as the SASLInitialResponse; returns the answer to it.
 async fn after_initial_response(
-    proxy: &Proxy,
-    pki: &TestPki,
+    addr: std::net::SocketAddr,
+    ca: &Path,
     mechanism: &str,
     first: &str,
 ) -> (tokio_openssl::SslStream<tokio::net::TcpStream>, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(&raw::SSL_REQUEST).await.unwrap();
     let mut s = [0u8; 1];
     tcp.read_exact(&mut s).await.unwrap();
-    let mut tls = raw::handshake(tcp, raw::tls_client(pki, None))
-        .await
+    assert_eq!(s[0], b'S');
+    let mut connector =
+        openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    connector.set_ca_file(ca).unwrap();
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
         .unwrap();
+    let mut tls = raw::handshake(tcp, ssl).await.unwrap();
     tls.write_all(&raw::startup(&[
         ("user", "alice"),
         ("database", "postgres"),
@@ -236,10 +244,11 @@ async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downgrade_and_a_wrong_binding_are_refused_with_28000() {
-    let (pki, _pg, proxy) = tokio::task::spawn_blocking(with_userlist).await.unwrap();
+    let (pki, pg, proxy) = tokio::task::spawn_blocking(with_userlist).await.unwrap();
+    let ca = &pki.proxy_ca_path;
     // "y": the client can bind but was told the server cannot, though -PLUS was offered.
-    let (_tls, answer) =
-        after_initial_response(&proxy, &pki, "SCRAM-SHA-256", "y,,n=,r=abcdef").await;
+    let downgrade = "y,,n=,r=abcdef";
+    let (_tls, answer) = after_initial_response(proxy.addr, ca, "SCRAM-SHA-256", downgrade).await;
     let (code, text) = raw::error_fields(&answer[5..]);
     assert_eq!(answer[0], b'E');
     assert_eq!(code, "28000");
@@ -247,10 +256,19 @@ async fn a_downgrade_and_a_wrong_binding_are_refused_with_28000() {
         text.contains("SCRAM channel binding negotiation error"),
         "{text}"
     );
+    // PostgreSQL answers the same downgrade with the same SQLSTATE and words
+    // (auth-scram.c: ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, not 08P01).
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], pg.port));
+    let (_tls, direct) =
+        after_initial_response(server, &pki.upstream_ca_path, "SCRAM-SHA-256", downgrade).await;
+    assert_eq!(direct[0], b'E');
+    assert_eq!(raw::error_fields(&direct[5..]), (code, text));
+    proxy.wait_log(&["session refused", "gs2 flag \"y\"", "a downgrade"]);
 
     // -PLUS with channel-binding data that is not this connection's certificate.
     let first = "p=tls-server-end-point,,n=,r=abcdef";
-    let (mut tls, answer) = after_initial_response(&proxy, &pki, "SCRAM-SHA-256-PLUS", first).await;
+    let (mut tls, answer) =
+        after_initial_response(proxy.addr, ca, "SCRAM-SHA-256-PLUS", first).await;
     assert_eq!(answer[0], b'R', "server-first");
     let server_first = String::from_utf8_lossy(&answer[9..]).into_owned();
     let nonce = server_first
