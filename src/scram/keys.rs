@@ -1,6 +1,7 @@
 //! SCRAM-SHA-256 cryptography on the system's OpenSSL (so FIPS mode covers it): SHA-256,
 //! HMAC, the proof and signature computations, the tls-server-end-point hash, and the
-//! ClientKey, which is zeroed when dropped and never printed.
+//! ClientKey, which is zeroed when dropped and never printed. Every digest and MAC is
+//! written straight into a buffer zeroed on drop, since most of them are keys.
 //!
 //! Terminating SCRAM from verifiers runs no PBKDF2: the proxy recovers the ClientKey from
 //! the client's proof and reuses it upstream. Only `query_user`'s own login from a password
@@ -13,6 +14,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
+use openssl::md::Md;
+use openssl::md_ctx::MdCtx;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
@@ -35,23 +38,26 @@ impl ClientKey {
     }
 }
 
-/// SHA-256 of `data`.
-pub(crate) fn sha256(data: &[u8]) -> Result<Key, ErrorStack> {
-    let digest = openssl::hash::hash(MessageDigest::sha256(), data)?;
-    let mut out = [0u8; KEY_LEN];
-    out.copy_from_slice(&digest);
+/// SHA-256 of `data` (H(ClientKey) is the StoredKey).
+pub(crate) fn sha256(data: &[u8]) -> Result<Zeroizing<Key>, ErrorStack> {
+    let mut ctx = MdCtx::new()?;
+    ctx.digest_init(Md::sha256())?;
+    ctx.digest_update(data)?;
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    ctx.digest_final(&mut out[..])?;
     Ok(out)
 }
 
-/// HMAC-SHA-256 of the concatenation of `parts` under `key`.
-pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<Key, ErrorStack> {
+/// HMAC-SHA-256 of the concatenation of `parts` under `key` (ClientKey, ServerKey, the
+/// signatures).
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<Zeroizing<Key>, ErrorStack> {
     let pkey = PKey::hmac(key)?;
     let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
     for part in parts {
         signer.update(part)?;
     }
-    let mut out = [0u8; KEY_LEN];
-    signer.sign(&mut out)?;
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    signer.sign(&mut out[..])?;
     Ok(out)
 }
 
@@ -83,20 +89,24 @@ pub(crate) fn recover_client_key(
     auth_message: &[&[u8]],
     proof: &Key,
 ) -> Result<Option<ClientKey>, ErrorStack> {
-    let signature = Zeroizing::new(hmac(&verifier.stored_key, auth_message)?);
+    let signature = hmac(&verifier.stored_key, auth_message)?;
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     for (k, (p, s)) in key.iter_mut().zip(proof.iter().zip(signature.iter())) {
         *k = p ^ s;
     }
     let stored = sha256(&key[..])?;
-    Ok(secrets_equal(&stored, &verifier.stored_key).then(|| ClientKey(key)))
+    Ok(secrets_equal(&stored[..], &verifier.stored_key).then(|| ClientKey(key)))
 }
 
 /// The proof of `client_key` for `auth_message`: ClientKey XOR HMAC(StoredKey, AuthMessage).
-pub(crate) fn client_proof(client_key: &Key, auth_message: &[&[u8]]) -> Result<Key, ErrorStack> {
+/// Zeroed on drop: with the StoredKey it gives the ClientKey back.
+pub(crate) fn client_proof(
+    client_key: &Key,
+    auth_message: &[&[u8]],
+) -> Result<Zeroizing<Key>, ErrorStack> {
     let stored = sha256(client_key)?;
-    let signature = Zeroizing::new(hmac(&stored, auth_message)?);
-    let mut proof = [0u8; KEY_LEN];
+    let signature = hmac(&stored[..], auth_message)?;
+    let mut proof = Zeroizing::new([0u8; KEY_LEN]);
     for (out, (k, s)) in proof
         .iter_mut()
         .zip(client_key.iter().zip(signature.iter()))
@@ -107,11 +117,12 @@ pub(crate) fn client_proof(client_key: &Key, auth_message: &[&[u8]]) -> Result<K
 }
 
 /// HMAC(ServerKey, AuthMessage): what proves the server (or the proxy) holds the verifier.
+/// Not secret once sent, so a plain copy.
 pub(crate) fn server_signature(
     server_key: &Key,
     auth_message: &[&[u8]],
 ) -> Result<Key, ErrorStack> {
-    hmac(server_key, auth_message)
+    Ok(*hmac(server_key, auth_message)?)
 }
 
 /// A fresh nonce: 18 random bytes in base64 (24 printable characters), as PostgreSQL makes.
@@ -171,8 +182,10 @@ pub(crate) fn client_key_from_password(
         MessageDigest::sha256(),
         &mut salted[..],
     )?;
-    let client = Zeroizing::new(hmac(&salted[..], &[b"Client Key"])?);
-    let server = hmac(&salted[..], &[b"Server Key"])?;
+    let client = hmac(&salted[..], &[b"Client Key"])?;
+    // A plain copy: the login's Prover hands the ServerKey over by value, and its caller
+    // holds it zeroed.
+    let server = *hmac(&salted[..], &[b"Server Key"])?;
     Ok((ClientKey(client), server))
 }
 
@@ -184,8 +197,9 @@ pub(crate) fn mock_verifier(user: &str, secret: &Key) -> Result<Verifier, ErrorS
     Ok(Verifier {
         iterations: MOCK_ITERATIONS,
         salt: salt[..MOCK_SALT_LEN].to_vec(),
-        stored_key: hmac(secret, &[b"stored", user.as_bytes()])?,
-        server_key: hmac(secret, &[b"server", user.as_bytes()])?,
+        // Copied into the verifier, which zeroes its keys on drop.
+        stored_key: *hmac(secret, &[b"stored", user.as_bytes()])?,
+        server_key: *hmac(secret, &[b"server", user.as_bytes()])?,
     })
 }
 
@@ -209,7 +223,7 @@ mod tests {
         let (client_key, server_key) = client_key_from_password(b"pencil", &salt, 4096).unwrap();
         let proof = client_proof(client_key.bytes(), &auth).unwrap();
         assert_eq!(
-            B64.encode(proof),
+            B64.encode(&proof[..]),
             "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
         let signature = server_signature(&server_key, &auth).unwrap();
@@ -221,14 +235,14 @@ mod tests {
         let verifier = Verifier {
             iterations: 4096,
             salt,
-            stored_key: sha256(client_key.bytes()).unwrap(),
+            stored_key: *sha256(client_key.bytes()).unwrap(),
             server_key,
         };
         let recovered = recover_client_key(&verifier, &auth, &proof)
             .unwrap()
             .unwrap();
         assert_eq!(recovered.bytes(), client_key.bytes());
-        let mut wrong = proof;
+        let mut wrong = *proof;
         wrong[0] ^= 1;
         assert!(
             recover_client_key(&verifier, &auth, &wrong)
@@ -332,6 +346,23 @@ mod tests {
         );
         let ed = openssl_cert(dir.path(), "ed", &["-newkey", "ed25519"]);
         assert_eq!(endpoint_hash(&ed), None);
+    }
+
+    #[test]
+    fn key_material_is_held_in_buffers_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let auth = auth_message("n=,r=a", "r=ab,s=c2FsdA==,i=1", "c=biws,r=ab");
+        let (client_key, _) = client_key_from_password(b"pencil", b"salt", 1).unwrap();
+        zeroed_on_drop(&client_key.0);
+        zeroed_on_drop(&sha256(client_key.bytes()).unwrap());
+        zeroed_on_drop(&hmac(client_key.bytes(), &auth).unwrap());
+        let proof = client_proof(client_key.bytes(), &auth).unwrap();
+        zeroed_on_drop(&proof);
+        let message = crate::protocol::scram::client_final("c=biws,r=ab", &proof[..]);
+        zeroed_on_drop(&message);
+        let fin = crate::protocol::scram::parse_client_final(message.as_bytes()).unwrap();
+        zeroed_on_drop(&fin.proof);
+        assert!(!format!("{fin:?}").contains(" proof:"), "{fin:?}");
     }
 
     #[test]

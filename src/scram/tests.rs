@@ -17,7 +17,7 @@ fn verifier(password: &[u8], salt: &[u8], iterations: u32) -> Verifier {
     Verifier {
         iterations,
         salt: salt.to_vec(),
-        stored_key: sha256(client_key.bytes()).unwrap(),
+        stored_key: *sha256(client_key.bytes()).unwrap(),
         server_key,
     }
 }
@@ -40,7 +40,7 @@ fn exchange(
     let server_first = server.server_first(verifier)?;
     let params = client.receive_server_first(server_first.as_bytes())?;
     let (key, _) = client_key_from_password(password, &params.salt, params.iterations)?;
-    let mut fin = client.client_final(&key)?.into_bytes();
+    let mut fin = client.client_final(&key)?.as_bytes().to_vec();
     tamper(&mut fin);
     let (recovered, server_final) = server.receive_final(&fin, verifier)?;
     assert_eq!(
