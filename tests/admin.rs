@@ -198,11 +198,9 @@ fn read_response(s: &mut TcpStream) -> u16 {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).unwrap(),
-            1,
-            "connection closed mid-response"
-        );
+        // read_exact retries when a signal interrupts the read (the tests' children exit).
+        s.read_exact(&mut byte)
+            .unwrap_or_else(|e| panic!("connection closed mid-response: {e}"));
         buf.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&buf).to_lowercase();
