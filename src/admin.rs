@@ -1,9 +1,11 @@
 //! The admin endpoint (`admin.listen`): plain HTTP/1.1 on a listener of its own, never the
 //! PostgreSQL port. `GET /metrics` (Prometheus' text format 0.0.4, or OpenMetrics when the
 //! scraper asks for it), `GET /healthz` (200 while the event loop runs, draining included),
-//! `GET /readyz` (200 while every listener accepts; 503 once SIGTERM has begun the drain, so
+//! `GET /readyz` (200 once every listener's accept loop runs; 503 once SIGTERM has begun the drain, so
 //! a balancer stops sending connections before sessions are ended). Bounded: at most
-//! [`MAX_CONNECTIONS`] at once, each with a header deadline and a lifetime limit.
+//! [`MAX_CONNECTIONS`] at once, each with a header deadline (which also closes a kept-alive
+//! connection that sends no next request) and a lifetime limit, so idle clients cannot
+//! hold the slots.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +26,9 @@ use crate::session::Shared;
 
 /// Scrapers and probes at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 16;
-/// A request's headers must arrive within this.
+/// A request's headers must arrive within this, counted from the connection's start or the
+/// previous response: hyper's header timer runs while it waits for the next request head,
+/// so an idle keep-alive connection is closed after this too.
 const HEADER_LIMIT: Duration = Duration::from_secs(5);
 /// A connection (keep-alive included) lasts at most this.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(60);

@@ -214,14 +214,16 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
         Arc::clone(&threads),
         reload,
     );
-    // READY=1 first: nothing may notify before it.
-    service.ready();
-    tokio::spawn(Arc::clone(&service).report_status());
-    tokio::spawn(Arc::clone(&service).feed_watchdog());
-    tokio::spawn(Arc::clone(&service).reload_on_sighup());
-    tokio::spawn(Arc::clone(&service).reload_on_crl_change());
+    // READY=1 once the accept loops run (as /readyz), and first: nothing may notify before it.
+    let started = move || {
+        service.ready();
+        tokio::spawn(Arc::clone(&service).report_status());
+        tokio::spawn(Arc::clone(&service).feed_watchdog());
+        tokio::spawn(Arc::clone(&service).reload_on_sighup());
+        tokio::spawn(Arc::clone(&service).reload_on_crl_change());
+    };
     let draining = Arc::clone(&shared);
-    server::run(listeners, shared, threads, tracker, async move {
+    server::run(listeners, shared, threads, tracker, started, async move {
         shutdown_signal().await;
         // Not ready from now on, before the listeners close: a balancer stops sending.
         draining

@@ -68,17 +68,22 @@ pub(crate) async fn bind(
 /// Serves until `shutdown` resolves, then stops accepting at once, lets sessions run for up
 /// to `listen.shutdown_timeout`, and then ends the remaining ones with FATAL 57P01. Sessions
 /// run on `threads`, tracked by `tracker` (the one the threads were started with).
+/// `started` runs once every accept loop is running (not merely spawned), unless the
+/// shutdown comes first: what tells systemd and balancers the proxy is ready waits for it.
 pub(crate) async fn run(
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     threads: Arc<SessionThreads>,
     tracker: TaskTracker,
+    started: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) {
     let token = CancellationToken::new();
     let max_connections = shared.settings.load().start.max_connections;
     let limit = Arc::new(Semaphore::new(max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
+    let loops = listeners.len();
+    let (running_tx, mut running_rx) = tokio::sync::mpsc::channel(loops.max(1));
     for listener in listeners {
         let acceptor = Acceptor {
             listener,
@@ -89,15 +94,30 @@ pub(crate) async fn run(
             tracker: tracker.clone(),
             threads: Arc::clone(&threads),
         };
-        shared.accepting.fetch_add(1, Ordering::Relaxed);
         // Tracked, so shutdown also waits for the sessions it starts from its backlog.
-        tracker.spawn(acceptor.run());
+        tracker.spawn(acceptor.run(running_tx.clone()));
     }
+    drop(running_tx);
     tokio::spawn(crate::memory::trim_while_running(
         Arc::clone(&shared),
         token.clone(),
     ));
-    shutdown.await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let all_running = async {
+        for _ in 0..loops {
+            if running_rx.recv().await.is_none() {
+                // A loop ended before it ran: never ready, which the watchdog reports.
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = &mut shutdown => {}
+        () = all_running => {
+            started();
+            shutdown.await;
+        }
+    }
     token.cancel();
     tracker.close();
     let grace = shared.settings.load().listen.shutdown_timeout;
@@ -142,16 +162,23 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    async fn run(self) {
-        // The watchdog pings only while every accept loop runs: one that ended means the
-        // proxy no longer serves that address, and systemd should restart it.
+    /// Accepts until shutdown; counts itself in `Shared::accepting` while it runs, and says
+    /// so on `running` once counted.
+    async fn run(self, running: tokio::sync::mpsc::Sender<()>) {
+        // The watchdog pings, and /readyz answers 200, only while every accept loop runs:
+        // one that ended means the proxy no longer serves that address, and systemd
+        // should restart it.
         struct Running<'a>(&'a Shared);
         impl Drop for Running<'_> {
             fn drop(&mut self) {
                 self.0.accepting.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        self.shared.accepting.fetch_add(1, Ordering::Relaxed);
         let _running = Running(&self.shared);
+        // The channel has room for every loop, so this never waits.
+        let _ = running.try_send(());
+        drop(running);
         let local = self.listener.local_addr().ok();
         let mut backoff = Duration::from_millis(5);
         loop {

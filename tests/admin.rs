@@ -172,7 +172,11 @@ fn readyz_turns_503_when_the_drain_begins_and_healthz_stays_200() {
     let pki = TestPki::new();
     let pg = Postgres::start(&pki.server);
     let (proxy, admin) = admin_proxy(&pki, &pg);
-    assert_eq!(get(admin, "/readyz", None).0, 200);
+    // As a balancer does: the admin endpoint may answer before the accept loops run, and
+    // /readyz says 200 only once they do.
+    common::wait_for("/readyz to answer 200", Duration::from_secs(10), || {
+        (get(admin, "/readyz", None).0 == 200).then_some(())
+    });
     assert_eq!(get(admin, "/healthz", None).0, 200);
     // A session that outlives the signal keeps the proxy draining for shutdown_timeout (2 s).
     let info = conninfo(&proxy, &pki, "alice", ALICE_PASSWORD);
@@ -186,4 +190,86 @@ fn readyz_turns_503_when_the_drain_begins_and_healthz_stays_200() {
     });
     assert_eq!(get(admin, "/healthz", None).0, 200, "alive while draining");
     let _ = session.join();
+}
+
+/// Reads one HTTP/1.1 response (headers and a Content-Length body) from a kept-alive
+/// connection; returns the status code.
+fn read_response(s: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        // read_exact retries when a signal interrupts the read (the tests' children exit).
+        s.read_exact(&mut byte)
+            .unwrap_or_else(|e| panic!("connection closed mid-response: {e}"));
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn idle_keep_alive_connections_cannot_hold_the_admin_slots() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let (_proxy, admin) = admin_proxy(&pki, &pg);
+    // As many idle clients as the endpoint has slots: half asked once and kept the
+    // connection open, half never sent a byte.
+    let opened = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for i in 0..16 {
+        let mut s = TcpStream::connect(admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        if i % 2 == 0 {
+            write!(s, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut s), 200, "kept-alive request {i}");
+        }
+        idle.push(s);
+    }
+    // A probe now waits for a slot in the backlog, and is served once idle ones are closed.
+    let mut probe = TcpStream::connect(admin).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        probe,
+        "GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut probe), 200);
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "served after {waited:?}: the 16 slots were not all held, so this proves nothing"
+    );
+    assert!(
+        waited < Duration::from_secs(9),
+        "the probe waited {waited:?} behind idle connections"
+    );
+    // Every idle connection was closed by the endpoint (EOF, not our read timeout).
+    for (i, mut s) in idle.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let read = s.read_to_end(&mut rest);
+        assert!(
+            matches!(read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "idle connection {i}: {read:?} {rest:?}"
+        );
+    }
+    let closed = opened.elapsed();
+    assert!(
+        closed < Duration::from_secs(9),
+        "idle connections still open after {closed:?}"
+    );
 }

@@ -179,22 +179,30 @@ fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     assert!(!pg.log().contains("mallory"), "{}", pg.log());
 }
 
-/// A raw TLS session to the proxy up to its AuthenticationSASL, then `first` as the
-/// SASLInitialResponse; returns the proxy's answer to it.
+/// A raw TLS session to `addr` (the proxy, or PostgreSQL itself) trusting `ca`, up to its
+/// AuthenticationSASL, then `first` as the SASLInitialResponse; returns the answer to it.
 async fn after_initial_response(
-    proxy: &Proxy,
-    pki: &TestPki,
+    addr: std::net::SocketAddr,
+    ca: &Path,
     mechanism: &str,
     first: &str,
 ) -> (tokio_openssl::SslStream<tokio::net::TcpStream>, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(&raw::SSL_REQUEST).await.unwrap();
     let mut s = [0u8; 1];
     tcp.read_exact(&mut s).await.unwrap();
-    let mut tls = raw::handshake(tcp, raw::tls_client(pki, None))
-        .await
+    assert_eq!(s[0], b'S');
+    let mut connector =
+        openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    connector.set_ca_file(ca).unwrap();
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
         .unwrap();
+    let mut tls = raw::handshake(tcp, ssl).await.unwrap();
     tls.write_all(&raw::startup(&[
         ("user", "alice"),
         ("database", "postgres"),
@@ -236,10 +244,11 @@ async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downgrade_and_a_wrong_binding_are_refused_with_28000() {
-    let (pki, _pg, proxy) = tokio::task::spawn_blocking(with_userlist).await.unwrap();
+    let (pki, pg, proxy) = tokio::task::spawn_blocking(with_userlist).await.unwrap();
+    let ca = &pki.proxy_ca_path;
     // "y": the client can bind but was told the server cannot, though -PLUS was offered.
-    let (_tls, answer) =
-        after_initial_response(&proxy, &pki, "SCRAM-SHA-256", "y,,n=,r=abcdef").await;
+    let downgrade = "y,,n=,r=abcdef";
+    let (_tls, answer) = after_initial_response(proxy.addr, ca, "SCRAM-SHA-256", downgrade).await;
     let (code, text) = raw::error_fields(&answer[5..]);
     assert_eq!(answer[0], b'E');
     assert_eq!(code, "28000");
@@ -247,10 +256,19 @@ async fn a_downgrade_and_a_wrong_binding_are_refused_with_28000() {
         text.contains("SCRAM channel binding negotiation error"),
         "{text}"
     );
+    // PostgreSQL answers the same downgrade with the same SQLSTATE and words
+    // (auth-scram.c: ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION, not 08P01).
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], pg.port));
+    let (_tls, direct) =
+        after_initial_response(server, &pki.upstream_ca_path, "SCRAM-SHA-256", downgrade).await;
+    assert_eq!(direct[0], b'E');
+    assert_eq!(raw::error_fields(&direct[5..]), (code, text));
+    proxy.wait_log(&["session refused", "gs2 flag \"y\"", "a downgrade"]);
 
     // -PLUS with channel-binding data that is not this connection's certificate.
     let first = "p=tls-server-end-point,,n=,r=abcdef";
-    let (mut tls, answer) = after_initial_response(&proxy, &pki, "SCRAM-SHA-256-PLUS", first).await;
+    let (mut tls, answer) =
+        after_initial_response(proxy.addr, ca, "SCRAM-SHA-256-PLUS", first).await;
     assert_eq!(answer[0], b'R', "server-first");
     let server_first = String::from_utf8_lossy(&answer[9..]).into_owned();
     let nonce = server_first
@@ -454,6 +472,47 @@ fn an_ed25519_proxy_certificate_offers_plain_scram_only() {
         "channel_binding=require",
     );
     assert!(!psql(&require, "select 1").status.success());
+}
+
+#[test]
+fn rsa_pss_certificates_bind_on_both_legs_as_postgresql_hashes_them() {
+    let pki = TestPki::new();
+    let dir = pki.dir.path();
+    // PostgreSQL's certificate signed with RSA-PSS over SHA-384, the proxy's over SHA-512:
+    // the tls-server-end-point hash uses the digest in the signature's parameters.
+    let (server_ca, server) = common::pki::openssl_rsa_pss(dir, "pg", "sha384");
+    let (proxy_ca, proxy_leaf) = common::pki::openssl_rsa_pss(dir, "proxy", "sha512");
+    let (proxy_crt, proxy_key) = proxy_leaf.write(dir, "proxy-pss");
+    let pg = Postgres::start(&server);
+    // libpq binds to PostgreSQL's RSA-PSS certificate directly: what the proxy's upstream
+    // leg must compute the same way.
+    let direct = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=alice password={ALICE_PASSWORD} \
+         dbname=postgres sslmode=verify-full sslrootcert={} channel_binding=require",
+        pg.port,
+        server_ca.display()
+    );
+    assert_eq!(psql_ok(&direct, "select current_user"), "alice");
+    let userlist = write_userlist(dir, &[("alice", &verifier_of(&pg, "alice"))]);
+    let proxy = Proxy::start(
+        &ProxyConfig::new(&pki, pg.port)
+            .set("listen.certificate", &toml_path(&proxy_crt))
+            .set("listen.private_key", &toml_path(&proxy_key))
+            .set("upstream.ca", &toml_path(&server_ca))
+            .set("auth.mode", "\"scram\"")
+            .set("auth.userlist", &toml_path(&userlist))
+            .set("auth.upstream_channel_binding", "\"require\""),
+    );
+    let info = conninfo(
+        proxy.port(),
+        &proxy_ca,
+        "alice",
+        ALICE_PASSWORD,
+        "channel_binding=require",
+    );
+    assert_eq!(psql_ok(&info, "select current_user"), "alice");
+    let line = proxy.wait_log(&["session ended", "user=\"alice\""]);
+    common::proxy::assert_auth(&line, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256-PLUS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,7 +78,7 @@ proptest! {
         let parsed = parse_client_final(text.as_bytes()).unwrap();
         prop_assert_eq!(parsed.channel_binding, cbind);
         prop_assert_eq!(parsed.nonce, n.as_str());
-        prop_assert_eq!(parsed.proof, proof);
+        prop_assert_eq!(*parsed.proof, proof);
         prop_assert_eq!(parsed.without_proof, without.as_str());
     }
 

@@ -4,6 +4,8 @@
 
 use super::ScramFailure;
 use super::keys::{self, ClientKey, Key};
+use zeroize::Zeroizing;
+
 use crate::config::schema::ChannelBindingPolicy;
 use crate::protocol::scram::{self, GS2_BINDING, SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ServerFinal};
 
@@ -113,15 +115,15 @@ impl ClientExchange {
         Ok(params)
     }
 
-    /// The client-final-message proving `client_key`.
-    pub fn client_final(&self, client_key: &ClientKey) -> Result<String, ScramFailure> {
+    /// The client-final-message proving `client_key` (zeroed on drop, as its proof is).
+    pub fn client_final(&self, client_key: &ClientKey) -> Result<Zeroizing<String>, ScramFailure> {
         let (Some(server_first), Some(without_proof)) = (&self.server_first, &self.without_proof)
         else {
             return Err(ScramFailure::OutOfOrder);
         };
         let auth = keys::auth_message(&self.bare, server_first, without_proof);
         let proof = keys::client_proof(client_key.bytes(), &auth)?;
-        Ok(scram::client_final(without_proof, &proof))
+        Ok(scram::client_final(without_proof, &proof[..]))
     }
 
     /// Takes the server-final-message: the server must prove it holds `server_key`.

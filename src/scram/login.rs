@@ -4,6 +4,7 @@
 //! from a client's proof, or one derived from `auth.query_password_file`.
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use super::ScramFailure;
 use super::client::{ClientExchange, ServerParams};
@@ -96,13 +97,14 @@ where
     };
     let params = exchange.receive_server_first(data)?;
     let (client_key, server_key) = prover.keys(&params).await?;
-    let mut out = Vec::new();
-    encode(
-        &mut out,
-        tag::PASSWORD_MESSAGE,
-        exchange.client_final(&client_key)?.as_bytes(),
-    );
+    let server_key = Zeroizing::new(server_key);
+    let client_final = exchange.client_final(&client_key)?;
     drop(client_key);
+    // The proof stays in zeroed buffers up to the TLS stream: sized up front, so the
+    // message is never reallocated.
+    let mut out = Zeroizing::new(Vec::with_capacity(5 + client_final.len()));
+    encode(&mut out, tag::PASSWORD_MESSAGE, client_final.as_bytes());
+    drop(client_final);
     send(server, &out).await?;
     let m = next(server, reader).await?;
     let Authentication::SaslFinal(data) = request(&m)? else {

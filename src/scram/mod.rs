@@ -37,7 +37,8 @@ pub(crate) enum ScramFailure {
     /// The client's message is malformed or asks for something unsupported.
     #[error("client SCRAM error: {0}")]
     Client(ScramError),
-    /// The client can bind but was told the proxy cannot, though the proxy offered -PLUS.
+    /// The client can bind but was told the proxy cannot, though the proxy offered -PLUS:
+    /// 28000, PostgreSQL's code for it (ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION).
     #[error("client sent gs2 flag \"y\" although SCRAM-SHA-256-PLUS was offered (a downgrade)")]
     Downgrade,
     /// The client's channel-binding data is not this connection's certificate.

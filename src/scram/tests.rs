@@ -17,7 +17,7 @@ fn verifier(password: &[u8], salt: &[u8], iterations: u32) -> Verifier {
     Verifier {
         iterations,
         salt: salt.to_vec(),
-        stored_key: sha256(client_key.bytes()).unwrap(),
+        stored_key: *sha256(client_key.bytes()).unwrap(),
         server_key,
     }
 }
@@ -40,7 +40,7 @@ fn exchange(
     let server_first = server.server_first(verifier)?;
     let params = client.receive_server_first(server_first.as_bytes())?;
     let (key, _) = client_key_from_password(password, &params.salt, params.iterations)?;
-    let mut fin = client.client_final(&key)?.into_bytes();
+    let mut fin = client.client_final(&key)?.as_bytes().to_vec();
     tamper(&mut fin);
     let (recovered, server_final) = server.receive_final(&fin, verifier)?;
     assert_eq!(
@@ -101,4 +101,39 @@ fn without_a_hash_only_plain_scram_is_offered_and_used() {
     assert_eq!(with.mechanisms(), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
     let v = verifier(b"pencil", b"0123456789abcdef", 4);
     assert!(exchange(b"pencil", &v, None, None, |_| {}).is_ok());
+}
+
+#[test]
+fn a_downgrade_to_plain_scram_is_refused_as_postgresql_refuses_it() {
+    // A client that can bind, shown a list stripped of -PLUS, says "y" ...
+    let client = ClientExchange::new(
+        &[SCRAM_SHA_256.as_bytes()],
+        Some(vec![1; 32]),
+        ChannelBindingPolicy::Prefer,
+    )
+    .unwrap();
+    let first = client.client_first();
+    assert!(first.starts_with("y,,"), "{first}");
+    // ... which a proxy that offered -PLUS refuses with PostgreSQL's SQLSTATE and words.
+    let mut offered_plus = ServerExchange::new(Some(vec![1; 32]));
+    let refused = offered_plus
+        .receive_first(SCRAM_SHA_256.as_bytes(), first.as_bytes())
+        .unwrap_err();
+    assert!(matches!(refused, ScramFailure::Downgrade), "{refused:?}");
+    let refusal = refused.refusal("alice");
+    assert_eq!(refusal.sqlstate.code(), "28000");
+    assert_eq!(refusal.message, "SCRAM channel binding negotiation error");
+    // Without a hash the proxy offered no -PLUS: "y" is the truth, and the login goes on.
+    let mut plain_only = ServerExchange::new(None);
+    assert!(
+        plain_only
+            .receive_first(SCRAM_SHA_256.as_bytes(), first.as_bytes())
+            .is_ok()
+    );
+    // "y" with -PLUS selected is a malformed message (08P01), as in PostgreSQL.
+    let mut plus = ServerExchange::new(Some(vec![1; 32]));
+    let malformed = plus
+        .receive_first(SCRAM_SHA_256_PLUS.as_bytes(), first.as_bytes())
+        .unwrap_err();
+    assert_eq!(malformed.refusal("alice").sqlstate.code(), "08P01");
 }

@@ -27,7 +27,8 @@ pub struct Shared {
     /// Cancelled when `listen.shutdown_timeout` has run out: remaining sessions get FATAL
     /// 57P01 and end.
     pub terminate: CancellationToken,
-    /// Accept loops running (the watchdog pings only while all are).
+    /// Accept loops running, counted by each loop itself once it runs (the watchdog pings,
+    /// and `/readyz` answers 200, only while all are).
     pub accepting: AtomicUsize,
     /// Listening sockets bound at start (all must accept for `/readyz`).
     pub listeners: AtomicUsize,
@@ -78,11 +79,13 @@ impl Shared {
         })
     }
 
-    /// Whether a balancer should send new connections: every listener accepts and no
-    /// shutdown has begun.
+    /// Whether a balancer should send new connections: the listeners are bound, every one's
+    /// accept loop is running, and no shutdown has begun.
     pub fn ready(&self) -> bool {
+        let listeners = self.listeners.load(Ordering::Relaxed);
         !self.draining.load(Ordering::Relaxed)
-            && self.accepting.load(Ordering::Relaxed) == self.listeners.load(Ordering::Relaxed)
+            && listeners > 0
+            && self.accepting.load(Ordering::Relaxed) == listeners
     }
 
     /// Wraps settings with an empty registry and zeroed counters.

@@ -1,6 +1,7 @@
 //! Every libssl and libcrypto function pgt-proxy calls that openssl-sys does not declare, in
 //! one place, so the unsafe surface is visible at a glance. The safe wrappers live with the
-//! code that needs them (records, CRL loading, OCSP nonces, FIPS set-up).
+//! code that needs them (records, CRL loading, OCSP nonces, FIPS set-up, the SCRAM
+//! tls-server-end-point hash).
 
 use std::os::raw::{c_char, c_int};
 
@@ -17,6 +18,17 @@ unsafe extern "C" {
         len: usize,
         flags: std::os::raw::c_uint,
         peername: *mut *mut c_char,
+    ) -> c_int;
+}
+
+// libcrypto (OpenSSL 1.1.1 and later).
+unsafe extern "C" {
+    pub(crate) fn X509_get_signature_info(
+        x: *mut openssl_sys::X509,
+        mdnid: *mut c_int,
+        pknid: *mut c_int,
+        secbits: *mut c_int,
+        flags: *mut u32,
     ) -> c_int;
 }
 

@@ -12,6 +12,8 @@ mod tests;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use zeroize::Zeroizing;
+
 use super::sqlstate::{FEATURE_NOT_SUPPORTED, PROTOCOL_VIOLATION, SqlState};
 
 /// The mechanism without channel binding.
@@ -149,16 +151,38 @@ pub fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, ScramError> {
 }
 
 /// A client-final-message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientFinal<'a> {
     /// The decoded `c=` attribute: the gs2 header, then the channel-binding data if any.
     pub channel_binding: Vec<u8>,
     /// The combined nonce.
     pub nonce: &'a str,
-    /// The decoded proof.
-    pub proof: [u8; KEY_LEN],
+    /// The decoded proof, zeroed on drop: with the StoredKey it gives the ClientKey back.
+    pub proof: Zeroizing<[u8; KEY_LEN]>,
     /// client-final-message-without-proof: what the AuthMessage ends with.
     pub without_proof: &'a str,
+}
+
+impl std::fmt::Debug for ClientFinal<'_> {
+    /// Never prints the proof.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFinal")
+            .field("channel_binding", &self.channel_binding)
+            .field("nonce", &self.nonce)
+            .field("without_proof", &self.without_proof)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decodes base64 `text` into a key-sized array, with no copy left unzeroed.
+fn decode_key(text: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    let decoded = Zeroizing::new(B64.decode(text).ok()?);
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    if decoded.len() != KEY_LEN {
+        return None;
+    }
+    key.copy_from_slice(&decoded);
+    Some(key)
 }
 
 /// Parses a client-final-message (the data of SASLResponse).
@@ -174,11 +198,7 @@ pub fn parse_client_final(data: &[u8]) -> Result<ClientFinal<'_>, ScramError> {
     let at = text
         .rfind(",p=")
         .ok_or_else(|| malformed("Expected attribute \"p\"."))?;
-    let proof_text = &text[at + 3..];
-    let proof = B64
-        .decode(proof_text)
-        .ok()
-        .and_then(|p| <[u8; KEY_LEN]>::try_from(p).ok())
+    let proof = decode_key(&text[at + 3..])
         .ok_or_else(|| malformed("Malformed proof in client-final-message."))?;
     if at + 1 < text.len() - rest.len() {
         return Err(malformed("Expected attribute \"p\"."));
@@ -275,9 +295,14 @@ pub fn client_final_without_proof(cbind_input: &[u8], nonce: &str) -> String {
     format!("c={},r={nonce}", B64.encode(cbind_input))
 }
 
-/// client-final-message: `without_proof` and the proof.
-pub fn client_final(without_proof: &str, proof: &[u8]) -> String {
-    format!("{without_proof},p={}", B64.encode(proof))
+/// client-final-message: `without_proof` and the proof; zeroed on drop, as the proof is.
+pub fn client_final(without_proof: &str, proof: &[u8]) -> Zeroizing<String> {
+    // Sized up front, so no reallocation leaves a copy of the proof behind.
+    let mut out = String::with_capacity(without_proof.len() + 3 + proof.len().div_ceil(3) * 4);
+    out.push_str(without_proof);
+    out.push_str(",p=");
+    B64.encode_string(proof, &mut out);
+    Zeroizing::new(out)
 }
 
 /// A stored SCRAM-SHA-256 verifier, as in `pg_authid.rolpassword`.
@@ -334,12 +359,11 @@ pub fn parse_verifier(text: &str) -> Result<Verifier, VerifierError> {
         let (params, keys) = rest.split_once('$')?;
         let (iterations, salt) = params.split_once(':')?;
         let (stored, server) = keys.split_once(':')?;
-        let key = |k: &str| <[u8; KEY_LEN]>::try_from(B64.decode(k).ok()?).ok();
         Some(Verifier {
             iterations: iterations.parse().ok().filter(|&i| i > 0)?,
             salt: B64.decode(salt).ok().filter(|s| !s.is_empty())?,
-            stored_key: key(stored)?,
-            server_key: key(server)?,
+            stored_key: *decode_key(stored)?,
+            server_key: *decode_key(server)?,
         })
     };
     parse().ok_or(VerifierError::NotScram)

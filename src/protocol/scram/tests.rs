@@ -29,7 +29,10 @@ fn rfc_7677_messages_parse() {
         fin.without_proof,
         "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
     );
-    assert_eq!(client_final(fin.without_proof, &fin.proof), CLIENT_FINAL);
+    assert_eq!(
+        *client_final(fin.without_proof, &fin.proof[..]),
+        CLIENT_FINAL
+    );
 }
 
 #[test]
