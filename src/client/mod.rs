@@ -29,7 +29,9 @@ use crate::protocol::ProtocolError;
 use crate::protocol::error_response::Refusal;
 use crate::protocol::proxy::ProxyHeaderError;
 use crate::protocol::sqlstate::{INVALID_AUTHORIZATION, PROTOCOL_VIOLATION};
-use crate::protocol::startup::{FirstPacket, MAX_STARTUP_PACKET, parse_first_packet};
+use crate::protocol::startup::{
+    CancelSecret, FirstPacket, MAX_STARTUP_PACKET, parse_first_packet,
+};
 use crate::tls::describe::describe_ssl_error;
 use crate::tls::policy::ALPN_POSTGRESQL;
 use crate::tls::revocation::Revocation;
@@ -54,7 +56,7 @@ pub(crate) enum Opening {
         /// Target backend pid.
         pid: i32,
         /// Its secret key.
-        key: Vec<u8>,
+        key: CancelSecret,
     },
 }
 
@@ -262,7 +264,7 @@ where
             FirstPacket::Cancel(c) => {
                 return Ok(Opening::PlainCancel {
                     pid: c.pid,
-                    key: c.key.to_vec(),
+                    key: CancelSecret::new(c.key),
                 });
             }
             FirstPacket::Startup(s) => {

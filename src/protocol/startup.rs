@@ -52,6 +52,28 @@ pub struct CancelRequest<'a> {
     pub key: &'a [u8],
 }
 
+/// A CancelRequest's secret key, owned: zeroed when dropped, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CancelSecret(zeroize::Zeroizing<Vec<u8>>);
+
+impl CancelSecret {
+    /// Copies `key` out of a packet.
+    pub fn new(key: &[u8]) -> Self {
+        Self(zeroize::Zeroizing::new(key.to_vec()))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CancelSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CancelSecret({} bytes)", self.0.len())
+    }
+}
+
 /// A StartupMessage: protocol version and the parameter list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartupMessage<'a> {

@@ -156,7 +156,7 @@ async fn establish<S: ClientIo>(
             return Err(match admission.cancel() {
                 Ok(()) => {
                     let via = cancel::Via::Plaintext;
-                    Box::pin(forward_cancel(shared, settings, via, pid, &key, record)).await
+                    Box::pin(forward_cancel(shared, settings, via, pid, key.as_bytes(), record)).await
                 }
                 Err(e) => Outcome::Refused(SessionError::CancelRefused(Box::new(e))),
             });
@@ -200,7 +200,7 @@ async fn over_tls<S: ClientIo>(
         Ok(Admitted::Session(upstream, startup, target)) => (upstream, startup, target),
         Ok(Admitted::Cancel { pid, key }) => {
             let via = cancel::Via::Tls(client.ssl());
-            let outcome = Box::pin(forward_cancel(shared, settings, via, pid, &key, record)).await;
+            let outcome = Box::pin(forward_cancel(shared, settings, via, pid, key.as_bytes(), record)).await;
             let _ = client.shutdown().await;
             return Err(outcome);
         }
@@ -240,7 +240,10 @@ enum Admitted {
     /// Log in: the verified upstream, the judged StartupMessage, and where its route leads.
     Session(Upstream, Box<startup::Startup>, Arc<crate::settings::Target>),
     /// Its first packet was an encrypted CancelRequest.
-    Cancel { pid: i32, key: Vec<u8> },
+    Cancel {
+        pid: i32,
+        key: crate::protocol::startup::CancelSecret,
+    },
 }
 
 /// What the handshake phase leaves for admission to judge.

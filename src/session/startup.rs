@@ -9,7 +9,7 @@ use crate::framed::{FrameReader, ReadError};
 use crate::leg::Leg;
 use crate::protocol::ProtocolError;
 use crate::protocol::parameters::{ParamsError, StartupParams, judge};
-use crate::protocol::startup::{FirstPacket, parse_untagged};
+use crate::protocol::startup::{CancelSecret, FirstPacket, parse_untagged};
 
 /// What the client sent first inside TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub(crate) enum StartupPacket {
         /// Target backend pid.
         pid: i32,
         /// Its secret key.
-        key: Vec<u8>,
+        key: CancelSecret,
     },
 }
 
@@ -83,7 +83,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Parsed, usize)>, ProtocolError> {
         },
         FirstPacket::Cancel(c) => Parsed::Packet(StartupPacket::Cancel {
             pid: c.pid,
-            key: c.key.to_vec(),
+            key: CancelSecret::new(c.key),
         }),
         FirstPacket::SslRequest | FirstPacket::GssEncRequest | FirstPacket::DirectTls => {
             Parsed::Negotiation
