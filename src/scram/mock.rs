@@ -14,8 +14,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::error::ErrorStack;
 use zeroize::Zeroizing;
@@ -34,6 +35,8 @@ const MAX_SECRET: u64 = 4096;
 const SAMPLES: usize = 64;
 /// No mock wait is longer (the startup deadline bounds real ones anyway).
 const MAX_WAIT: Duration = Duration::from_secs(2);
+/// The most a mock timer is set early, in microseconds.
+const MAX_EARLY_US: u64 = 2000;
 /// Most upstreams whose waits are remembered across reloads.
 const MAX_UPSTREAMS: usize = 1024;
 
@@ -81,15 +84,40 @@ impl Mock {
     pub fn wait(&self) -> Duration {
         self.waits.draw()
     }
+
+    /// Waits until [`Self::wait`] after `offered`, with a timer finer than tokio's (whose
+    /// millisecond ticks are as long as a real wait), set early by how late it has woken
+    /// on average: a real server-first is sent as soon as the server's is read.
+    pub async fn hold(&self, offered: Instant) {
+        let target = offered + self.wait();
+        let early = self.waits.late_us.load(Ordering::Relaxed);
+        let deadline = target
+            .checked_sub(Duration::from_micros(early))
+            .unwrap_or(target);
+        if deadline <= Instant::now() {
+            // No time to wait: the average decays, so a high one cannot stay.
+            self.waits.late_us.store(early * 7 / 8, Ordering::Relaxed);
+            return;
+        }
+        super::timer::sleep_until(deadline).await;
+        let late = Instant::now().saturating_duration_since(deadline);
+        let late = u64::try_from(late.as_micros()).map_or(MAX_EARLY_US, |l| l.min(MAX_EARLY_US));
+        self.waits
+            .late_us
+            .store((early * 7 + late) / 8, Ordering::Relaxed);
+    }
 }
 
-/// Recent real waits of one upstream.
+/// Recent real waits of one upstream, and how late a mock one's timer wakes on average.
 #[derive(Default)]
-struct Waits(Mutex<VecDeque<Duration>>);
+struct Waits {
+    recent: Mutex<VecDeque<Duration>>,
+    late_us: AtomicU64,
+}
 
 impl Waits {
     fn push(&self, wait: Duration) {
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if all.len() >= SAMPLES {
             all.pop_front();
         }
@@ -97,7 +125,7 @@ impl Waits {
     }
 
     fn draw(&self) -> Duration {
-        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let all = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if all.is_empty() {
             return Duration::ZERO;
         }

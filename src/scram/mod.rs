@@ -7,7 +7,8 @@
 //! - [`keys`]: the cryptography (OpenSSL), keys zeroed after use.
 //! - [`server`]: the client leg's exchange; [`client`]: the upstream leg's.
 //! - [`verifiers`]: where verifiers come from (`auth.userlist`, the auth query), cached.
-//! - [`mock`]: the stand-in exchange for a user the proxy cannot check.
+//! - [`mock`]: the stand-in exchange for a user the proxy cannot check; `timer`: the fine
+//!   timer its waits use.
 //! - [`query`]: the proxy's own connection to the server that runs the auth query.
 //!
 //! The session phase that drives both exchanges over the network is
@@ -21,6 +22,7 @@ pub(crate) mod query;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
+mod timer;
 pub(crate) mod verifiers;
 
 use crate::protocol::error_response::Refusal;

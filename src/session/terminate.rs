@@ -18,8 +18,8 @@
 //! password's answer; the log line says which it was. A user relayed unchecked
 //! (`auth.unknown_user = "passthrough"`) must be asked for a password by the server.
 
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 
 use super::auth::{self, Authenticated, Exchange};
 use super::error::SessionError;
@@ -319,7 +319,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
     /// the server refused first), its server-first sent when a real one would leave.
     async fn prove_before_telling(&mut self) -> Result<ClientKey, SessionError> {
         self.receive_first().await?;
-        tokio::time::sleep_until(self.offered + self.login.mock.wait()).await;
+        self.login.mock.hold(self.offered).await;
         self.prove().await
     }
 
