@@ -1,6 +1,7 @@
 //! The benchmark's and soak test's own PostgreSQL-protocol tools: a connect-latency client,
-//! a holder of many idle authenticated sessions, a connection flood, and a minimal TLS
-//! upstream that authenticates everyone and then idles.
+//! a holder of many idle authenticated sessions, a connection flood, a minimal TLS
+//! upstream that authenticates everyone and then idles, and the SCRAM server-first timing
+//! of known and unknown users (`scram_timing.rs`).
 //!
 //! Built by `scripts/bench` and `scripts/soak` (`cargo build --release --example pgt-bench`);
 //! not part of the product. Clients speak SSLRequest + TLS with full verification (CA and
@@ -17,6 +18,9 @@ use openssl::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyM
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_openssl::SslStream;
+
+#[path = "scram_timing.rs"]
+mod scram_timing;
 
 #[derive(Parser)]
 #[command(about = "pgt-proxy's benchmark and soak tools")]
@@ -77,6 +81,21 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u32,
     },
+    /// Known and unknown users in turns, each up to its server-first-message: prints the
+    /// median and p10-p90 of the client-first to server-first time of each.
+    ScramTiming {
+        #[command(flatten)]
+        target: Target,
+        /// A user the proxy has a verifier for.
+        #[arg(long)]
+        known: String,
+        /// A user it has none for.
+        #[arg(long, default_value = "nobody_here")]
+        unknown: String,
+        /// Attempts per user.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
     /// A minimal TLS upstream: answers SSLRequest, completes the handshake, answers any
     /// StartupMessage with AuthenticationOk, BackendKeyData and ReadyForQuery, any query
     /// with EmptyQueryResponse and ReadyForQuery, and idles otherwise.
@@ -111,6 +130,12 @@ fn main() -> Result<(), BoxError> {
                 seconds,
             } => flood(target, rate, seconds).await,
             Command::Upstream { listen, cert, key } => upstream(listen, cert, key).await,
+            Command::ScramTiming {
+                target,
+                known,
+                unknown,
+                count,
+            } => scram_timing::run(target, known, unknown, count).await,
         }
     })
 }

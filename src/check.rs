@@ -260,6 +260,7 @@ connecting to every upstream (as a session would):
     for (prefix, target) in targets(settings) {
         let u = &target.upstream;
         let result = rt.block_on(crate::upstream::connect(u, &target.connector));
+        let reached = result.is_ok();
         let _ = match result {
             Ok(up) => writeln!(
                 out,
@@ -280,6 +281,12 @@ connecting to every upstream (as a session would):
                 writeln!(out, "  {prefix} ({}:{}): FAILED: {e}{hint}", u.host, u.port)
             }
         };
+        if reached {
+            let answer = rt.block_on(crate::trust_probe::probe(u, &target.connector));
+            let (line, fine) = crate::trust_probe::describe(&prefix, &target.auth, &answer);
+            ok &= fine;
+            let _ = writeln!(out, "{line}");
+        }
         if let Some(query) = target.auth.verifiers.query() {
             let checked = rt.block_on(query.check());
             let _ = match checked {

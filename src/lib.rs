@@ -34,7 +34,8 @@
 //! - `memory`: handing freed memory back to the system after sessions end.
 //! - `service`: systemd notifications, status, watchdog, reload on SIGHUP.
 //! - [`app`]: the binary's orchestration; `cli`, `check`, `logging`: its command line,
-//!   `check-config` report, and log output.
+//!   `check-config` report, and log output; `trust_probe`: whether an upstream trusts the
+//!   proxy's address (`check-config --connect`).
 //!
 //! Only what the binary, the tests, the fuzz targets and the benchmark use is public.
 
@@ -63,5 +64,6 @@ mod session;
 mod settings;
 mod socket;
 pub mod tls;
+mod trust_probe;
 mod upstream;
 mod workers;

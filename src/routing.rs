@@ -116,7 +116,11 @@ impl<T: Clone> RouteTable<T> {
 
     /// The route for a connection whose server name found `by_name` ([`Self::by_server_name`],
     /// looked up once at its handshake): that, else the database's, else the default.
-    pub fn route_after<'a>(&'a self, by_name: Option<&'a T>, database: Option<&str>) -> Option<&'a T> {
+    pub fn route_after<'a>(
+        &'a self,
+        by_name: Option<&'a T>,
+        database: Option<&str>,
+    ) -> Option<&'a T> {
         by_name
             .or_else(|| self.databases.get(database?))
             .or(self.default.as_ref())

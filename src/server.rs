@@ -241,8 +241,13 @@ impl Acceptor {
             },
             Err(_) => match Arc::clone(&self.refusals).try_acquire_owned() {
                 Ok(permit) => {
-                    self.tracker
-                        .spawn(session::serve(tcp, peer, shared, permit, session::Limit::Over));
+                    self.tracker.spawn(session::serve(
+                        tcp,
+                        peer,
+                        shared,
+                        permit,
+                        session::Limit::Over,
+                    ));
                 }
                 Err(_) => {
                     tracing::warn!(client_addr = %peer, "connection closed: over listen.max_connections and too many refusals in progress");

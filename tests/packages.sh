@@ -96,12 +96,13 @@ installed() {
     getent passwd pgt-proxy >/dev/null || { echo "no pgt-proxy user"; return 1; }
     [ "$(stat -c '%U:%G %a' /etc/pgt-proxy/tls)" = "root:pgt-proxy 750" ] || { stat -c '%U:%G %a' /etc/pgt-proxy/tls; return 1; }
     [ -d /etc/pgt-proxy/conf.d ] && [ -z "$(ls -A /etc/pgt-proxy/conf.d)" ] || { echo "conf.d missing or not empty"; return 1; }
+    [ "$(stat -c '%U:%G %a %s' /etc/pgt-proxy/mock-secret)" = "root:pgt-proxy 640 32" ] || { stat -c '%U:%G %a %s' /etc/pgt-proxy/mock-secret; return 1; }
     [ -x /usr/bin/pgt-proxy ] && /usr/bin/pgt-proxy --version | grep -q OpenSSL
     contains "$(dpkg-query -W -f='${Conffiles}' pgt-proxy)" "/etc/pgt-proxy/config.toml"
     [ ! -e /etc/systemd/system/multi-user.target.wants/pgt-proxy.service ] || { echo "enabled on install"; return 1; }
     man -w pgt-proxy >/dev/null 2>&1 || [ -f /usr/share/man/man1/pgt-proxy.1.gz ]
 }
-check "installed: user, /etc/pgt-proxy/tls root:pgt-proxy 0750, empty conf.d, conffile, not enabled" installed
+check "installed: user, /etc/pgt-proxy/tls root:pgt-proxy 0750, mock-secret root:pgt-proxy 0640, empty conf.d, conffile, not enabled" installed
 unit_verify() {
     local out
     out=$(systemd-analyze verify /usr/lib/systemd/system/pgt-proxy.service 2>&1)

@@ -7,13 +7,13 @@
 //! [`ClientError`], whose [`ClientError::refusal`] says what the client is told, and the
 //! session tells it. Nothing after the handshake lives here: that is [`crate::session`].
 
-mod socket;
 mod proxied;
+mod socket;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use socket::ClientIo;
 pub(crate) use proxied::{Addresses, identify};
+pub(crate) use socket::ClientIo;
 
 use std::io;
 use std::pin::Pin;
@@ -29,9 +29,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::error_response::Refusal;
 use crate::protocol::proxy::ProxyHeaderError;
 use crate::protocol::sqlstate::{INVALID_AUTHORIZATION, PROTOCOL_VIOLATION};
-use crate::protocol::startup::{
-    CancelSecret, FirstPacket, MAX_STARTUP_PACKET, parse_first_packet,
-};
+use crate::protocol::startup::{CancelSecret, FirstPacket, MAX_STARTUP_PACKET, parse_first_packet};
 use crate::tls::describe::describe_ssl_error;
 use crate::tls::policy::ALPN_POSTGRESQL;
 use crate::tls::revocation::Revocation;

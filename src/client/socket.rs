@@ -40,7 +40,8 @@ impl ClientIo for UnixStream {
             let peeked = self.try_io(Interest::READABLE, || {
                 // SAFETY: `fd` is this socket's, open for the borrow; `buf` is valid for
                 // `buf.len()` bytes of writes.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+                let n =
+                    unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {

@@ -353,9 +353,16 @@ pub struct RawAuth {
     /// Most auth queries running at once (each on a connection of its own); logins for the
     /// same user share one query.
     pub query_concurrency: u32,
-    /// A user without a verifier: "passthrough" (relayed to the server as without `[auth]`)
-    /// or "refuse" (28P01, the same answer as a wrong password).
+    /// A user without a verifier: "refuse" (28P01 after a mock exchange, the same answer
+    /// as a wrong password) or "passthrough" (relayed to the server as without `[auth]`).
     pub unknown_user: UnknownUser,
+    /// With `unknown_user = "passthrough"`: accept a server that lets a relayed user in
+    /// without asking for a password (it trusts the proxy's address). Off: such a session
+    /// is refused with 28P01.
+    pub passthrough_trust: bool,
+    /// 32 or more random bytes (0600, or 0640 owned by root) that unknown users' mock salts
+    /// are derived from; the same file on every replica. Unset: a per-process secret.
+    pub mock_secret_file: Option<PathBuf>,
     /// A server that offers no channel binding: "prefer" (plain SCRAM-SHA-256) or "require"
     /// (the client gets FATAL 08001).
     pub upstream_channel_binding: ChannelBindingPolicy,
@@ -372,7 +379,9 @@ impl Default for RawAuth {
             query_password_file: None,
             cache_ttl: Duration::from_secs(300),
             query_concurrency: 4,
-            unknown_user: UnknownUser::Passthrough,
+            unknown_user: UnknownUser::Refuse,
+            passthrough_trust: false,
+            mock_secret_file: None,
             upstream_channel_binding: ChannelBindingPolicy::Prefer,
         }
     }

@@ -84,7 +84,10 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
         };
         tokio::spawn(async move {
             let turns = Arc::clone(&landing.flights.turns);
+            // A free turn is taken even if the waiter has gone already: only a lookup still
+            // queued behind others is given up.
             let turn = tokio::select! {
+                biased;
                 turn = turns.acquire_owned() => turn.ok(),
                 () = landing.unwanted() => None,
             };

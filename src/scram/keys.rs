@@ -189,28 +189,9 @@ pub(crate) fn client_key_from_password(
     Ok((ClientKey(client), server))
 }
 
-/// A stand-in verifier for a user who has none (`auth.unknown_user = "refuse"`): its salt is
-/// derived from the user name and a per-process secret, so it is the same for a user on
-/// every try while the process runs, and no proof ever matches its keys.
-pub(crate) fn mock_verifier(user: &str, secret: &Key) -> Result<Verifier, ErrorStack> {
-    let salt = hmac(secret, &[b"salt", user.as_bytes()])?;
-    Ok(Verifier {
-        iterations: MOCK_ITERATIONS,
-        salt: salt[..MOCK_SALT_LEN].to_vec(),
-        // Copied into the verifier, which zeroes its keys on drop.
-        stored_key: *hmac(secret, &[b"stored", user.as_bytes()])?,
-        server_key: *hmac(secret, &[b"server", user.as_bytes()])?,
-    })
-}
-
-/// PostgreSQL's defaults for new verifiers, which mock ones imitate.
-const MOCK_ITERATIONS: u32 = 4096;
-const MOCK_SALT_LEN: usize = 16;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::scram::parse_verifier;
 
     /// RFC 7677: user "user", password "pencil".
     #[test]
@@ -363,16 +344,5 @@ mod tests {
         let fin = crate::protocol::scram::parse_client_final(message.as_bytes()).unwrap();
         zeroed_on_drop(&fin.proof);
         assert!(!format!("{fin:?}").contains(" proof:"), "{fin:?}");
-    }
-
-    #[test]
-    fn mock_verifiers_are_stable_per_user_and_look_real() {
-        let secret = [7u8; KEY_LEN];
-        let a = mock_verifier("alice", &secret).unwrap();
-        assert_eq!(a, mock_verifier("alice", &secret).unwrap());
-        assert_ne!(a.salt, mock_verifier("bob", &secret).unwrap().salt);
-        assert_eq!((a.salt.len(), a.iterations), (16, 4096));
-        let real = parse_verifier("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=").unwrap();
-        assert_eq!(real.salt.len(), a.salt.len());
     }
 }

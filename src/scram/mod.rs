@@ -8,6 +8,8 @@
 //! - [`server`]: the client leg's exchange; [`client`]: the upstream leg's.
 //! - [`verifiers`]: where verifiers come from (`auth.userlist`, the auth query), cached
 //!   ([`cache`]), each query a unit no client can cut off ([`flights`]).
+//! - [`mock`]: the stand-in exchange for a user the proxy cannot check; `timer`: the fine
+//!   timer its waits use.
 //! - [`query`]: the proxy's own connections to the server that run the auth query.
 //!
 //! The session phase that drives both exchanges over the network is
@@ -18,11 +20,13 @@ pub(crate) mod client;
 pub(crate) mod flights;
 pub(crate) mod keys;
 pub(crate) mod login;
+pub(crate) mod mock;
 pub(crate) mod query;
 mod query_answer;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
+mod timer;
 pub(crate) mod verifiers;
 
 use crate::protocol::error_response::Refusal;
@@ -44,11 +48,17 @@ pub(crate) enum ScramFailure {
     /// The client's channel-binding data is not this connection's certificate.
     #[error("client's SCRAM channel binding does not match the proxy's certificate")]
     BindingMismatch,
-    /// The client's proof is wrong (or the user has no verifier).
+    /// The client's proof is wrong.
     #[error("wrong password (SCRAM proof does not match the verifier)")]
     WrongPassword,
+    /// The user has no verifier (`auth.unknown_user = "refuse"`): a mock exchange was run.
+    #[error("no verifier for this user (auth.unknown_user = \"refuse\"); a mock exchange was run")]
+    UnknownUser,
     /// The verifier the proxy holds is not the server's any more.
-    #[error("the server's verifier differs from the proxy's (password changed)")]
+    #[error(
+        "the server's verifier differs from the proxy's (password changed on the server): \
+         update auth.userlist, or wait for auth.cache_ttl"
+    )]
     PasswordChanged,
     /// The server offered no -PLUS and `auth.upstream_channel_binding = "require"`.
     #[error(
@@ -79,7 +89,9 @@ pub(crate) enum ScramFailure {
 }
 
 impl ScramFailure {
-    /// What the client is told, with PostgreSQL's words where PostgreSQL has them.
+    /// What the client is told, with PostgreSQL's words where PostgreSQL has them. Whatever
+    /// tells a user the proxy cannot check (unknown, stale, not fetched) gets the wrong
+    /// password's answer, byte for byte; the log line says which it was.
     pub fn refusal(&self, user: &str) -> Refusal {
         let wrong_password = || {
             Refusal::new(
@@ -100,18 +112,16 @@ impl ScramFailure {
             ScramFailure::BindingMismatch => {
                 Refusal::new(INVALID_AUTHORIZATION, "SCRAM channel binding check failed")
             }
-            ScramFailure::WrongPassword => wrong_password(),
-            ScramFailure::PasswordChanged => wrong_password().hint(
-                "The user's password was changed on the server and pgt-proxy's verifier is stale; \
-                 update auth.userlist (or wait for auth.cache_ttl) and try again.",
-            ),
+            ScramFailure::WrongPassword
+            | ScramFailure::UnknownUser
+            | ScramFailure::PasswordChanged
+            | ScramFailure::Lookup(_) => wrong_password(),
             ScramFailure::UpstreamMethod(_) => Refusal::new(UNABLE_TO_CONNECT, format!("pgt-proxy: {self}"))
                 .hint("With auth.mode = \"scram\" the server must use scram-sha-256 (or cert/trust) in pg_hba.conf for this user."),
             ScramFailure::UpstreamNoBinding
             | ScramFailure::UpstreamProtocol(_)
             | ScramFailure::UpstreamRejected(_)
-            | ScramFailure::UpstreamSignature
-            | ScramFailure::Lookup(_) => Refusal::new(UNABLE_TO_CONNECT, format!("pgt-proxy: {self}")),
+            | ScramFailure::UpstreamSignature => Refusal::new(UNABLE_TO_CONNECT, format!("pgt-proxy: {self}")),
             ScramFailure::OutOfOrder => Refusal::new(PROTOCOL_VIOLATION, format!("pgt-proxy: {self}")),
             ScramFailure::Crypto(_) => Refusal::new(INTERNAL_ERROR, format!("pgt-proxy: {self}")),
         }

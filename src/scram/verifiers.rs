@@ -11,12 +11,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cache::{AnswerCache, Limits};
 use super::flights::Flights;
-use super::keys::{self, Key};
 use super::query::AuthQuery;
 use crate::protocol::scram::{Verifier, parse_verifier};
 
@@ -176,23 +175,6 @@ impl Verifiers {
         recent.push_back(now);
         true
     }
-}
-
-/// The per-process secret that mock verifiers are derived from.
-pub(crate) fn mock_secret() -> &'static Key {
-    static SECRET: OnceLock<Key> = OnceLock::new();
-    SECRET.get_or_init(|| {
-        let mut secret = [0u8; 32];
-        // Without randomness the mock salt would be predictable, not wrong; OpenSSL's
-        // generator failing at start is reported by every other TLS operation anyway.
-        let _ = openssl::rand::rand_bytes(&mut secret);
-        secret
-    })
-}
-
-/// A stand-in verifier for a user that has none.
-pub(crate) fn mock_verifier(user: &str) -> Result<Verifier, openssl::error::ErrorStack> {
-    keys::mock_verifier(user, mock_secret())
 }
 
 /// Parses a userlist: `"user" "SCRAM-SHA-256$..."` per line (a `""` inside quotes is one

@@ -42,7 +42,8 @@ fn certificate(dir: &Path) -> (X509, std::path::PathBuf, std::path::PathBuf) {
     b.set_pubkey(&key).unwrap();
     b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
         .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
     let san = SubjectAlternativeName::new()
         .dns("localhost")
         .build(&b.x509v3_context(None, None))
@@ -85,7 +86,8 @@ async fn world_with(extra: &str, tail: &str) -> World {
         cert_path,
         key_path,
         cert_path,
-        tail.replace("PORT", &port.to_string()).replace("CA", &format!("{cert_path:?}"))
+        tail.replace("PORT", &port.to_string())
+            .replace("CA", &format!("{cert_path:?}"))
     );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
@@ -143,7 +145,12 @@ impl World {
         assert_eq!(&answer, b"S");
         let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
         b.cert_store_mut().add_cert(self.cert.clone()).unwrap();
-        let ssl = b.build().configure().unwrap().into_ssl("localhost").unwrap();
+        let ssl = b
+            .build()
+            .configure()
+            .unwrap()
+            .into_ssl("localhost")
+            .unwrap();
         let mut s = tokio_openssl::SslStream::new(ssl, io).unwrap();
         Pin::new(&mut s).connect().await.unwrap();
         s
@@ -152,7 +159,11 @@ impl World {
 
 /// The SQLSTATE of the ErrorResponse at the front of `bytes`.
 fn sqlstate(bytes: &[u8]) -> String {
-    assert_eq!(bytes.first(), Some(&b'E'), "not an ErrorResponse: {bytes:?}");
+    assert_eq!(
+        bytes.first(),
+        Some(&b'E'),
+        "not an ErrorResponse: {bytes:?}"
+    );
     let field = bytes[5..]
         .split(|&b| b == 0)
         .find(|f| f.first() == Some(&b'C'))
@@ -264,7 +275,10 @@ async fn a_route_narrower_than_listen_refuses_the_judged_database_only() {
         p
     };
     for (first, code) in [
-        (encode_startup(&[("user", "alice"), ("database", "payroll")]), "28000"),
+        (
+            encode_startup(&[("user", "alice"), ("database", "payroll")]),
+            "28000",
+        ),
         (twice, "08P01"),
     ] {
         let (io, task) = world.connect(INSIDER, Limit::Within);
@@ -279,8 +293,11 @@ async fn a_route_narrower_than_listen_refuses_the_judged_database_only() {
     // Another database goes by the default route, which admits the client.
     let (io, _task) = world.connect(INSIDER, Limit::Within);
     let mut tls = world.tls(io).await;
-    tls.write_all(&encode_startup(&[("user", "alice"), ("database", "postgres")]))
-        .await
-        .unwrap();
+    tls.write_all(&encode_startup(&[
+        ("user", "alice"),
+        ("database", "postgres"),
+    ]))
+    .await
+    .unwrap();
     assert!(world.upstream_reached(Duration::from_secs(5)).await);
 }

@@ -51,6 +51,7 @@ where
         from_server: FrameReader::new(),
         to_client: Vec::new(),
         relay_authentication: true,
+        refuse_unasked_ok: false,
     };
     until_ready(client, server, exchange).await
 }
@@ -66,6 +67,9 @@ pub(crate) struct Exchange {
     /// Whether the server's Authentication requests go to the client (passthrough); with
     /// SCRAM termination the proxy has logged in already and any further one is an error.
     pub relay_authentication: bool,
+    /// Whether an AuthenticationOk that follows no request to the client is refused (a
+    /// relayed user the proxy has not checked, let in by a server that asked nothing).
+    pub refuse_unasked_ok: bool,
 }
 
 /// Relays the server's messages (and the client's answers to Authentication requests)
@@ -84,8 +88,10 @@ where
         mut from_server,
         mut to_client,
         relay_authentication,
+        refuse_unasked_ok,
     } = exchange;
     let mut key = None;
+    let mut asked = false;
     loop {
         let m = server_message(server, &mut from_server).await?;
         if m.tag != tag::BACKEND_KEY_DATA {
@@ -100,7 +106,11 @@ where
             }
             tag::AUTHENTICATION => {
                 let request = message::parse_authentication(m.body()).map_err(upstream_protocol)?;
+                if refuse_unasked_ok && !asked && matches!(request, Authentication::Ok) {
+                    return Err(SessionError::ServerAskedNothing);
+                }
                 if request.expects_client_response() {
+                    asked = true;
                     send(client, Leg::Client, &to_client).await?;
                     to_client.clear();
                     let answer = client_answer(client, &mut from_client, &request).await?;

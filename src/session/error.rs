@@ -10,7 +10,7 @@ use crate::protocol::error_response::Refusal;
 use crate::protocol::parameters::ParamsError;
 use crate::protocol::sqlstate::{
     CONNECTION_FAILURE, FEATURE_NOT_SUPPORTED, INVALID_AUTHORIZATION, INVALID_PARAMETER_VALUE,
-    PROTOCOL_VIOLATION, SqlState, TOO_MANY_CONNECTIONS, UNABLE_TO_CONNECT,
+    INVALID_PASSWORD, PROTOCOL_VIOLATION, SqlState, TOO_MANY_CONNECTIONS, UNABLE_TO_CONNECT,
 };
 use crate::upstream::UpstreamError;
 
@@ -96,6 +96,13 @@ pub(crate) enum SessionError {
     /// has no answer to a cancel).
     #[error("cancel request not forwarded: {0}")]
     CancelRefused(Box<SessionError>),
+    /// A relayed user the proxy has not checked was let in by a server that asked for no
+    /// password (`auth.unknown_user = "passthrough"` without `auth.passthrough_trust`).
+    #[error(
+        "upstream server let the user in without asking for a password or certificate: it \
+         trusts the proxy's address (pg_hba trust); refused (auth.passthrough_trust is off)"
+    )]
+    ServerAskedNothing,
     /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
     #[error("proxy shutting down (listen.shutdown_timeout reached)")]
     Shutdown,
@@ -142,6 +149,11 @@ impl SessionError {
             .detail("The client chose SCRAM-SHA-256-PLUS, which binds the login to the TLS certificate the client sees. That is the proxy's certificate, not the server's, so the server would reject the login.")
             .hint("Connect with channel_binding=disable (psql: \"host=... sslmode=verify-full channel_binding=disable\"), or use certificate authentication."),
             SessionError::Shutdown => crate::relay::admin_shutdown(),
+            SessionError::ServerAskedNothing => Refusal::new(
+                INVALID_PASSWORD,
+                "pgt-proxy: the upstream server asked for no password: it trusts the proxy's address",
+            )
+            .hint("pgt-proxy has no verifier for this user; it relays such users only to a server that asks them for a password (or set auth.passthrough_trust)."),
             SessionError::Scram { user, failure } => failure.refusal(user),
             SessionError::NoRoute { .. } => Refusal::new(UNABLE_TO_CONNECT, format!("pgt-proxy: {self}"))
                 .hint("The name the client connected to (its SNI) and its database match no [[routes]] entry of pgt-proxy."),

@@ -17,6 +17,8 @@
 //! verified.
 
 mod admission;
+#[cfg(test)]
+mod admission_tests;
 mod auth;
 mod error;
 mod handshake;
@@ -25,8 +27,6 @@ mod login;
 mod shared;
 mod startup;
 mod terminate;
-#[cfg(test)]
-mod admission_tests;
 #[cfg(test)]
 mod tests;
 
@@ -156,7 +156,15 @@ async fn establish<S: ClientIo>(
             return Err(match admission.cancel() {
                 Ok(()) => {
                     let via = cancel::Via::Plaintext;
-                    Box::pin(forward_cancel(shared, settings, via, pid, key.as_bytes(), record)).await
+                    Box::pin(forward_cancel(
+                        shared,
+                        settings,
+                        via,
+                        pid,
+                        key.as_bytes(),
+                        record,
+                    ))
+                    .await
                 }
                 Err(e) => Outcome::Refused(SessionError::CancelRefused(Box::new(e))),
             });
@@ -169,7 +177,10 @@ async fn establish<S: ClientIo>(
         Ok(legs) => legs,
         Err(e) => return Err(Outcome::Refused(e.into())),
     };
-    Box::pin(over_tls(client, upstream, shared, settings, record, admission)).await
+    Box::pin(over_tls(
+        client, upstream, shared, settings, record, admission,
+    ))
+    .await
 }
 
 /// Everything once the client's TLS is up: admission, the startup packet, the login. A
@@ -195,12 +206,28 @@ async fn over_tls<S: ClientIo>(
         admission,
         route,
     };
-    let admit = admit(&mut client, &mut reader, checks, upstream, settings, deadline, record);
+    let admit = admit(
+        &mut client,
+        &mut reader,
+        checks,
+        upstream,
+        settings,
+        deadline,
+        record,
+    );
     let (mut upstream, startup, target) = match Box::pin(admit).await {
         Ok(Admitted::Session(upstream, startup, target)) => (upstream, startup, target),
         Ok(Admitted::Cancel { pid, key }) => {
             let via = cancel::Via::Tls(client.ssl());
-            let outcome = Box::pin(forward_cancel(shared, settings, via, pid, key.as_bytes(), record)).await;
+            let outcome = Box::pin(forward_cancel(
+                shared,
+                settings,
+                via,
+                pid,
+                key.as_bytes(),
+                record,
+            ))
+            .await;
             let _ = client.shutdown().await;
             return Err(outcome);
         }
@@ -238,7 +265,11 @@ async fn over_tls<S: ClientIo>(
 /// What the client may do once its TLS is up.
 enum Admitted {
     /// Log in: the verified upstream, the judged StartupMessage, and where its route leads.
-    Session(Upstream, Box<startup::Startup>, Arc<crate::settings::Target>),
+    Session(
+        Upstream,
+        Box<startup::Startup>,
+        Arc<crate::settings::Target>,
+    ),
     /// Its first packet was an encrypted CancelRequest.
     Cancel {
         pid: i32,

@@ -10,7 +10,15 @@
 //!    verifier.
 //! 3. Only then does the client get SASLFinal and AuthenticationOk, and the rest of the
 //!    startup phase is relayed as in passthrough mode.
+//!
+//! Up to the client's proof nothing tells a user the proxy can check from one it cannot: an
+//! unknown user, a failed lookup, a stale verifier and a server that refused before the
+//! proof all go through the same exchange (a mock one, `crate::scram::mock`, where there is
+//! no verifier), whose server-first leaves when a real one would, and end with the wrong
+//! password's answer; the log line says which it was. A user relayed unchecked
+//! (`auth.unknown_user = "passthrough"`) must be asked for a password by the server.
 
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth::{self, Authenticated, Exchange};
@@ -28,8 +36,9 @@ use crate::scram::ScramFailure;
 use crate::scram::client::ServerParams;
 use crate::scram::keys::{ClientKey, Key};
 use crate::scram::login::{self, LoginError, Method, Prover};
+use crate::scram::mock::Mock;
 use crate::scram::server::ServerExchange;
-use crate::scram::verifiers::{Source, Verifiers, mock_verifier};
+use crate::scram::verifiers::{Source, Verifiers};
 use crate::settings::AuthSettings;
 
 /// What the terminated login used on each leg, for the log line.
@@ -45,12 +54,16 @@ pub(crate) struct Mechanisms {
 struct Terminate<'a> {
     /// The user from the StartupMessage.
     pub user: &'a str,
-    /// The verifier, and where it came from (`None`: a mock one, for an unknown user).
+    /// The verifier (a mock one when `mocked` is set).
     pub verifier: Verifier,
-    /// `None` for a mock verifier.
+    /// Where it came from; `None` for a mock verifier.
     pub source: Option<Source>,
+    /// For a mock verifier: what the exchange ends with, for the log.
+    pub mocked: Option<ScramFailure>,
     /// The store, for a refresh when the server's verifier has changed.
     pub verifiers: &'a Verifiers,
+    /// The mock side: its waits, fed by real logins.
+    pub mock: &'a Mock,
     /// The tls-server-end-point hash of the certificate the client saw.
     pub client_binding: Option<Vec<u8>>,
     /// The same of the server's certificate.
@@ -69,6 +82,8 @@ struct ClientSide<'a, 'b, C> {
     server_final: Option<String>,
     /// A client-side failure, kept as itself (the login only carries SCRAM failures).
     failed: Option<SessionError>,
+    /// When the client was offered SASL: a mock server-first waits from then.
+    offered: Instant,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
@@ -114,7 +129,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
     }
 
     /// The verifier the server holds now, when it differs from ours: fetched again.
-    async fn match_server(&mut self, params: &ServerParams) -> Result<(), SessionError> {
+    async fn match_server(&mut self, params: &ServerParams) -> Result<(), ScramFailure> {
         let ours = &self.login.verifier;
         if ours.salt == params.salt && ours.iterations == params.iterations {
             return Ok(());
@@ -128,18 +143,25 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
                 self.login.verifier = v;
                 Ok(())
             }
-            Ok(_) => Err(self.scram(ScramFailure::PasswordChanged)),
-            Err(e) => Err(self.scram(ScramFailure::Lookup(e))),
+            Ok(_) => Err(ScramFailure::PasswordChanged),
+            Err(e) => Err(ScramFailure::Lookup(e)),
         }
     }
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Prover for ClientSide<'_, '_, C> {
     async fn keys(&mut self, params: &ServerParams) -> Result<(ClientKey, Key), ScramFailure> {
+        self.login.mock.observed(self.offered.elapsed());
         let result = async {
             self.receive_first().await?;
-            self.match_server(params).await?;
-            self.prove().await
+            // A stale verifier is told only after the proof, as a wrong password is.
+            let stale = self.match_server(params).await.err();
+            let proved = self.prove().await;
+            match (stale, proved) {
+                (Some(failure), Ok(_)) => Err(self.scram(failure)),
+                (Some(failure), Err(e)) if is_wrong_password(&e) => Err(self.scram(failure)),
+                (_, proved) => proved,
+            }
         }
         .await;
         match result {
@@ -172,19 +194,25 @@ where
         user: user.to_owned(),
         failure,
     };
-    let (verifier, source) = match settings.verifiers.lookup(user).await {
-        Ok(Some((verifier, source))) => (verifier, Some(source)),
+    let mock = |failure| match settings.mock.verifier(user) {
+        Ok(v) => Ok((v, None, Some(failure))),
+        Err(e) => Err(scram(e.into())),
+    };
+    let (verifier, source, mocked) = match settings.verifiers.lookup(user).await {
+        Ok(Some((verifier, source))) => (verifier, Some(source), None),
         Ok(None) if settings.unknown_user == UnknownUser::Passthrough => {
-            let authenticated = auth::authenticate(client, server, startup, from_client).await?;
+            let authenticated = relay(client, server, startup, from_client, settings).await?;
             return Ok((authenticated, None));
         }
-        Ok(None) => (mock_verifier(user).map_err(|e| scram(e.into()))?, None),
-        Err(e) => return Err(scram(ScramFailure::Lookup(e))),
+        Ok(None) => mock(ScramFailure::UnknownUser)?,
+        Err(e) => mock(ScramFailure::Lookup(e))?,
     };
     let login = Terminate {
         user,
         verifier,
         source,
+        mocked,
+        mock: &settings.mock,
         verifiers: &settings.verifiers,
         client_binding,
         server_binding,
@@ -193,6 +221,41 @@ where
     let (authenticated, mechanisms) =
         terminate(client, server, startup, from_client, login).await?;
     Ok((authenticated, Some(mechanisms)))
+}
+
+/// A user without a verifier, relayed: the server must ask them for a password (or let the
+/// proxy in by its certificate), unless `auth.passthrough_trust` accepts its trust.
+async fn relay<C, U>(
+    client: &mut C,
+    server: &mut U,
+    startup: &Startup,
+    from_client: FrameReader,
+    settings: &AuthSettings,
+) -> Result<Authenticated, SessionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    auth::send(server, Leg::Upstream, startup.as_bytes()).await?;
+    let exchange = Exchange {
+        from_client,
+        from_server: FrameReader::new(),
+        to_client: Vec::new(),
+        relay_authentication: true,
+        refuse_unasked_ok: !settings.passthrough_trust && !settings.upstream_certificate,
+    };
+    auth::until_ready(client, server, exchange).await
+}
+
+/// Whether `e` is the client's wrong proof.
+fn is_wrong_password(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::Scram {
+            failure: ScramFailure::WrongPassword,
+            ..
+        }
+    )
 }
 
 /// Authenticates the client with its verifier and logs in upstream with the same proof.
@@ -211,7 +274,8 @@ where
     let mut out = Vec::new();
     encode::encode_authentication_sasl(&mut out, &exchange.mechanisms());
     auth::send(client, Leg::Client, &out).await?;
-    let mock = login.source.is_none();
+    let offered = Instant::now();
+    let mocked = login.mocked.take();
     let server_binding = login.server_binding.take();
     let policy = login.policy;
     let user = login.user.to_owned();
@@ -222,9 +286,10 @@ where
         login: &mut login,
         server_final: None,
         failed: None,
+        offered,
     };
-    if mock {
-        return Err(side.mock().await);
+    if let Some(failure) = mocked {
+        return Err(side.mock(failure).await);
     }
     let mut from_server = FrameReader::new();
     let method = side
@@ -241,18 +306,21 @@ where
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
-    /// An unknown user: the same exchange, which no proof can pass; the server is never
-    /// asked.
-    async fn mock(&mut self) -> SessionError {
-        let result = async {
-            self.receive_first().await?;
-            self.prove().await
+    /// A user the proxy cannot check: the same exchange, which no proof can pass, ending
+    /// with `failure` (refused as a wrong password); the server is never asked.
+    async fn mock(&mut self, failure: ScramFailure) -> SessionError {
+        match self.prove_before_telling().await {
+            Err(e) if !is_wrong_password(&e) => e,
+            _ => self.scram(failure),
         }
-        .await;
-        match result {
-            Err(e) => e,
-            Ok(_) => self.scram(ScramFailure::WrongPassword),
-        }
+    }
+
+    /// The client's exchange up to its proof without the server's salt (there is none, or
+    /// the server refused first), its server-first sent when a real one would leave.
+    async fn prove_before_telling(&mut self) -> Result<ClientKey, SessionError> {
+        self.receive_first().await?;
+        self.login.mock.hold(self.offered).await;
+        self.prove().await
     }
 
     /// The proxy's login to the server, which asks this side for the keys.
@@ -272,6 +340,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
         }
         match result {
             Ok(method) => Ok(method),
+            // Refused before the client proved anything: what the server said must not tell
+            // it this user exists, so the client proves its password first.
+            Err(e) if self.server_final.is_none() => match self.prove_before_telling().await {
+                Ok(_) => Err(upstream_failure(self, user, e).await),
+                Err(refused) => Err(refused),
+            },
             Err(e) => Err(upstream_failure(self, user, e).await),
         }
     }
@@ -286,6 +360,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
         if self.server_final.is_none() {
             // No proof asked upstream (trust, or the proxy's certificate): the client still
             // proves its password to the proxy.
+            self.login.mock.observed(self.offered.elapsed());
             self.receive_first().await?;
             self.prove().await?;
         }
@@ -306,6 +381,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
             from_server,
             to_client,
             relay_authentication: false,
+            refuse_unasked_ok: false,
         };
         let authenticated = auth::until_ready(self.client, server, exchange).await?;
         Ok((authenticated, mechanisms))

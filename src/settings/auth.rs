@@ -1,11 +1,13 @@
 //! `[auth]`, validated: the mode, the verifier sources (the userlist read and checked
-//! here, the auth query set up to connect over the upstream leg), and the policies.
+//! here, the auth query set up to connect over the upstream leg), the mock exchange's
+//! secret, and the policies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Problems, UpstreamSettings};
 use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawAuth, UnknownUser};
+use crate::scram::mock::{self, Mock};
 use crate::scram::query::{AuthQuery, QuerySpec, read_password_file};
 use crate::scram::verifiers::{Verifiers, load_userlist};
 use crate::tls::connector::Connector;
@@ -19,6 +21,10 @@ pub(crate) struct AuthSettings {
     pub mode: AuthMode,
     /// What happens to users without a verifier.
     pub unknown_user: UnknownUser,
+    /// `auth.passthrough_trust`: a relayed user may be let in without a password.
+    pub passthrough_trust: bool,
+    /// The stand-in exchange for users the proxy cannot check.
+    pub mock: Mock,
     /// Whether the upstream login must be bound.
     pub upstream_channel_binding: ChannelBindingPolicy,
     /// The verifiers (userlist, query, cache).
@@ -36,6 +42,7 @@ pub(super) fn auth(
     connector: Option<&Connector>,
     upstream_certificate: bool,
     problems: &mut Problems,
+    warnings: &mut Vec<String>,
 ) -> AuthSettings {
     let userlist = match &a.userlist {
         Some(path) => load_userlist(path).unwrap_or_else(|errors| {
@@ -86,12 +93,59 @@ pub(super) fn auth(
             connector: connector.clone(),
         }))
     });
+    let secret = match &a.mock_secret_file {
+        Some(path) => match mock::load_secret(path) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                problems.key("auth.mock_secret_file", e);
+                None
+            }
+        },
+        None => None,
+    };
+    if a.mode == AuthMode::Scram {
+        trust_warnings(a, warnings);
+    }
+    let iterations = mock::common_iterations(userlist.values());
+    let mock = Mock::new(
+        secret,
+        iterations,
+        &format!("{}:{}", upstream.host, upstream.port),
+    );
     AuthSettings {
         mode: a.mode,
         unknown_user: a.unknown_user,
+        passthrough_trust: a.passthrough_trust,
+        mock,
         upstream_channel_binding: a.upstream_channel_binding,
         verifiers: Arc::new(Verifiers::new(userlist, query, a.cache_ttl)),
         upstream_certificate,
+    }
+}
+
+/// What `check-config` and the start warn about in scram mode (once each, whatever the
+/// number of upstreams).
+fn trust_warnings(a: &RawAuth, warnings: &mut Vec<String>) {
+    let mut warn = |w: String| {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    };
+    if a.unknown_user == UnknownUser::Passthrough && a.passthrough_trust {
+        warn(
+            "auth.passthrough_trust = true: a user without a verifier is relayed, and a server \
+             that trusts the proxy's address (pg_hba trust) lets them in with no password at all"
+                .into(),
+        );
+    }
+    if a.mock_secret_file.is_none() {
+        warn(
+            "auth.mock_secret_file is unset: unknown users get mock salts from a per-process \
+             secret, which change at every restart and differ between replicas (real salts do \
+             not), so a client can tell them from real users; the packages generate \
+             /etc/pgt-proxy/mock-secret"
+                .into(),
+        );
     }
 }
 

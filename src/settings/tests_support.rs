@@ -26,6 +26,8 @@ pub(crate) fn target() -> Arc<Target> {
         auth: AuthSettings {
             mode: AuthMode::Passthrough,
             unknown_user: UnknownUser::Passthrough,
+            passthrough_trust: false,
+            mock: crate::scram::mock::Mock::new(None, 4096, "127.0.0.1:5432"),
             upstream_channel_binding: ChannelBindingPolicy::Prefer,
             verifiers: Arc::new(Verifiers::new(
                 Default::default(),

@@ -48,7 +48,14 @@ pub(super) fn target(
     let connector = tls::connector(prefix, u, raw, fips, problems, warnings);
     let merged = merge_auth(&raw.auth, u);
     let has_cert = u.client_certificate.is_some();
-    let auth = auth::auth(&merged, &upstream, connector.as_ref(), has_cert, problems);
+    let auth = auth::auth(
+        &merged,
+        &upstream,
+        connector.as_ref(),
+        has_cert,
+        problems,
+        warnings,
+    );
     Some(Target {
         name: name.to_owned(),
         upstream,

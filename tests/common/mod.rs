@@ -15,6 +15,7 @@ pub mod pki;
 pub mod postgres;
 pub mod proxy;
 pub mod raw;
+pub mod sasl;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
