@@ -18,8 +18,12 @@ use crate::protocol::sqlstate::SqlState;
 
 /// Supplies the keys of one login once the server has named its salt and iterations.
 pub(crate) trait Prover {
-    /// The ClientKey to prove and the ServerKey the server must prove it holds.
-    async fn keys(&mut self, params: &ServerParams) -> Result<(ClientKey, Key), ScramFailure>;
+    /// The ClientKey to prove and the ServerKey the server must prove it holds (both
+    /// zeroed when dropped).
+    async fn keys(
+        &mut self,
+        params: &ServerParams,
+    ) -> Result<(ClientKey, Zeroizing<Key>), ScramFailure>;
 }
 
 /// How the server let the proxy in.
@@ -97,7 +101,6 @@ where
     };
     let params = exchange.receive_server_first(data)?;
     let (client_key, server_key) = prover.keys(&params).await?;
-    let server_key = Zeroizing::new(server_key);
     let client_final = exchange.client_final(&client_key)?;
     drop(client_key);
     // The proof stays in zeroed buffers up to the TLS stream: sized up front, so the

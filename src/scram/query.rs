@@ -80,7 +80,10 @@ struct Reply {
 struct PasswordProver<'a>(Option<&'a [u8]>);
 
 impl Prover for PasswordProver<'_> {
-    async fn keys(&mut self, params: &ServerParams) -> Result<(ClientKey, Key), ScramFailure> {
+    async fn keys(
+        &mut self,
+        params: &ServerParams,
+    ) -> Result<(ClientKey, Zeroizing<Key>), ScramFailure> {
         let password = self.0.ok_or_else(|| {
             ScramFailure::Lookup(
                 "the server asks auth.query_user for a password and auth.query_password_file is not set"
@@ -105,8 +108,7 @@ impl Prover for PasswordProver<'_> {
         })
         .await
         .map_err(|e| ScramFailure::Lookup(format!("auth.query_user's PBKDF2 did not run: {e}")))?;
-        let (client, server) = keys?;
-        Ok((client, *server))
+        Ok(keys?)
     }
 }
 

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroizing;
+
 use super::cache::{AnswerCache, Limits};
 use super::flights::Flights;
 use super::query::AuthQuery;
@@ -193,7 +195,9 @@ pub(crate) fn parse_userlist(text: &str) -> Result<HashMap<String, Verifier>, Ve
             errors.push(format!("line {n}: expected \"user\" \"verifier\""));
             continue;
         };
-        let Some((verifier, rest)) = quoted(rest.trim_start()) else {
+        // The verifier's text holds its keys in base64: zeroed once parsed.
+        let Some((verifier, rest)) = quoted(rest.trim_start()).map(|(v, r)| (Zeroizing::new(v), r))
+        else {
             errors.push(format!("line {n}: expected \"user\" \"verifier\""));
             continue;
         };
@@ -239,6 +243,7 @@ pub(crate) fn load_userlist(path: &Path) -> Result<HashMap<String, Verifier>, Ve
     crate::tls::identity::check_key_permissions("auth.userlist", path)
         .map_err(|e| vec![e.to_string()])?;
     let text = std::fs::read_to_string(path)
+        .map(Zeroizing::new)
         .map_err(|e| vec![format!("auth.userlist {shown}: cannot read: {e}")])?;
     parse_userlist(&text).map_err(|errors| {
         errors

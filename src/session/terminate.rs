@@ -20,6 +20,7 @@
 
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
+use zeroize::Zeroizing;
 
 use super::auth::{self, Authenticated, Exchange};
 use super::error::SessionError;
@@ -150,7 +151,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, '_, C> {
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Prover for ClientSide<'_, '_, C> {
-    async fn keys(&mut self, params: &ServerParams) -> Result<(ClientKey, Key), ScramFailure> {
+    async fn keys(
+        &mut self,
+        params: &ServerParams,
+    ) -> Result<(ClientKey, Zeroizing<Key>), ScramFailure> {
         self.login.mock.observed(self.offered.elapsed());
         let result = async {
             self.receive_first().await?;
@@ -165,7 +169,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Prover for ClientSide<'_, '_, C> {
         }
         .await;
         match result {
-            Ok(key) => Ok((key, self.login.verifier.server_key)),
+            Ok(key) => Ok((key, Zeroizing::new(self.login.verifier.server_key))),
             Err(e) => {
                 self.failed = Some(e);
                 Err(ScramFailure::OutOfOrder)
