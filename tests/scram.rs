@@ -447,7 +447,7 @@ fn an_ed25519_proxy_certificate_offers_plain_scram_only() {
     let pki = TestPki::new();
     let pg = Postgres::start(&pki.server);
     let userlist = write_userlist(pki.dir.path(), &[("alice", &verifier_of(&pg, "alice"))]);
-    let (crt, key) = common::pki::openssl_req(pki.dir.path(), "ed25519", "ed25519");
+    let (crt, key) = common::openssl_certs::openssl_req(pki.dir.path(), "ed25519", "ed25519");
     let proxy = Proxy::start(
         &ProxyConfig::new(&pki, pg.port)
             .set("listen.certificate", &toml_path(&crt))
@@ -480,8 +480,8 @@ fn rsa_pss_certificates_bind_on_both_legs_as_postgresql_hashes_them() {
     let dir = pki.dir.path();
     // PostgreSQL's certificate signed with RSA-PSS over SHA-384, the proxy's over SHA-512:
     // the tls-server-end-point hash uses the digest in the signature's parameters.
-    let (server_ca, server) = common::pki::openssl_rsa_pss(dir, "pg", "sha384");
-    let (proxy_ca, proxy_leaf) = common::pki::openssl_rsa_pss(dir, "proxy", "sha512");
+    let (server_ca, server) = common::openssl_certs::openssl_rsa_pss(dir, "pg", "sha384");
+    let (proxy_ca, proxy_leaf) = common::openssl_certs::openssl_rsa_pss(dir, "proxy", "sha512");
     let (proxy_crt, proxy_key) = proxy_leaf.write(dir, "proxy-pss");
     let pg = Postgres::start(&server);
     // libpq binds to PostgreSQL's RSA-PSS certificate directly: what the proxy's upstream

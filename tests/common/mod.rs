@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod fake_scram;
 pub mod fake_upstream;
 pub mod openssl_ca;
+pub mod openssl_certs;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
