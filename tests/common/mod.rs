@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod raw;
 pub mod sasl;
+pub mod scram;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
