@@ -16,6 +16,7 @@ pub mod pki;
 pub mod postgres;
 pub mod proxy;
 pub mod raw;
+pub mod recovery;
 pub mod sasl;
 pub mod scram;
 
