@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod raw;
 pub mod recovery;
+pub mod routes;
 pub mod sasl;
 pub mod scram;
 
