@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::postgres::{ALICE_PASSWORD, PgOptions, Postgres};
-use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
+use common::proxy::{Proxy, TestPki};
+use common::scram::query_config;
 
 /// The shipped function, replaced by one that answers for `who` with `whose` row after
 /// `delay` seconds, and honestly for everyone else.
@@ -66,14 +67,6 @@ fn write_secret(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
-fn config(pki: &TestPki, pg: &Postgres, password_file: &Path) -> ProxyConfig {
-    ProxyConfig::new(pki, pg.port)
-        .set("auth.mode", "\"scram\"")
-        .set("auth.query_user", "\"pgt_proxy_auth\"")
-        .set("auth.query_password_file", &toml_path(password_file))
-        .set("auth.unknown_user", "\"refuse\"")
-}
-
 /// Logs in with tokio-postgres: `Ok(current_user)`, or `Err` with the SQLSTATE of the
 /// ErrorResponse (or the client's error when there was none).
 fn login(proxy: &Proxy, pki: &TestPki, user: &str, password: &str) -> Result<String, String> {
@@ -110,8 +103,9 @@ fn a_lookup_cut_off_by_the_startup_deadline_does_not_answer_the_next_user() {
     let (pg, password_file) = server(&pki, "query-pw");
     pg.admin("create role slow login password 'slow-pw'");
     pg.admin(&auth_function("slow", "slow", 4));
-    let proxy =
-        Proxy::start(&config(&pki, &pg, &password_file).set("listen.startup_timeout", "\"2s\""));
+    let proxy = Proxy::start(
+        &query_config(&pki, &pg, &password_file).set("listen.startup_timeout", "\"2s\""),
+    );
     let started = Instant::now();
     let cut_off = login(&proxy, &pki, "slow", "slow-pw");
     assert!(cut_off.is_err(), "slow's lookup takes 4 s: {cut_off:?}");
@@ -136,7 +130,7 @@ fn concurrent_logins_for_one_user_share_one_query() {
     pg.admin(&auth_function("slow", "slow", 2));
     // One query at a time: five queries of 2 s each would not fit in the deadline.
     let proxy = Proxy::start(
-        &config(&pki, &pg, &password_file)
+        &query_config(&pki, &pg, &password_file)
             .set("auth.query_concurrency", "1")
             .set("listen.startup_timeout", "\"6s\""),
     );
@@ -161,7 +155,7 @@ fn an_answer_naming_another_role_is_not_taken() {
     let pki = TestPki::new();
     let (pg, password_file) = server(&pki, "query-pw");
     pg.admin(&auth_function("bob", "alice", 0));
-    let proxy = Proxy::start(&config(&pki, &pg, &password_file));
+    let proxy = Proxy::start(&query_config(&pki, &pg, &password_file));
     assert_eq!(
         login(&proxy, &pki, "bob", ALICE_PASSWORD),
         Err("28P01".into()),
@@ -183,7 +177,7 @@ fn the_query_users_password_is_prepared_with_saslprep() {
     // stores the verifier and libpq when it logs in; unprepared, the proof is wrong.
     let (pg, password_file) = server(&pki, "query-\u{2168}");
     pg.admin("create role dave login password 'dave-pw'");
-    let proxy = Proxy::start(&config(&pki, &pg, &password_file));
+    let proxy = Proxy::start(&query_config(&pki, &pg, &password_file));
     assert_eq!(login(&proxy, &pki, "dave", "dave-pw"), Ok("dave".into()));
 }
 
@@ -225,7 +219,7 @@ fn a_query_user_verifier_with_too_many_iterations_is_refused() {
         verifier("query-pw", 200_000)
     ));
     pg.admin("create role dave login password 'dave-pw'");
-    let proxy = Proxy::start(&config(&pki, &pg, &password_file));
+    let proxy = Proxy::start(&query_config(&pki, &pg, &password_file));
     // The lookup fails, so dave is refused; which SQLSTATE a failed lookup gets is not
     // this test's concern, the log line naming the count is.
     let refused = login(&proxy, &pki, "dave", "dave-pw");
@@ -238,16 +232,18 @@ fn query_concurrency_is_validated() {
     let pki = TestPki::new();
     let (pg, password_file) = server(&pki, "query-pw");
     for bad in ["0", "65"] {
-        let log =
-            Proxy::try_start(&config(&pki, &pg, &password_file).set("auth.query_concurrency", bad))
-                .err()
-                .unwrap_or_else(|| panic!("query_concurrency = {bad} was accepted"));
+        let log = Proxy::try_start(
+            &query_config(&pki, &pg, &password_file).set("auth.query_concurrency", bad),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("query_concurrency = {bad} was accepted"));
         assert!(
             log.contains("auth.query_concurrency: must be between 1 and 64"),
             "{log}"
         );
     }
-    let proxy = Proxy::start(&config(&pki, &pg, &password_file).set("auth.query_concurrency", "1"));
+    let proxy =
+        Proxy::start(&query_config(&pki, &pg, &password_file).set("auth.query_concurrency", "1"));
     assert_eq!(
         login(&proxy, &pki, "alice", ALICE_PASSWORD),
         Ok("alice".into())

@@ -5,10 +5,8 @@
 //! client outside `allowed_clients` gets 28000; and `pgbench -C` runs for 30 s without a
 //! failed transaction while a replica is stopped (SIGTERM) and started again.
 //!
-//! And, without the balancer, what a PROXY header changes at one replica: a connection
-//! straight to it (no header) is refused with a message, a header from an untrusted address
-//! is refused, the header's client is the one `max_connections_per_client` counts, LOCAL
-//! (health checks) proceeds, and malformed or v1 headers are closed.
+//! What a PROXY header changes at one replica is in proxy_protocol.rs; cancels replicas
+//! forward to each other, or cannot, in cluster_peers.rs.
 
 mod common;
 
@@ -17,11 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::clients::{conninfo_at, psycopg_connect, python, rust_tls};
-use common::cluster::tcp_from;
+use common::cluster::{refusal, session_from, tcp_from};
 use common::postgres::{ALICE_PASSWORD, Postgres, free_port};
 use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
-use pgt_proxy::protocol::proxy::{SIGNATURE, encode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::tls::MakeTlsConnect;
 
@@ -101,38 +97,6 @@ fn replica(pki: &TestPki, pg: &Postgres, id: usize, ports: &[u16]) -> ProxyConfi
         .set("cluster.peer_id", &id.to_string())
         .set("cluster.ca", &toml_path(&pki.proxy_ca_path))
         .set("cluster.peers", &format!("{{ {} }}", peers.join(", ")))
-}
-
-fn client_config() -> tokio_postgres::Config {
-    format!(
-        "host=localhost user=alice password={ALICE_PASSWORD} dbname=postgres sslmode=require channel_binding=disable"
-    )
-    .parse()
-    .unwrap()
-}
-
-/// A tokio-postgres session from `source` to 127.0.0.1:`port` (after `preface`).
-async fn session_from(
-    pki: &TestPki,
-    source: Ipv4Addr,
-    port: u16,
-    preface: &[u8],
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let tcp = tcp_from(source, port, preface).await;
-    let tls =
-        MakeTlsConnect::<TcpStream>::make_tls_connect(&mut rust_tls(pki), "localhost").unwrap();
-    let (client, connection) = client_config().connect_raw(tcp, tls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
-fn refusal(e: tokio_postgres::Error) -> (String, String) {
-    let db = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not an ErrorResponse: {e}"));
-    (db.code().code().to_owned(), db.message().to_owned())
 }
 
 /// Every replica's log, joined.
@@ -337,148 +301,4 @@ fn three_replicas_behind_haproxy_act_as_one_proxy() {
         Duration::from_secs(20),
         || restarted.log().contains("session ended").then_some(()),
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_takes_the_header_only_from_trusted_proxies() {
-    let (pki, _pg, proxy) = tokio::task::spawn_blocking(|| {
-        let pki = TestPki::new();
-        let pg = Postgres::start(&pki.server);
-        let proxy = Proxy::start(
-            &ProxyConfig::new(&pki, pg.port)
-                .set("listen.proxy_protocol", "\"v2\"")
-                .set("listen.trusted_proxies", "[\"127.0.0.1/32\"]")
-                .set("listen.max_connections_per_client", "1"),
-        );
-        (pki, pg, proxy)
-    })
-    .await
-    .unwrap();
-    let port = proxy.port();
-    let balancer = Ipv4Addr::new(127, 0, 0, 1);
-    let outsider = Ipv4Addr::new(127, 0, 0, 9);
-    let header = |client: &str| encode(client.parse().unwrap(), proxy.addr);
-
-    // Straight to the replica from a trusted address, without a header: told why.
-    let err = session_from(&pki, balancer, port, &[]).await.unwrap_err();
-    let (code, message) = refusal(err);
-    assert_eq!(code, "08P01");
-    assert_eq!(
-        message,
-        "pgt-proxy: this listener expects connections through its load balancer"
-    );
-    proxy.wait_log(&["session refused", "sent no PROXY protocol v2 header"]);
-
-    // From an address that is not a trusted proxy: refused, header or not.
-    let err = session_from(&pki, outsider, port, &[]).await.unwrap_err();
-    assert_eq!(
-        refusal(err),
-        ("28000".into(), "pgt-proxy: no access from 127.0.0.9".into())
-    );
-    let mut spoofed = header("10.1.2.3:5555");
-    spoofed.extend_from_slice(&[0, 0, 0, 8, 4, 210, 22, 47]);
-    let mut tcp = tcp_from(outsider, port, &spoofed).await;
-    let mut answer = Vec::new();
-    // Closed (a reset, since the SSLRequest behind the header is left unread).
-    let _ = tcp.read_to_end(&mut answer).await;
-    assert!(answer.is_empty(), "no 'S' for a spoofed header: {answer:?}");
-    let line =
-        proxy.wait_log(&["sent a PROXY header, but 127.0.0.9 is not in listen.trusted_proxies"]);
-    assert!(line.contains("client_addr=127.0.0.9:"), "{line}");
-    assert!(
-        !proxy.log().contains("10.1.2.3"),
-        "the spoofed address is never used"
-    );
-
-    // The header's client is the one counted: a second session claiming 10.9.9.9 is over
-    // the limit of 1, one claiming 10.9.9.10 is not.
-    let first = session_from(&pki, balancer, port, &header("10.9.9.9:1000"))
-        .await
-        .unwrap();
-    let err = session_from(&pki, balancer, port, &header("10.9.9.9:1001"))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        refusal(err),
-        ("53300".into(), "too many connections from 10.9.9.9".into())
-    );
-    let other = session_from(&pki, balancer, port, &header("10.9.9.10:1000"))
-        .await
-        .unwrap();
-    other.simple_query("select 1").await.unwrap();
-    drop((first, other));
-    let line = proxy.wait_log(&["client_addr=10.9.9.10:1000", "session ended"]);
-    assert!(line.contains("proxy_addr=127.0.0.1:"), "{line}");
-
-    // LOCAL (a balancer's own check) proceeds with the socket's addresses.
-    let mut local = SIGNATURE.to_vec();
-    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
-    let client = session_from(&pki, Ipv4Addr::new(127, 0, 0, 1), port, &local)
-        .await
-        .unwrap();
-    client.simple_query("select 1").await.unwrap();
-
-    // A malformed header and a v1 header are closed.
-    let mut bad = SIGNATURE.to_vec();
-    bad.extend_from_slice(&[0x11, 0x11, 0, 0]);
-    for (preface, logged) in [
-        (bad, "malformed PROXY v2 header"),
-        (
-            b"PROXY TCP4 10.1.1.1 127.0.0.1 1 2\r\n".to_vec(),
-            "PROXY protocol v1 header",
-        ),
-    ] {
-        let mut tcp = tcp_from(balancer, port, &preface).await;
-        // The proxy may have closed already (a reset, since the header's rest is unread).
-        let _ = tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await;
-        let mut answer = Vec::new();
-        let _ = tcp.read_to_end(&mut answer).await;
-        assert!(answer.is_empty(), "{logged}: {answer:?}");
-        proxy.wait_log(&["session refused", logged]);
-    }
-}
-
-/// A cancel for another replica's key that cannot go anywhere: a peer that does not answer,
-/// a peer id not in `cluster.peers`, a request a replica forwarded already. Each is dropped
-/// with a log line, and the client sees exactly what it sees for a forwarded one: the close.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancels_that_cannot_be_forwarded_are_dropped_alike() {
-    let closed = free_port();
-    let (_pki, proxy) = tokio::task::spawn_blocking(move || {
-        let pki = TestPki::new();
-        let proxy = Proxy::start(
-            &ProxyConfig::new(&pki, free_port())
-                .set("cluster.peer_id", "1")
-                .set("cluster.ca", &toml_path(&pki.proxy_ca_path))
-                .set(
-                    "cluster.peers",
-                    &format!("{{ 2 = \"127.0.0.1:{closed}\" }}"),
-                ),
-        );
-        (pki, proxy)
-    })
-    .await
-    .unwrap();
-    let peer = |id: u32| ((id << 16) | 0x1234) as i32;
-    for (pid, logged) in [
-        (
-            peer(2),
-            format!("peer 2 (127.0.0.1:{closed}) could not be reached"),
-        ),
-        (
-            peer(9),
-            "names peer 9, which is not in cluster.peers".to_owned(),
-        ),
-        (
-            peer(2) | (1 << 30),
-            "a replica forwarded it already; not forwarded again".to_owned(),
-        ),
-    ] {
-        let request = common::raw::cancel_request(pid, &[1, 2, 3, 4]);
-        let mut tcp = tcp_from(Ipv4Addr::new(127, 0, 0, 1), proxy.port(), &request).await;
-        let mut answer = Vec::new();
-        tcp.read_to_end(&mut answer).await.unwrap();
-        assert!(answer.is_empty(), "{logged}: {answer:?}");
-        proxy.wait_log(&["cancel request dropped", &logged]);
-    }
 }

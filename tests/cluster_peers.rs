@@ -6,7 +6,8 @@
 //! owner's log says why), while the replicas' own forwards cancel; a burst of cancels for a
 //! peer from one address is cut at `cluster.forward_rate` after the first went through, and
 //! at most `cluster.max_concurrent_forwards` are under way; `cluster.ca = "system"` with
-//! peers is refused.
+//! peers is refused; and a cancel that cannot be forwarded (a peer that does not answer, an
+//! unknown peer id, a request forwarded already) is dropped as quietly as a forwarded one.
 //!
 //! Processes are started from the test's own thread: they die with the thread that started
 //! them (PR_SET_PDEATHSIG), and a runtime's blocking threads come and go.
@@ -17,11 +18,13 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::cluster::{
-    HOP, KeyedSession, PEER_SNI, admin_addr, cancel_over_tls, metric, plaintext_cancel, tls_client,
+    HOP, KeyedSession, PEER_SNI, admin_addr, cancel_over_tls, metric, plaintext_cancel, tcp_from,
+    tls_client,
 };
 use common::pki::{Ca, Validity};
 use common::postgres::{Postgres, free_port};
 use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
+use tokio::io::AsyncReadExt;
 
 /// Replica `id` listening on `port`, with `peers` (id, port) on 127.0.0.1, trusting the
 /// test's proxy CA as `cluster.ca` (which issued every replica's listen.certificate).
@@ -302,4 +305,49 @@ fn peers_must_be_verified_by_a_private_ca() {
     // Without peers (a fleet of one, so far), "system" stays the harmless default.
     let alone = ProxyConfig::new(&pki, free_port()).set("cluster.peer_id", "1");
     drop(Proxy::start(&alone));
+}
+
+/// A cancel for another replica's key that cannot go anywhere: a peer that does not answer,
+/// a peer id not in `cluster.peers`, a request a replica forwarded already. Each is dropped
+/// with a log line, and the client sees exactly what it sees for a forwarded one: the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_that_cannot_be_forwarded_are_dropped_alike() {
+    let closed = free_port();
+    let (_pki, proxy) = tokio::task::spawn_blocking(move || {
+        let pki = TestPki::new();
+        let proxy = Proxy::start(
+            &ProxyConfig::new(&pki, free_port())
+                .set("cluster.peer_id", "1")
+                .set("cluster.ca", &toml_path(&pki.proxy_ca_path))
+                .set(
+                    "cluster.peers",
+                    &format!("{{ 2 = \"127.0.0.1:{closed}\" }}"),
+                ),
+        );
+        (pki, proxy)
+    })
+    .await
+    .unwrap();
+    let peer = |id: u32| ((id << 16) | 0x1234) as i32;
+    for (pid, logged) in [
+        (
+            peer(2),
+            format!("peer 2 (127.0.0.1:{closed}) could not be reached"),
+        ),
+        (
+            peer(9),
+            "names peer 9, which is not in cluster.peers".to_owned(),
+        ),
+        (
+            peer(2) | (1 << 30),
+            "a replica forwarded it already; not forwarded again".to_owned(),
+        ),
+    ] {
+        let request = common::raw::cancel_request(pid, &[1, 2, 3, 4]);
+        let mut tcp = tcp_from(Ipv4Addr::new(127, 0, 0, 1), proxy.port(), &request).await;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty(), "{logged}: {answer:?}");
+        proxy.wait_log(&["cancel request dropped", &logged]);
+    }
 }

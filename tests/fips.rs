@@ -269,7 +269,7 @@ fn keys_the_provider_cannot_use_are_refused() {
             .set("listen.certificate", &toml_path(crt))
             .set("listen.private_key", &toml_path(key))
     };
-    let rsa1024 = common::pki::openssl_req(pki.dir.path(), "rsa1024", "rsa:1024");
+    let rsa1024 = common::openssl_certs::openssl_req(pki.dir.path(), "rsa1024", "rsa:1024");
     let (ok, text) = check_config(&with_identity(fips_config(&pki, 5432), &rsa1024), &[]);
     assert!(!ok);
     assert!(
@@ -277,7 +277,7 @@ fn keys_the_provider_cannot_use_are_refused() {
         "{text}"
     );
     // Ed25519 is fine without FIPS mode and refused in it.
-    let ed25519 = common::pki::openssl_req(pki.dir.path(), "ed25519", "ed25519");
+    let ed25519 = common::openssl_certs::openssl_req(pki.dir.path(), "ed25519", "ed25519");
     let plain = ProxyConfig::new(&pki, 5432).set("tls.fips", "\"off\"");
     let (ok, text) = check_config(&with_identity(plain, &ed25519), &[]);
     assert!(ok, "{text}");

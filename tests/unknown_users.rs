@@ -11,7 +11,8 @@ use common::clients::rust_connect;
 use common::fake_scram;
 use common::postgres::{ALICE_PASSWORD, PgOptions, Postgres};
 use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
-use common::sasl::{self, verifier_of, write_secret, write_userlist};
+use common::sasl;
+use common::scram::{verifier_of, write_secret, write_userlist};
 
 /// Runs `f` to completion on a runtime of its own.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

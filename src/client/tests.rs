@@ -11,7 +11,9 @@ const RULES: Rules = Rules {
 const SSL_REQUEST: [u8; 8] = crate::protocol::startup::SSL_REQUEST;
 
 /// Runs `negotiate` against a client that writes `pieces` one by one (each a separate
-/// read for the proxy), and returns its result with what the proxy answered.
+/// read for the proxy), and returns its result with what the proxy answered. The tests run
+/// on paused time: a pause between pieces ends only when every task waits, so the proxy
+/// has read one piece before the next is written, however slow the machine.
 async fn scripted(pieces: &[&[u8]], rules: Rules) -> (Result<Opening, ClientError>, Vec<u8>) {
     let (mut proxy_side, mut client_side) = duplex(16 * 1024);
     let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
@@ -30,7 +32,7 @@ async fn scripted(pieces: &[&[u8]], rules: Rules) -> (Result<Opening, ClientErro
     (result, client.await.unwrap())
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_ssl_request_split_in_two_reads_is_answered_s() {
     let (result, answer) = scripted(&[&SSL_REQUEST[..3], &SSL_REQUEST[3..]], RULES).await;
     assert_eq!(
@@ -43,7 +45,7 @@ async fn an_ssl_request_split_in_two_reads_is_answered_s() {
     assert_eq!(answer, b"S");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn bytes_pipelined_after_ssl_request_are_refused_with_08p01() {
     let mut pipelined = SSL_REQUEST.to_vec();
     pipelined.extend_from_slice(b"\x16\x03\x01");
@@ -54,7 +56,7 @@ async fn bytes_pipelined_after_ssl_request_are_refused_with_08p01() {
     assert!(answer.is_empty(), "no 'S' for a pipelined request");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn gssenc_is_declined_once_and_a_second_one_is_refused() {
     let gssenc = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
     let (result, answer) = scripted(&[&gssenc, &SSL_REQUEST], RULES).await;
@@ -65,7 +67,7 @@ async fn gssenc_is_declined_once_and_a_second_one_is_refused() {
     assert_eq!(answer, b"N");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn direct_tls_keeps_the_bytes_read_ahead() {
     let hello = b"\x16\x03\x01\x00\x05hello";
     let (result, _) = scripted(&[hello], RULES).await;
@@ -84,7 +86,7 @@ async fn direct_tls_keeps_the_bytes_read_ahead() {
     assert!(matches!(result, Err(ClientError::DirectTlsDisabled)));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_plaintext_startup_is_told_to_use_tls() {
     let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
     startup.extend_from_slice(b"user\0alice\0\0");
@@ -98,7 +100,7 @@ async fn a_plaintext_startup_is_told_to_use_tls() {
     assert!(e.to_string().contains("user \"alice\""));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn silence_is_empty_and_a_partial_packet_is_truncated() {
     let (result, _) = scripted(&[], RULES).await;
     assert!(matches!(result, Err(ClientError::Empty)));

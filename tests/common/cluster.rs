@@ -1,6 +1,7 @@
 //! What the fleet tests share: connections from chosen loopback sources, raw sessions that
 //! keep their BackendKeyData (the key a client of a `[cluster]` replica is given), raw
-//! cancels over TLS with or without a client certificate, and the admin endpoint's metrics.
+//! cancels over TLS with or without a client certificate, tokio-postgres sessions from a
+//! chosen source and the refusals they get, and the admin endpoint's metrics.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -10,8 +11,11 @@ use openssl::ssl::{Ssl, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_openssl::SslStream;
+use tokio_postgres::tls::MakeTlsConnect;
 
+use super::clients::rust_tls;
 use super::pki::Issued;
+use super::postgres::ALICE_PASSWORD;
 use super::proxy::{Proxy, TestPki};
 use super::raw;
 
@@ -30,6 +34,40 @@ pub async fn tcp_from(source: Ipv4Addr, port: u16, preface: &[u8]) -> TcpStream 
         .unwrap();
     tcp.write_all(preface).await.unwrap();
     tcp
+}
+
+/// alice's tokio-postgres configuration, without channel binding (the passthrough mode).
+pub fn client_config() -> tokio_postgres::Config {
+    format!(
+        "host=localhost user=alice password={ALICE_PASSWORD} dbname=postgres sslmode=require channel_binding=disable"
+    )
+    .parse()
+    .unwrap()
+}
+
+/// A tokio-postgres session from `source` to 127.0.0.1:`port` (after `preface`).
+pub async fn session_from(
+    pki: &TestPki,
+    source: Ipv4Addr,
+    port: u16,
+    preface: &[u8],
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let tcp = tcp_from(source, port, preface).await;
+    let tls =
+        MakeTlsConnect::<TcpStream>::make_tls_connect(&mut rust_tls(pki), "localhost").unwrap();
+    let (client, connection) = client_config().connect_raw(tcp, tls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// A refused session's `(SQLSTATE, message)`; panics if `e` is not an ErrorResponse.
+pub fn refusal(e: tokio_postgres::Error) -> (String, String) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not an ErrorResponse: {e}"));
+    (db.code().code().to_owned(), db.message().to_owned())
 }
 
 /// A raw session as the `trusted` role with the cancel key its proxy gave it.

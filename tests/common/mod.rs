@@ -11,11 +11,15 @@ pub mod cluster;
 pub mod fake_scram;
 pub mod fake_upstream;
 pub mod openssl_ca;
+pub mod openssl_certs;
 pub mod pki;
 pub mod postgres;
 pub mod proxy;
 pub mod raw;
+pub mod recovery;
+pub mod routes;
 pub mod sasl;
+pub mod scram;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;

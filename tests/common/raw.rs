@@ -1,8 +1,9 @@
 //! A raw protocol client for the cases real drivers cannot produce: exact bytes before TLS,
-//! TLS without ALPN, pipelined data, truncated packets.
+//! TLS without ALPN, pipelined data, truncated packets, resets.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 use openssl::ssl::{Ssl, SslConnector, SslMethod};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -142,4 +143,22 @@ pub async fn trusted_session(addr: SocketAddr, pki: &TestPki) -> SslStream<TcpSt
     let messages = read_until_ready(&mut tls).await;
     assert_eq!(messages.last().map(|m| m.0), Some(b'Z'), "{messages:?}");
     tls
+}
+
+/// Makes the socket close with a reset (SO_LINGER 0) instead of a FIN when dropped.
+pub fn reset_on_drop(tcp: &TcpStream) {
+    socket2::SockRef::from(tcp)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+/// Writes `bytes` inside TLS after SSLRequest and returns (SQLSTATE, message) of the
+/// proxy's ErrorResponse.
+pub async fn inside_tls(addr: SocketAddr, pki: &TestPki, bytes: &[u8]) -> (String, String) {
+    let mut tls = tls_via_ssl_request(addr, pki).await;
+    tls.write_all(bytes).await.unwrap();
+    let messages = read_until_ready(&mut tls).await;
+    let (tag, body) = messages.last().expect("an answer");
+    assert_eq!(*tag, b'E', "{messages:?}");
+    error_fields(body)
 }

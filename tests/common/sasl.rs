@@ -1,16 +1,13 @@
 //! A raw SCRAM client that records what the proxy sends, byte for byte, up to its answer to
 //! a proof (always a wrong one): for comparing the answers users get whom the proxy cannot
-//! check with a wrong password's. Also the userlist helpers SCRAM tests share.
+//! check with a wrong password's.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::postgres::Postgres;
 use super::proxy::TestPki;
 use super::raw;
 
@@ -114,14 +111,16 @@ pub async fn attempt(addr: std::net::SocketAddr, pki: &TestPki, user: &str) -> T
     }
 }
 
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+/// A protocol message: `tag`, its length, `body`.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![tag];
     m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     m.extend_from_slice(body);
     m
 }
 
-async fn read_message<S: AsyncReadExt + Unpin>(s: &mut S) -> Vec<u8> {
+/// One whole protocol message, tag and length included.
+pub async fn read_message<S: AsyncReadExt + Unpin>(s: &mut S) -> Vec<u8> {
     let mut head = [0u8; 5];
     s.read_exact(&mut head).await.unwrap();
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
@@ -129,31 +128,4 @@ async fn read_message<S: AsyncReadExt + Unpin>(s: &mut S) -> Vec<u8> {
     m.resize(len + 1, 0);
     s.read_exact(&mut m[5..]).await.unwrap();
     m
-}
-
-/// Writes a userlist with 0600 permissions.
-pub fn write_userlist(dir: &Path, lines: &[(&str, &str)]) -> PathBuf {
-    let path = dir.join("userlist.txt");
-    let text: String = lines
-        .iter()
-        .map(|(u, v)| format!("\"{u}\" \"{v}\"\n"))
-        .collect();
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
-/// The server's verifier of `role` (pg_authid.rolpassword).
-pub fn verifier_of(pg: &Postgres, role: &str) -> String {
-    pg.admin(&format!(
-        "select rolpassword from pg_authid where rolname = '{role}'"
-    ))
-}
-
-/// A file of `bytes` with `mode`.
-pub fn write_secret(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    path
 }
