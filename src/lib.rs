@@ -28,42 +28,36 @@
 //!   exchanges, the proxy's own logins, and where verifiers come from (userlist, auth query).
 //! - `relay`: bytes both ways after authentication.
 //! - `cancel`: the cancel-key registry and cancel forwarding.
-//! - `server`: listeners, accept loops, the connection limit, graceful shutdown.
-//! - `workers`: the session threads, one single-threaded runtime per core.
 //! - `fdlimit`: the open-files limit and the sessions it leaves room for.
-//! - `memory`: handing freed memory back to the system after sessions end.
-//! - `service`: systemd notifications, status, watchdog, reload on SIGHUP.
-//! - [`app`]: the binary's orchestration; `cli`, `check`, `logging`: its command line,
-//!   `check-config` report, and log output; `trust_probe`: whether an upstream trusts the
-//!   proxy's address (`check-config --connect`).
+//! - [`daemon`]: the process around the sessions: the binary's orchestration (`app`), the
+//!   process state (`shared`), the accept loops (`server`), the session threads
+//!   (`runtimes`), systemd (`service`), the admin endpoint (`admin`), memory (`memory`).
+//! - `cli`, `check`, `logging`: the binary's command line, `check-config` report, and log
+//!   output; `trust_probe`: whether an upstream trusts the proxy's address (`check-config
+//!   --connect`).
 //!
 //! Only what the binary, the tests, the fuzz targets and the benchmark use is public.
 
-mod admin;
-pub mod app;
 mod cancel;
 mod check;
 mod cli;
 mod client;
 mod config;
+pub mod daemon;
 mod fdlimit;
 mod fips;
 mod framed;
 mod leg;
 mod logging;
-mod memory;
 mod metrics;
 mod prefixed;
 pub mod protocol;
 mod relay;
 pub mod routing;
 mod scram;
-mod server;
-mod service;
 mod session;
 mod settings;
 mod socket;
 pub mod tls;
 mod trust_probe;
 mod upstream;
-mod workers;

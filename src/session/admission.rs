@@ -22,9 +22,9 @@ use tokio::time::Instant;
 use super::error::SessionError;
 use super::handshake::check_certificate_user;
 use super::log::Record;
-use super::shared::{ClientClaim, Shared};
 use super::startup::Startup;
 use crate::client::{self, ClientError, ClientIo};
+use crate::daemon::{ClientClaim, Shared};
 use crate::settings::{RouteTarget, Settings, Target};
 
 /// Whether the accept loop found room under `listen.max_connections`.

@@ -22,9 +22,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use super::{Limit, Shared, serve};
+use super::{Limit, serve};
 use crate::cancel::{CancelKey, SessionKeys};
 use crate::config::layers::{Overrides, load};
+use crate::daemon::Shared;
 use crate::protocol::startup::{SSL_REQUEST, encode_cancel_request, encode_startup};
 use crate::settings::Settings;
 

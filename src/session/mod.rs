@@ -24,7 +24,6 @@ mod error;
 mod handshake;
 mod log;
 mod login;
-mod shared;
 mod startup;
 mod terminate;
 #[cfg(test)]
@@ -48,6 +47,7 @@ use self::login::{LoginEnds, Plan, login};
 use self::startup::StartupPacket;
 use crate::cancel::{self, CancelOutcome};
 use crate::client::{self, ClientIo, ClientStream, Opening};
+use crate::daemon::Shared;
 use crate::framed::FrameReader;
 use crate::relay::{self, Ended};
 use crate::settings::Settings;
@@ -55,7 +55,6 @@ use crate::upstream::Upstream;
 
 pub(crate) use self::admission::Limit;
 pub(crate) use self::error::SessionError;
-pub use self::shared::Shared;
 
 /// How a connection ended: the one value the log line is written from.
 #[derive(Debug)]

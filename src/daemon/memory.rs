@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::session::Shared;
+use super::shared::Shared;
 
 /// Most threads for blocking work (name resolution, trimming).
 pub const MAX_BLOCKING_THREADS: usize = 8;

@@ -2,7 +2,7 @@
 //! sessions handed to it, so a session's two directions, its timers and its wake-ups stay on
 //! one core (no work stealing, no wake-ups crossing runtime threads).
 //!
-//! The accept loops stay on the control runtime ([`crate::server`]) and hand each accepted
+//! The accept loops stay on the control runtime ([`super::server`]) and hand each accepted
 //! connection to the thread running the fewest sessions. Accept loops racing on every
 //! thread (one socket watched by each runtime) spread pgbench's eight sessions unevenly, one
 //! core doing up to twice the other's work; counting sessions keeps them even.
@@ -47,7 +47,7 @@ impl SessionThreads {
         let count = count.max(1);
         // Blocking threads only resolve names and fetch OCSP answers: the process-wide cap,
         // shared out.
-        let blocking = crate::memory::MAX_BLOCKING_THREADS.div_ceil(count).max(2);
+        let blocking = super::memory::MAX_BLOCKING_THREADS.div_ceil(count).max(2);
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -2,7 +2,7 @@
 //! shutdown, in the style of mini-redis's `server.rs`.
 //!
 //! Every accepted connection runs in its own task on one of the session threads
-//! ([`crate::workers`]), tracked so shutdown can wait for them.
+//! ([`super::runtimes`]), tracked so shutdown can wait for them.
 //! The limit is a semaphore: a connection that gets no permit is answered FATAL 53300 by a
 //! small, separately bounded pool of refusal tasks, so a flood can neither exceed the limit
 //! nor pile up refusals. Accept errors (EMFILE, ENFILE, ENOBUFS) never stop the proxy: they
@@ -18,8 +18,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::{self, Shared};
-use crate::workers::SessionThreads;
+use super::runtimes::SessionThreads;
+use super::shared::Shared;
+use crate::session;
 
 /// Most connections being refused (over the limit) at once; beyond it they are closed
 /// without a message, which only happens under a flood.
@@ -98,7 +99,7 @@ pub(crate) async fn run(
         tracker.spawn(acceptor.run(running_tx.clone()));
     }
     drop(running_tx);
-    tokio::spawn(crate::memory::trim_while_running(
+    tokio::spawn(super::memory::trim_while_running(
         Arc::clone(&shared),
         token.clone(),
     ));

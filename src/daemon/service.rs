@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use super::runtimes::SessionThreads;
+use super::shared::Shared;
 use crate::config::ConfigError;
-use crate::session::Shared;
 use crate::settings::Settings;
-use crate::workers::SessionThreads;
 
 /// How often STATUS is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
