@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::shared::Shared;
+use crate::session::Sessions;
 
 /// Most threads for blocking work (name resolution, trimming).
 pub const MAX_BLOCKING_THREADS: usize = 8;
@@ -38,7 +38,7 @@ pub fn limit_arenas() {
 pub const PERIOD: Duration = Duration::from_secs(2);
 
 /// Trims after any period in which sessions started or ended, until `stop` is cancelled.
-pub async fn trim_while_running(shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn trim_while_running(sessions: Arc<Sessions>, stop: CancellationToken) {
     let mut seen = (0, 0);
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,8 +48,8 @@ pub async fn trim_while_running(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = (
-            shared.active.load(Ordering::Relaxed),
-            shared.total.load(Ordering::Relaxed),
+            sessions.active.load(Ordering::Relaxed),
+            sessions.total.load(Ordering::Relaxed),
         );
         if now != seen {
             seen = now;

@@ -11,4 +11,3 @@ mod service;
 mod shared;
 
 pub use self::app::main;
-pub(crate) use self::shared::{ClientClaim, Shared};

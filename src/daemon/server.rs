@@ -100,7 +100,7 @@ pub(crate) async fn run(
     }
     drop(running_tx);
     tokio::spawn(super::memory::trim_while_running(
-        Arc::clone(&shared),
+        Arc::clone(&shared.sessions),
         token.clone(),
     ));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -122,19 +122,19 @@ pub(crate) async fn run(
     token.cancel();
     tracker.close();
     let grace = shared.settings.load().listen.shutdown_timeout;
-    let active = shared.active.load(Ordering::Relaxed);
+    let active = shared.sessions.active.load(Ordering::Relaxed);
     tracing::info!(
         active,
         "shutting down: no new connections; sessions may finish within {}",
         humantime::format_duration(grace)
     );
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        let left = shared.active.load(Ordering::Relaxed);
+        let left = shared.sessions.active.load(Ordering::Relaxed);
         tracing::warn!(
             sessions = left,
             "listen.shutdown_timeout reached; ending the remaining sessions with FATAL 57P01"
         );
-        shared.terminate.cancel();
+        shared.sessions.stop.cancel();
         if tokio::time::timeout(TERMINATE_LIMIT, tracker.wait())
             .await
             .is_err()
@@ -148,7 +148,7 @@ pub(crate) async fn run(
 struct Acceptor {
     /// The bound socket.
     listener: TcpListener,
-    /// Settings and registry every session uses.
+    /// The process's state: the settings each connection starts with, the live sessions.
     shared: Arc<Shared>,
     /// `listen.max_connections` permits, shared by all listeners.
     limit: Arc<Semaphore>,
@@ -230,11 +230,13 @@ impl Acceptor {
     /// Starts a session (or, over the limit, its refusal) for an accepted connection.
     fn start(&self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         crate::socket::tune(&tcp);
-        let shared = Arc::clone(&self.shared);
+        let settings = self.shared.settings.load_full();
+        let sessions = Arc::clone(&self.shared.sessions);
         match Arc::clone(&self.limit).try_acquire_owned() {
             Ok(permit) => match tcp.into_std() {
                 Ok(tcp) => self.threads.spawn(&self.tracker, tcp, move |tcp| {
-                    session::serve(tcp, peer, shared, permit, session::Limit::Within)
+                    let limit = session::Limit::Within;
+                    session::serve(tcp, peer, settings, sessions, permit, limit)
                 }),
                 Err(e) => {
                     tracing::error!(client_addr = %peer, error = %e, "connection closed: it could not be handed to a session thread");
@@ -245,7 +247,8 @@ impl Acceptor {
                     self.tracker.spawn(session::serve(
                         tcp,
                         peer,
-                        shared,
+                        settings,
+                        sessions,
                         permit,
                         session::Limit::Over,
                     ));

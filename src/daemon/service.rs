@@ -66,8 +66,8 @@ impl Service {
             .clone();
         format!(
             "{} active sessions, {} served; last reload: {last}",
-            self.shared.active.load(Ordering::Relaxed),
-            self.shared.total.load(Ordering::Relaxed),
+            self.shared.sessions.active.load(Ordering::Relaxed),
+            self.shared.sessions.total.load(Ordering::Relaxed),
         )
     }
 

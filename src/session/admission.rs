@@ -22,9 +22,9 @@ use tokio::time::Instant;
 use super::error::SessionError;
 use super::handshake::check_certificate_user;
 use super::log::Record;
+use super::sessions::{ClientClaim, Sessions};
 use super::startup::Startup;
 use crate::client::{self, ClientError, ClientIo};
-use crate::daemon::{ClientClaim, Shared};
 use crate::settings::{RouteTarget, Settings, Target};
 
 /// Whether the accept loop found room under `listen.max_connections`.
@@ -54,7 +54,7 @@ impl Admission {
     /// header that is malformed or sent from an untrusted address).
     pub async fn begin<S: ClientIo>(
         io: &mut S,
-        shared: &Arc<Shared>,
+        sessions: &Arc<Sessions>,
         settings: &Settings,
         record: &mut Record,
         deadline: Instant,
@@ -69,7 +69,7 @@ impl Admission {
             refused = Some(ClientError::NoAccess(client));
         }
         let claim = match limit {
-            Limit::Within => shared.claim(client, listen.max_per_client),
+            Limit::Within => sessions.claim(client, listen.max_per_client),
             Limit::Over => None,
         };
         let full = match (limit, &claim) {
