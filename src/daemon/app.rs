@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::runtimes::SessionThreads;
+use super::runtimes::{self, SessionThreads};
 use super::service::{self, Service};
 use super::shared::Shared;
 use super::{admin, memory, server};
@@ -53,13 +53,7 @@ pub fn main() -> ExitCode {
     };
     start_logging(&settings, provider.as_ref());
     memory::limit_arenas();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Blocking threads only resolve the upstream's name (and trim memory): a burst of
-        // connects must not start hundreds of them, each with a stack and an arena.
-        .max_blocking_threads(memory::MAX_BLOCKING_THREADS)
-        .build()
-    {
+    let runtime = match runtimes::control() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgt-proxy: cannot start the runtime: {e}");

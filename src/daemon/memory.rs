@@ -15,10 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::session::Sessions;
 
-/// Most threads for blocking work (name resolution, trimming).
-pub const MAX_BLOCKING_THREADS: usize = 8;
-
-/// Arenas beyond one per runtime thread only scatter free memory.
+/// Arenas beyond one per runtime thread (a control thread and a session thread per core)
+/// only scatter free memory.
 const ARENAS_PER_CORE: usize = 2;
 
 /// Caps glibc's malloc arenas; call before any thread starts.

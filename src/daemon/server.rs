@@ -1,5 +1,7 @@
-//! The daemon shell: listening sockets, the accept loops, the connection limit and graceful
-//! shutdown, in the style of mini-redis's `server.rs`.
+//! The accept loop: listening sockets, the connection limit and graceful shutdown. Nothing
+//! here reads a byte of a connection: the accept loop only decides where a connection runs
+//! and whether it is within the limit, so that a slow or hostile client can never hold up
+//! the next accept.
 //!
 //! Every accepted connection runs in its own task on one of the session threads
 //! ([`super::runtimes`]), tracked so shutdown can wait for them.
