@@ -20,7 +20,7 @@ use crate::session::Sessions;
 const ARENAS_PER_CORE: usize = 2;
 
 /// Caps glibc's malloc arenas; call before any thread starts.
-pub fn limit_arenas() {
+pub(crate) fn limit_arenas() {
     #[cfg(target_env = "gnu")]
     {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -33,10 +33,10 @@ pub fn limit_arenas() {
 }
 
 /// How often the session counters are looked at.
-pub const PERIOD: Duration = Duration::from_secs(2);
+const PERIOD: Duration = Duration::from_secs(2);
 
 /// Trims after any period in which sessions started or ended, until `stop` is cancelled.
-pub async fn trim_while_running(sessions: Arc<Sessions>, stop: CancellationToken) {
+pub(crate) async fn trim_while_running(sessions: Arc<Sessions>, stop: CancellationToken) {
     let mut seen = (0, 0);
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -37,9 +37,9 @@ const TERMINATE_LIMIT: Duration = Duration::from_secs(5);
 #[error("cannot listen on {addr}: {source}")]
 pub(crate) struct BindError {
     /// The address.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// The socket error.
-    pub source: std::io::Error,
+    pub(crate) source: std::io::Error,
 }
 
 /// Binds every configured address, with SO_REUSEPORT when `reuse_port` (so several
