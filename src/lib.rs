@@ -4,66 +4,71 @@
 //! verified TLS connection to the PostgreSQL server and relays the session.
 //!
 //! Layout, from the bytes up:
-//! - [`protocol`]: the wire protocol as pure functions over bytes (no IO), including
-//!   [`protocol::error_response::Refusal`], what a refused client is told.
-//! - `framed`: reading whole, typed protocol items from a stream during the startup phase.
-//! - `prefixed`: replaying read-ahead bytes to OpenSSL (direct TLS detection).
-//! - `socket`: TCP options both legs use.
 //! - `leg`: which side of the proxy something happened on.
-//! - `config`: what the user wrote: schema, values and layers, with each value's origin.
-//! - `fips`: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
-//! - [`tls`]: TLS by job: policy, the two contexts, identities, trust, verification,
-//!   revocation (CRL and OCSP), record buffers, descriptions, FFI.
-//! - `settings`: what the proxy runs with, validated from the config: the upstreams
-//!   (`[upstream]`, `[upstreams.NAME]`), the routes, `[auth]`, and what only a restart
-//!   changes.
-//! - [`routing`]: the route table: server names (RFC 6125) and databases to upstreams, pure.
-//! - `client`: the client leg up to the end of its TLS handshake, over any client socket
-//!   (`client::ClientIo`).
-//! - `upstream`: the upstream leg: resolve, connect, negotiate, verify.
-//! - `session`: one connection end to end, by phase (admission, handshake, startup, login:
-//!   relayed, or SCRAM terminated), the one refusal decision
-//!   (`session::SessionError::refusal`) and the one log line.
-//! - `scram`: SCRAM termination: its cryptography, the client-leg and upstream-leg
-//!   exchanges, the proxy's own logins, and where verifiers come from (userlist, auth query).
-//! - `relay`: bytes both ways after authentication.
-//! - `cancel`: the cancel-key registry and cancel forwarding.
-//! - `server`: listeners, accept loops, the connection limit, graceful shutdown.
-//! - `workers`: the session threads, one single-threaded runtime per core.
+//! - `socket`: TCP options both legs use.
+//! - `prefixed`: replaying read-ahead bytes to OpenSSL (direct TLS detection).
 //! - `fdlimit`: the open-files limit and the sessions it leaves room for.
-//! - `memory`: handing freed memory back to the system after sessions end.
-//! - `service`: systemd notifications, status, watchdog, reload on SIGHUP.
-//! - [`app`]: the binary's orchestration; `cli`, `check`, `logging`: its command line,
-//!   `check-config` report, and log output; `trust_probe`: whether an upstream trusts the
-//!   proxy's address (`check-config --connect`).
+//! - [`routing`]: the route table: server names (RFC 6125) and databases to upstreams, pure.
+//! - [`protocol`]: the wire protocol as pure functions over bytes (no IO), including
+//!   [`protocol::error_response::Refusal`], what a refused client is told (`encode`,
+//!   `error_response`, `message`, `parameters`, `proxy`, `scram`, `sqlstate`, `startup`).
+//! - `config`: what the user wrote, with each value's origin (`schema`, `values`, `layers`).
+//! - `framed`: reading whole, typed protocol items from a stream during the startup phase.
+//! - `logging`: log output (stderr or the journal).
+//! - [`tls`]: TLS by job (`policy`, `acceptor`, `connector`, `identity`, `trust`, `verify`,
+//!   `revocation` with its `crl` and `ocsp`, `records`, `describe`, `files`, `ffi`).
+//! - `fips`: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
+//! - `metrics`: the Prometheus metrics.
+//! - `scram`: SCRAM termination: its cryptography (`keys`), the client-leg and upstream-leg
+//!   exchanges (`server`, `client`, `login`), the proxy's own logins, and where verifiers
+//!   come from (`verifiers`, `query`, `query_answer`, `cache`, `flights`, `mock`, `timer`).
+//! - `relay`: bytes both ways after authentication (`pipe`).
+//! - `settings`: what the proxy runs with, validated from the config: the upstreams
+//!   (`upstream`), the routes (`routes`), `[auth]` (`auth`), TLS (`tls`), the cluster
+//!   (`cluster`), and what only a restart changes (`start`).
+//! - `cli`: the command line.
+//! - `client`: the client leg up to the end of its TLS handshake, over any client socket
+//!   (`client::ClientIo`; `proxied`, `socket`).
+//! - `upstream`: the upstream leg: resolve, connect, negotiate, verify.
+//! - `cancel`: the cancel-key registry and cancel forwarding (`key`, `limit`, `outcome`,
+//!   `peer`, `proof`).
+//! - `trust_probe`: whether an upstream trusts the proxy's address (`check-config
+//!   --connect`); `check`: the `check-config` report.
+//! - `session`: one connection end to end, by phase (`admission`, `handshake`, `startup`,
+//!   `login`: relayed in `auth`, or SCRAM terminated in `terminate`), the one refusal
+//!   decision (`error`), the one log line (`log`), and what the live sessions share
+//!   (`sessions`: cancel keys, counts, per-address claims, the stop signal).
+//! - [`daemon`]: the process around the sessions: the binary's orchestration (`app`), the
+//!   process state (`shared`), the accept loops (`server`), the runtimes and session
+//!   threads (`runtimes`), systemd (`service`), the admin endpoint (`admin`), and memory
+//!   (`memory`).
 //!
-//! Only what the binary, the tests, the fuzz targets and the benchmark use is public.
+//! Visibility, one rule: `pub` marks only what leaves the crate (what the binary, the tests,
+//! the fuzz targets and the benchmark use, reachable through the `pub mod`s below). Inside a
+//! private module, an item or field that other modules use is `pub(crate)`, or `pub(super)`
+//! when only its own folder uses it; never bare `pub`. So a bare `pub` anywhere is the
+//! crate's API, and rustc's `unreachable_pub` lint can check the rule.
 
-mod admin;
-pub mod app;
 mod cancel;
 mod check;
 mod cli;
 mod client;
 mod config;
+pub mod daemon;
 mod fdlimit;
 mod fips;
 mod framed;
 mod leg;
 mod logging;
-mod memory;
 mod metrics;
 mod prefixed;
 pub mod protocol;
 mod relay;
 pub mod routing;
 mod scram;
-mod server;
-mod service;
 mod session;
 mod settings;
 mod socket;
 pub mod tls;
 mod trust_probe;
 mod upstream;
-mod workers;

@@ -1,5 +1,5 @@
-//! The `pgt-proxy` binary; everything it does is in [`pgt_proxy::app`].
+//! The `pgt-proxy` binary; everything it does is in [`pgt_proxy::daemon`].
 
 fn main() -> std::process::ExitCode {
-    pgt_proxy::app::main()
+    pgt_proxy::daemon::main()
 }

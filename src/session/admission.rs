@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::error::SessionError;
 use super::handshake::check_certificate_user;
 use super::log::Record;
-use super::shared::{ClientClaim, Shared};
+use super::sessions::{ClientClaim, Sessions};
 use super::startup::Startup;
 use crate::client::{self, ClientError, ClientIo};
 use crate::settings::{RouteTarget, Settings, Target};
@@ -52,9 +52,9 @@ pub(super) struct Admission {
 impl Admission {
     /// The checks before TLS. `Err` ends the connection at once without a word (a PROXY
     /// header that is malformed or sent from an untrusted address).
-    pub async fn begin<S: ClientIo>(
+    pub(super) async fn begin<S: ClientIo>(
         io: &mut S,
-        shared: &Arc<Shared>,
+        sessions: &Arc<Sessions>,
         settings: &Settings,
         record: &mut Record,
         deadline: Instant,
@@ -69,7 +69,7 @@ impl Admission {
             refused = Some(ClientError::NoAccess(client));
         }
         let claim = match limit {
-            Limit::Within => shared.claim(client, listen.max_per_client),
+            Limit::Within => sessions.claim(client, listen.max_per_client),
             Limit::Over => None,
         };
         let full = match (limit, &claim) {
@@ -93,12 +93,12 @@ impl Admission {
 
     /// Whether the upstream may be connected before the first packet is known: only for a
     /// connection that would be admitted as a session.
-    pub fn may_connect(&self) -> bool {
+    pub(super) fn may_connect(&self) -> bool {
         self.refused.is_none() && self.full.is_none()
     }
 
     /// May the connection go on at all (a cancel needs no more than this).
-    pub fn cancel(&mut self) -> Result<(), SessionError> {
+    pub(super) fn cancel(&mut self) -> Result<(), SessionError> {
         match self.refused.take() {
             Some(e) => Err(e.into()),
             None => Ok(()),
@@ -106,7 +106,7 @@ impl Admission {
     }
 
     /// May the connection start a session: the address checks, then the limits.
-    pub fn session(&mut self) -> Result<(), SessionError> {
+    pub(super) fn session(&mut self) -> Result<(), SessionError> {
         self.cancel()?;
         match self.full.take() {
             Some(e) => Err(e),
@@ -117,7 +117,7 @@ impl Admission {
     /// The route of an admitted session, found once from `by_name` (the route its server
     /// name found at the handshake) and the judged database; then the route's
     /// `allowed_clients`, and the client certificate against the judged user.
-    pub fn route(
+    pub(super) fn route(
         &self,
         settings: &Settings,
         by_name: Option<&Arc<RouteTarget>>,

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use super::{Limit, Shared, serve};
+use super::{Limit, Sessions, serve};
 use crate::cancel::{CancelKey, SessionKeys};
 use crate::config::layers::{Overrides, load};
 use crate::protocol::startup::{SSL_REQUEST, encode_cancel_request, encode_startup};
@@ -62,7 +62,8 @@ fn certificate(dir: &Path) -> (X509, std::path::PathBuf, std::path::PathBuf) {
 
 /// The proxy's state for `extra` TOML, relaying to a listener this returns.
 struct World {
-    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+    sessions: Arc<Sessions>,
     upstream: TcpListener,
     cert: X509,
     _dir: tempfile::TempDir,
@@ -98,7 +99,8 @@ async fn world_with(extra: &str, tail: &str) -> World {
     let loaded = load(&overrides, Vec::new()).unwrap();
     let settings = Settings::from_config(&loaded, None).unwrap_or_else(|e| panic!("{e:?}"));
     World {
-        shared: Shared::new(settings),
+        settings: Arc::new(settings),
+        sessions: Arc::default(),
         upstream,
         cert,
         _dir: dir,
@@ -112,7 +114,9 @@ impl World {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let peer = SocketAddr::new(client, 40000);
-        let task = tokio::spawn(serve(theirs, peer, Arc::clone(&self.shared), permit, limit));
+        let settings = Arc::clone(&self.settings);
+        let sessions = Arc::clone(&self.sessions);
+        let task = tokio::spawn(serve(theirs, peer, settings, sessions, permit, limit));
         (ours, task)
     }
 
@@ -124,10 +128,10 @@ impl World {
             key: zeroize::Zeroizing::new(vec![7; 4]),
         };
         let keys = SessionKeys::issue(server, 0);
-        let settings = self.shared.settings.load_full();
+        let settings = &self.settings;
         let target = Arc::clone(settings.default.as_ref().unwrap());
         let addr = self.upstream.local_addr().unwrap();
-        self.shared.cancels.register(keys, addr, target)
+        self.sessions.cancels.register(keys, addr, target)
     }
 
     /// Whether anyone connected to the upstream within `wait`.

@@ -24,7 +24,7 @@ mod error;
 mod handshake;
 mod log;
 mod login;
-mod shared;
+mod sessions;
 mod startup;
 mod terminate;
 #[cfg(test)]
@@ -55,7 +55,7 @@ use crate::upstream::Upstream;
 
 pub(crate) use self::admission::Limit;
 pub(crate) use self::error::SessionError;
-pub use self::shared::Shared;
+pub(crate) use self::sessions::Sessions;
 
 /// How a connection ended: the one value the log line is written from.
 #[derive(Debug)]
@@ -68,29 +68,31 @@ pub(crate) enum Outcome {
     Refused(SessionError),
 }
 
-/// Serves one accepted connection. `limit`: whether the accept loop found a slot under
+/// Serves one accepted connection with `settings`, the snapshot taken at accept, among the
+/// process's live `sessions`. `limit`: whether the accept loop found a slot under
 /// `listen.max_connections` (held by `permit`); over it, the connection is still admitted
 /// the same way, and only a cancel is served.
 pub(crate) async fn serve<S: ClientIo>(
     io: S,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+    sessions: Arc<Sessions>,
     permit: OwnedSemaphorePermit,
     limit: Limit,
 ) {
     let counted = limit == Limit::Within;
     if counted {
-        shared.active.fetch_add(1, Ordering::Relaxed);
-        shared.total.fetch_add(1, Ordering::Relaxed);
+        sessions.active.fetch_add(1, Ordering::Relaxed);
+        sessions.total.fetch_add(1, Ordering::Relaxed);
         crate::metrics::get().sessions_active.inc();
     }
     let mut record = Record::new(peer);
-    let outcome = connection(io, &shared, &mut record, limit).await;
+    let outcome = connection(io, &settings, &sessions, &mut record, limit).await;
     log::session_end(&record, &outcome);
     log::count(&record, &outcome);
     if counted {
         crate::metrics::get().sessions_active.dec();
-        shared.active.fetch_sub(1, Ordering::Relaxed);
+        sessions.active.fetch_sub(1, Ordering::Relaxed);
     }
     drop(permit);
 }
@@ -99,20 +101,20 @@ pub(crate) async fn serve<S: ClientIo>(
 /// per-address claim) is held until the connection ends.
 async fn connection<S: ClientIo>(
     mut io: S,
-    shared: &Arc<Shared>,
+    settings: &Settings,
+    sessions: &Arc<Sessions>,
     record: &mut Record,
     limit: Limit,
 ) -> Outcome {
-    let settings = shared.settings.load_full();
     let deadline = Instant::now() + settings.listen.handshake_timeout;
-    let begun = Admission::begin(&mut io, shared, &settings, record, deadline, limit);
+    let begun = Admission::begin(&mut io, sessions, settings, record, deadline, limit);
     let mut admission = match begun.await {
         Ok(admission) => admission,
         Err(e) => return Outcome::Refused(e.into()),
     };
-    let established = establish(io, shared, &settings, record, deadline, &mut admission);
+    let established = establish(io, sessions, settings, record, deadline, &mut admission);
     match Box::pin(established).await {
-        Ok(established) => relay(*established, shared, record).await,
+        Ok(established) => relay(*established, sessions, record).await,
         Err(outcome) => outcome,
     }
 }
@@ -141,7 +143,7 @@ struct Established<S> {
 /// small state. `Err` is how the connection ended instead.
 async fn establish<S: ClientIo>(
     mut io: S,
-    shared: &Shared,
+    sessions: &Sessions,
     settings: &Settings,
     record: &mut Record,
     deadline: Instant,
@@ -157,7 +159,7 @@ async fn establish<S: ClientIo>(
                 Ok(()) => {
                     let via = cancel::Via::Plaintext;
                     Box::pin(forward_cancel(
-                        shared,
+                        sessions,
                         settings,
                         via,
                         pid,
@@ -178,7 +180,7 @@ async fn establish<S: ClientIo>(
         Err(e) => return Err(Outcome::Refused(e.into())),
     };
     Box::pin(over_tls(
-        client, upstream, shared, settings, record, admission,
+        client, upstream, sessions, settings, record, admission,
     ))
     .await
 }
@@ -188,7 +190,7 @@ async fn establish<S: ClientIo>(
 async fn over_tls<S: ClientIo>(
     client: ClientLeg<S>,
     upstream: UpstreamLeg,
-    shared: &Shared,
+    sessions: &Sessions,
     settings: &Settings,
     record: &mut Record,
     admission: &mut Admission,
@@ -220,7 +222,7 @@ async fn over_tls<S: ClientIo>(
         Ok(Admitted::Cancel { pid, key }) => {
             let via = cancel::Via::Tls(client.ssl());
             let outcome = Box::pin(forward_cancel(
-                shared,
+                sessions,
                 settings,
                 via,
                 pid,
@@ -236,7 +238,7 @@ async fn over_tls<S: ClientIo>(
     let ends = LoginEnds {
         deadline,
         limit: settings.listen.startup_timeout,
-        terminate: &shared.terminate,
+        terminate: &sessions.stop,
     };
     let plan = Plan::for_session(&target, &upstream, client.ssl());
     let login = login(
@@ -348,7 +350,7 @@ async fn admit<S: ClientIo>(
 /// meanwhile.
 async fn relay<S: ClientIo>(
     established: Established<S>,
-    shared: &Shared,
+    sessions: &Sessions,
     record: &mut Record,
 ) -> Outcome {
     let Established {
@@ -361,13 +363,13 @@ async fn relay<S: ClientIo>(
     record.backend_pid = auth.key.as_ref().map(|k| k.server.pid);
     let _registration = auth
         .key
-        .map(|keys| shared.cancels.register(keys, addr, Arc::clone(&target)));
+        .map(|keys| sessions.cancels.register(keys, addr, Arc::clone(&target)));
     let outcome = relay::relay(
         &mut client,
         &mut server,
         auth.client_pending,
         auth.upstream_pending,
-        &shared.terminate,
+        &sessions.stop,
     )
     .await;
     record.from_client = outcome.from_client;
@@ -377,7 +379,7 @@ async fn relay<S: ClientIo>(
 
 /// Forwards a CancelRequest that matches a live session; `via` is the connection it came on.
 async fn forward_cancel(
-    shared: &Shared,
+    sessions: &Sessions,
     settings: &Settings,
     via: cancel::Via<'_>,
     pid: i32,
@@ -390,7 +392,7 @@ async fn forward_cancel(
         via,
     };
     let own = cancel::key::own_id();
-    let dispatched = cancel::dispatch(&shared.cancels, own, &settings.cluster, sender, pid, key);
+    let dispatched = cancel::dispatch(&sessions.cancels, own, &settings.cluster, sender, pid, key);
     match dispatched.await {
         Ok(outcome) => {
             if let CancelOutcome::Forwarded { pid, .. } = outcome {

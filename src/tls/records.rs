@@ -14,10 +14,9 @@ use super::ffi;
 ///
 /// The read buffer stays OpenSSL's default (one full record): OpenSSL 3.0 moves every byte
 /// it holds beyond the current record to the front of the buffer before each record it
-/// takes, so a buffer of four records copied each byte of a COPY several times over
-/// (callgrind: 10.1 M instructions per MB relayed out, 7.8 M with the default; user CPU
-/// per GB of COPY in 7-19% lower), for fewer reads that saved less in the kernel than the
-/// copies cost (BENCHMARKS.md, "What each change did").
+/// takes, so a bigger buffer copies each byte of a COPY several times over, for fewer reads
+/// that save less in the kernel than the copies cost (measured in BENCHMARKS.md, "What each
+/// change did").
 pub(crate) fn tune_records(b: &mut SslContextBuilder) {
     b.set_mode(SslMode::RELEASE_BUFFERS);
     b.set_read_ahead(true);

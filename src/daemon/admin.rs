@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::session::Shared;
+use super::server::BindError;
+use super::shared::Shared;
 
 /// Scrapers and probes at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 16;
@@ -67,10 +68,10 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
 }
 
 /// Binds the endpoint; a failure is fatal at start, like the PostgreSQL listeners'.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::server::BindError> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::server::BindError { addr, source })
+        .map_err(|source| BindError { addr, source })
 }
 
 fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {

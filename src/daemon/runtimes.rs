@@ -1,19 +1,37 @@
-//! The session threads: one single-threaded tokio runtime per core, each running the
-//! sessions handed to it, so a session's two directions, its timers and its wake-ups stay on
-//! one core (no work stealing, no wake-ups crossing runtime threads).
+//! The runtimes the proxy runs on. The control runtime (multi-threaded) runs the accept
+//! loops, the admin endpoint, the service tasks, memory trimming and the refusals over
+//! `listen.max_connections`. The session threads are one single-threaded runtime per core,
+//! each running the sessions handed to it, so a session's two directions, its timers and its
+//! wake-ups stay on one core (no work stealing, no wake-ups crossing runtime threads). The
+//! accept loops hand each accepted connection to the thread running the fewest sessions:
+//! counting keeps the threads' loads even, where accept loops racing on every thread would
+//! leave it to whichever runtime wakes first.
 //!
-//! The accept loops stay on the control runtime ([`crate::server`]) and hand each accepted
-//! connection to the thread running the fewest sessions. Accept loops racing on every
-//! thread (one socket watched by each runtime) spread pgbench's eight sessions unevenly, one
-//! core doing up to twice the other's work; counting sessions keeps them even.
+//! Each runtime also has threads for blocking work: name resolution (`getaddrinfo`), OCSP
+//! fetches, the auth query's PBKDF2, and `malloc_trim` ([`super::memory`]). Every one of
+//! them has a stack and may take a malloc arena, so they are capped
+//! ([`MAX_BLOCKING_THREADS`]): a burst of connects must not start hundreds of them.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 use tokio_util::task::TaskTracker;
+
+/// Most blocking threads of the control runtime, and of the session threads together (each
+/// takes its share, but at least two, so one slow OCSP responder or auth query does not
+/// queue its thread's name resolutions behind it).
+const MAX_BLOCKING_THREADS: usize = 8;
+
+/// Builds the control runtime.
+pub(crate) fn control() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+}
 
 /// The session threads, each with its runtime's handle and how many sessions it runs.
 pub(crate) struct SessionThreads {
@@ -45,9 +63,7 @@ impl SessionThreads {
     /// so a thread lives until every session of the process has ended.
     pub(crate) fn start(count: usize, tracker: &TaskTracker) -> std::io::Result<Self> {
         let count = count.max(1);
-        // Blocking threads only resolve names and fetch OCSP answers: the process-wide cap,
-        // shared out.
-        let blocking = crate::memory::MAX_BLOCKING_THREADS.div_ceil(count).max(2);
+        let blocking = MAX_BLOCKING_THREADS.div_ceil(count).max(2);
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()

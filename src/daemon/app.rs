@@ -5,14 +5,15 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::runtimes::{self, SessionThreads};
+use super::service::{self, Service};
+use super::shared::Shared;
+use super::{admin, memory, server};
 use crate::cli::{Cli, Command};
 use crate::config::{self, ConfigError, LoadedConfig, Overrides};
 use crate::fips::{self, ProviderInfo};
-use crate::service::{self, Service};
-use crate::session::Shared;
 use crate::settings::Settings;
-use crate::workers::SessionThreads;
-use crate::{check, fdlimit, logging, memory, server};
+use crate::{check, fdlimit, logging};
 
 /// sysexits.h: EX_UNAVAILABLE, a listening address could not be bound.
 const EX_UNAVAILABLE: u8 = 69;
@@ -52,13 +53,7 @@ pub fn main() -> ExitCode {
     };
     start_logging(&settings, provider.as_ref());
     memory::limit_arenas();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Blocking threads only resolve the upstream's name (and trim memory): a burst of
-        // connects must not start hundreds of them, each with a stack and an arena.
-        .max_blocking_threads(memory::MAX_BLOCKING_THREADS)
-        .build()
-    {
+    let runtime = match runtimes::control() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgt-proxy: cannot start the runtime: {e}");
@@ -172,7 +167,7 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
         env!("CARGO_PKG_VERSION")
     );
     let admin = match settings.start.admin {
-        Some(addr) => match crate::admin::bind(addr).await {
+        Some(addr) => match admin::bind(addr).await {
             Ok(l) => {
                 tracing::info!(admin = %l.local_addr().map_or(addr, |a| a), "admin endpoint listening (/metrics, /healthz, /readyz)");
                 Some(l)
@@ -194,11 +189,7 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
         .store(listeners.len(), std::sync::atomic::Ordering::Relaxed);
     let admin_stop = tokio_util::sync::CancellationToken::new();
     if let Some(l) = admin {
-        tokio::spawn(crate::admin::serve(
-            l,
-            Arc::clone(&shared),
-            admin_stop.clone(),
-        ));
+        tokio::spawn(admin::serve(l, Arc::clone(&shared), admin_stop.clone()));
     }
     let tracker = tokio_util::task::TaskTracker::new();
     let threads = match SessionThreads::start(SessionThreads::per_core(), &tracker) {

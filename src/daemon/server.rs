@@ -1,8 +1,10 @@
-//! The daemon shell: listening sockets, the accept loops, the connection limit and graceful
-//! shutdown, in the style of mini-redis's `server.rs`.
+//! The accept loop: listening sockets, the connection limit and graceful shutdown. Nothing
+//! here reads a byte of a connection: the accept loop only decides where a connection runs
+//! and whether it is within the limit, so that a slow or hostile client can never hold up
+//! the next accept.
 //!
 //! Every accepted connection runs in its own task on one of the session threads
-//! ([`crate::workers`]), tracked so shutdown can wait for them.
+//! ([`super::runtimes`]), tracked so shutdown can wait for them.
 //! The limit is a semaphore: a connection that gets no permit is answered FATAL 53300 by a
 //! small, separately bounded pool of refusal tasks, so a flood can neither exceed the limit
 //! nor pile up refusals. Accept errors (EMFILE, ENFILE, ENOBUFS) never stop the proxy: they
@@ -18,8 +20,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::{self, Shared};
-use crate::workers::SessionThreads;
+use super::runtimes::SessionThreads;
+use super::shared::Shared;
+use crate::session;
 
 /// Most connections being refused (over the limit) at once; beyond it they are closed
 /// without a message, which only happens under a flood.
@@ -34,9 +37,9 @@ const TERMINATE_LIMIT: Duration = Duration::from_secs(5);
 #[error("cannot listen on {addr}: {source}")]
 pub(crate) struct BindError {
     /// The address.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// The socket error.
-    pub source: std::io::Error,
+    pub(crate) source: std::io::Error,
 }
 
 /// Binds every configured address, with SO_REUSEPORT when `reuse_port` (so several
@@ -98,8 +101,8 @@ pub(crate) async fn run(
         tracker.spawn(acceptor.run(running_tx.clone()));
     }
     drop(running_tx);
-    tokio::spawn(crate::memory::trim_while_running(
-        Arc::clone(&shared),
+    tokio::spawn(super::memory::trim_while_running(
+        Arc::clone(&shared.sessions),
         token.clone(),
     ));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -121,19 +124,19 @@ pub(crate) async fn run(
     token.cancel();
     tracker.close();
     let grace = shared.settings.load().listen.shutdown_timeout;
-    let active = shared.active.load(Ordering::Relaxed);
+    let active = shared.sessions.active.load(Ordering::Relaxed);
     tracing::info!(
         active,
         "shutting down: no new connections; sessions may finish within {}",
         humantime::format_duration(grace)
     );
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        let left = shared.active.load(Ordering::Relaxed);
+        let left = shared.sessions.active.load(Ordering::Relaxed);
         tracing::warn!(
             sessions = left,
             "listen.shutdown_timeout reached; ending the remaining sessions with FATAL 57P01"
         );
-        shared.terminate.cancel();
+        shared.sessions.stop.cancel();
         if tokio::time::timeout(TERMINATE_LIMIT, tracker.wait())
             .await
             .is_err()
@@ -147,7 +150,7 @@ pub(crate) async fn run(
 struct Acceptor {
     /// The bound socket.
     listener: TcpListener,
-    /// Settings and registry every session uses.
+    /// The process's state: the settings each connection starts with, the live sessions.
     shared: Arc<Shared>,
     /// `listen.max_connections` permits, shared by all listeners.
     limit: Arc<Semaphore>,
@@ -229,11 +232,13 @@ impl Acceptor {
     /// Starts a session (or, over the limit, its refusal) for an accepted connection.
     fn start(&self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         crate::socket::tune(&tcp);
-        let shared = Arc::clone(&self.shared);
+        let settings = self.shared.settings.load_full();
+        let sessions = Arc::clone(&self.shared.sessions);
         match Arc::clone(&self.limit).try_acquire_owned() {
             Ok(permit) => match tcp.into_std() {
                 Ok(tcp) => self.threads.spawn(&self.tracker, tcp, move |tcp| {
-                    session::serve(tcp, peer, shared, permit, session::Limit::Within)
+                    let limit = session::Limit::Within;
+                    session::serve(tcp, peer, settings, sessions, permit, limit)
                 }),
                 Err(e) => {
                     tracing::error!(client_addr = %peer, error = %e, "connection closed: it could not be handed to a session thread");
@@ -244,7 +249,8 @@ impl Acceptor {
                     self.tracker.spawn(session::serve(
                         tcp,
                         peer,
-                        shared,
+                        settings,
+                        sessions,
                         permit,
                         session::Limit::Over,
                     ));

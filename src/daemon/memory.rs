@@ -13,16 +13,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::session::Shared;
+use crate::session::Sessions;
 
-/// Most threads for blocking work (name resolution, trimming).
-pub const MAX_BLOCKING_THREADS: usize = 8;
-
-/// Arenas beyond one per runtime thread only scatter free memory.
+/// Arenas beyond one per runtime thread (a control thread and a session thread per core)
+/// only scatter free memory.
 const ARENAS_PER_CORE: usize = 2;
 
 /// Caps glibc's malloc arenas; call before any thread starts.
-pub fn limit_arenas() {
+pub(crate) fn limit_arenas() {
     #[cfg(target_env = "gnu")]
     {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -35,10 +33,10 @@ pub fn limit_arenas() {
 }
 
 /// How often the session counters are looked at.
-pub const PERIOD: Duration = Duration::from_secs(2);
+const PERIOD: Duration = Duration::from_secs(2);
 
 /// Trims after any period in which sessions started or ended, until `stop` is cancelled.
-pub async fn trim_while_running(shared: Arc<Shared>, stop: CancellationToken) {
+pub(crate) async fn trim_while_running(sessions: Arc<Sessions>, stop: CancellationToken) {
     let mut seen = (0, 0);
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,8 +46,8 @@ pub async fn trim_while_running(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = (
-            shared.active.load(Ordering::Relaxed),
-            shared.total.load(Ordering::Relaxed),
+            sessions.active.load(Ordering::Relaxed),
+            sessions.total.load(Ordering::Relaxed),
         );
         if now != seen {
             seen = now;

@@ -12,26 +12,26 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use super::runtimes::SessionThreads;
+use super::shared::Shared;
 use crate::config::ConfigError;
-use crate::session::Shared;
 use crate::settings::Settings;
-use crate::workers::SessionThreads;
 
 /// How often STATUS is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Sends `states` to the service manager, if there is one.
-pub fn notify(states: &[NotifyState<'_>]) {
+pub(crate) fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!(error = %e, "sd_notify failed");
     }
 }
 
 /// Loads and validates the whole configuration, as at start-up.
-pub type Loader = Box<dyn Fn() -> Result<Settings, Vec<ConfigError>> + Send + Sync>;
+pub(crate) type Loader = Box<dyn Fn() -> Result<Settings, Vec<ConfigError>> + Send + Sync>;
 
 /// The service's state shown in STATUS, and how to reload it.
-pub struct Service {
+pub(crate) struct Service {
     shared: Arc<Shared>,
     last_reload: Mutex<String>,
     listeners: usize,
@@ -58,7 +58,7 @@ impl Service {
     }
 
     /// E.g. `3 active sessions, 120 served; last reload: ok`.
-    pub fn status(&self) -> String {
+    pub(crate) fn status(&self) -> String {
         let last = self
             .last_reload
             .lock()
@@ -66,18 +66,18 @@ impl Service {
             .clone();
         format!(
             "{} active sessions, {} served; last reload: {last}",
-            self.shared.active.load(Ordering::Relaxed),
-            self.shared.total.load(Ordering::Relaxed),
+            self.shared.sessions.active.load(Ordering::Relaxed),
+            self.shared.sessions.total.load(Ordering::Relaxed),
         )
     }
 
     /// Tells systemd the proxy is ready (listeners bound, everything loaded).
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         notify(&[NotifyState::Ready, NotifyState::Status(&self.status())]);
     }
 
     /// Refreshes STATUS every few seconds, for `systemctl status`.
-    pub async fn report_status(self: Arc<Self>) {
+    pub(crate) async fn report_status(self: Arc<Self>) {
         // The first STATUS goes out with READY=1; refresh from one interval later.
         let start = tokio::time::Instant::now() + STATUS_INTERVAL;
         let mut tick = tokio::time::interval_at(start, STATUS_INTERVAL);
@@ -90,7 +90,7 @@ impl Service {
     /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while every accept loop runs and every
     /// session thread answers within a quarter of it. It runs on the control runtime, so a
     /// stalled control runtime stops the pings too.
-    pub async fn feed_watchdog(self: Arc<Self>) {
+    pub(crate) async fn feed_watchdog(self: Arc<Self>) {
         let Some(period) = sd_notify::watchdog_enabled() else {
             return;
         };
@@ -108,7 +108,7 @@ impl Service {
     }
 
     /// Reloads on every SIGHUP.
-    pub async fn reload_on_sighup(self: Arc<Self>) {
+    pub(crate) async fn reload_on_sighup(self: Arc<Self>) {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::error!("cannot install the SIGHUP handler; reload is unavailable");
@@ -123,7 +123,7 @@ impl Service {
     /// Reloads whenever a CRL, certificate or key file in use changes (new, replaced,
     /// touched or removed), checked every `tls.crl_refresh`, so a CRL updated on disk, or a
     /// certificate renewed in place (certbot, a Kubernetes Secret), applies without a restart.
-    pub async fn reload_on_crl_change(self: Arc<Self>) {
+    pub(crate) async fn reload_on_crl_change(self: Arc<Self>) {
         let state = |s: &Settings| (file_state(&s.crl_paths), file_state(&s.identity_files()));
         let mut seen = state(&self.shared.settings.load());
         loop {
@@ -143,7 +143,7 @@ impl Service {
     }
 
     /// One reload: RELOADING=1, load and validate everything, swap or keep, READY=1.
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         let mut states = vec![NotifyState::Reloading];
         if let Ok(now) = NotifyState::monotonic_usec_now() {
             states.push(now);
