@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod raw;
 pub mod sasl;
+pub mod trixie;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
