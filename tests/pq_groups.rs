@@ -402,3 +402,171 @@ fn a_group_the_library_lacks_is_a_check_config_error() {
         "{text}"
     );
 }
+
+/// An OpenSSL configuration in `dir` that loads a FIPS provider for trixie's OpenSSL 3.5:
+/// the test one (`scripts/fips-provider`: 3.0.8, no ML-KEM) with `test_provider`, else
+/// trixie's own (`openssl-provider-fips` 3.5, with ML-KEM), installed by its `fipsinstall`.
+fn fips_config_in_trixie(dir: &std::path::Path, test_provider: bool) -> std::path::PathBuf {
+    let module = if test_provider {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fips-provider");
+        let out = Command::new(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scripts/fips-provider failed");
+        let host_conf = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let module = dir.join("fips.so");
+        std::fs::copy(host_conf.with_file_name("fips.so"), &module).unwrap();
+        inside(&module)
+    } else {
+        "/usr/lib/x86_64-linux-gnu/ossl-modules/fips.so".to_owned()
+    };
+    let fipsmodule = dir.join("fipsmodule.cnf");
+    let out = trixie::command("/usr/bin/openssl")
+        .args([
+            "fipsinstall",
+            "-module",
+            &module,
+            "-out",
+            &inside(&fipsmodule),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fipsinstall on 3.5: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = dir.join("openssl-fips.cnf");
+    let text = format!(
+        "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n\
+         [provider_sect]\nfips = fips_sect\nbase = base_sect\n[base_sect]\nactivate = 1\n\n{}\
+         module = {module}\n",
+        std::fs::read_to_string(&fipsmodule).unwrap(),
+    );
+    std::fs::write(&conf, text).unwrap();
+    conf
+}
+
+/// FIPS mode on OpenSSL 3.5 with a FIPS provider that has no ML-KEM: the NIST curves only,
+/// and the start log and check-config say so; trixie's default client gets P-256, a
+/// post-quantum-only one the no-common-group line.
+#[test]
+fn fips_mode_on_openssl_3_5_without_ml_kem_in_the_provider_offers_nist_curves() {
+    let pki = TestPki::in_trixie();
+    let conf = fips_config_in_trixie(pki.dir.path(), true);
+    let pg = Postgres::start(&pki.server);
+    let config = ProxyConfig::new(&pki, pg.port)
+        .set("tls.fips", "\"require\"")
+        .set("tls.openssl_config", &toml_path(&conf));
+    let (ok, text) = check_config(&config, true);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("key exchange: NIST curves only (the FIPS provider has no ML-KEM)"),
+        "{text}"
+    );
+    let proxy = Proxy::start_in_trixie(&config);
+    proxy.wait_log(&["FIPS mode active: OpenSSL FIPS Provider 3.0.8"]);
+    proxy.wait_log(&[
+        "key exchange: NIST curves only (the FIPS provider has no ML-KEM); listen.groups = \
+         P-256:P-384:P-521; upstream.groups = P-256:P-384:P-521",
+    ]);
+    let out = s_client(proxy.port(), &pki, None);
+    assert!(out.contains("Peer Temp Key: ECDH, prime256v1,"), "{out}");
+    let out = psql17(proxy.port(), &pki, "alice", ALICE_PASSWORD, "select 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = proxy.wait_log(&["session ended", "user=\"alice\""]);
+    assert!(line.contains("client_tls_group=\"secp256r1\""), "{line}");
+    assert!(line.contains("upstream_tls_group=\"secp256r1\""), "{line}");
+    let _ = s_client(proxy.port(), &pki, Some("X25519MLKEM768"));
+    proxy.wait_log(&[
+        "no key-exchange group in common (the client offered only X25519MLKEM768; \
+         listen.groups allows P-256:P-384:P-521)",
+    ]);
+}
+
+/// FIPS mode on OpenSSL 3.5 with trixie's own FIPS provider (3.5, ML-KEM per FIPS 203):
+/// SecP256r1MLKEM768 first on both legs, to a client that offers it and to a server that
+/// accepts only it (no HelloRetryRequest), while PostgreSQL 17 gets P-256.
+#[test]
+fn fips_mode_on_openssl_3_5_with_ml_kem_in_the_provider_offers_secp256r1mlkem768() {
+    let pki = TestPki::in_trixie();
+    let conf = fips_config_in_trixie(pki.dir.path(), false);
+    let fips = |c: ProxyConfig| {
+        c.set("tls.fips", "\"require\"")
+            .set("tls.openssl_config", &toml_path(&conf))
+    };
+    let pg = Postgres17::start(&pki.server);
+    let config = fips(ProxyConfig::new(&pki, pg.port));
+    let (ok, text) = check_config(&config, true);
+    assert!(ok, "{text}");
+    let expected = "key exchange: post-quantum first (SecP256r1MLKEM768: the FIPS provider \
+                    implements ML-KEM), then NIST curves; listen.groups = \
+                    SecP256r1MLKEM768/P-256:P-384:P-521; upstream.groups = \
+                    *SecP256r1MLKEM768:*P-256:P-384:P-521";
+    assert!(text.contains(expected), "{text}");
+    let proxy = Proxy::start_in_trixie(&config);
+    proxy.wait_log(&["FIPS mode active: OpenSSL FIPS Provider 3.5"]);
+    proxy.wait_log(&[expected]);
+    let out = s_client(proxy.port(), &pki, Some("SecP256r1MLKEM768:P-256"));
+    assert!(
+        out.contains("Negotiated TLS1.3 group: SecP256r1MLKEM768"),
+        "{out}"
+    );
+    let out = psql17(proxy.port(), &pki, "postgres", "x", "select 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = proxy.wait_log(&["session ended", "user=\"postgres\""]);
+    assert!(line.contains("upstream_tls_group=\"secp256r1\""), "{line}");
+    drop(proxy);
+
+    // A server that accepts only SecP256r1MLKEM768.
+    let (cert, key) = pki.server.write(pki.dir.path(), "s_server");
+    let port = free_port();
+    let log = pki.dir.path().join("s_server.log");
+    let mut cmd = trixie::command("/usr/bin/openssl");
+    cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+        .args([
+            "-groups",
+            "SecP256r1MLKEM768",
+            "-alpn",
+            "postgresql",
+            "-cert",
+        ])
+        .arg(inside(&cert))
+        .arg("-key")
+        .arg(inside(&key))
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null());
+    common::die_with_parent(&mut cmd, libc::SIGKILL);
+    let mut server = cmd.spawn().unwrap();
+    common::wait_for("s_server", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ACCEPT")
+            .then_some(())
+    });
+    let wire = Wire::to(port);
+    let proxy = Proxy::start_in_trixie(&fips(
+        ProxyConfig::new(&pki, wire.port)
+            .set("upstream.tls_negotiation", "\"direct\"")
+            .set("listen.startup_timeout", "\"1s\""),
+    ));
+    let _ = psql17(proxy.port(), &pki, "alice", "x", "select 1");
+    let line = proxy.wait_log(&["upstream_tls_group="]);
+    assert!(
+        line.contains("upstream_tls_group=\"SecP256r1MLKEM768\""),
+        "{line}"
+    );
+    assert_eq!(wire.hello_retries(), (1, 0), "{line}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
