@@ -294,8 +294,7 @@ mod tests {
         for fips in [false, true] {
             let d = Defaults::for_library(fips);
             if fips && d.post_quantum.is_none() {
-                // Outside FIPS mode the library may lack P-521 only in exotic builds.
-                assert_eq!(d.client, FIPS_CLASSIC);
+                assert_eq!((d.client, d.upstream), (FIPS_CLASSIC, FIPS_CLASSIC));
             }
             assert_eq!(check_list(d.client), Ok(()), "{d:?}");
             assert_eq!(check_list(d.upstream), Ok(()), "{d:?}");
