@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::settings::{Settings, Target};
 use crate::tls::describe::{certificate_names, name_to_string, validity};
+use crate::tls::groups::{self, Defaults};
 
 /// Key names whose values are secret and printed masked. None of today's keys hold a secret
 /// (keys are referenced by path), but a future password-like key must not leak here.
@@ -107,6 +108,7 @@ pub(crate) fn report(
                     );
                 }
             }
+            let _ = writeln!(out, "{}", key_exchange(settings, fips.flatten().is_some()));
             describe_auth(&mut out, settings);
             for w in &settings.warnings {
                 let _ = writeln!(out, "warning: {w}");
@@ -138,6 +140,21 @@ fn describe_cert(out: &mut String, key: &str, cert: &openssl::x509::X509Ref) {
 }
 
 /// Each upstream with the config prefix of its keys: `[upstream]` first.
+/// Which key exchange the legs offer and their lists, for `check-config` and the start log.
+pub(crate) fn key_exchange(settings: &Settings, fips: bool) -> String {
+    let mut line = format!(
+        "key exchange: {}",
+        Defaults::for_library(fips).describe(fips)
+    );
+    let listen = groups::configured(settings.acceptor.context()).unwrap_or("?");
+    let _ = write!(line, "; listen.groups = {listen}");
+    for (prefix, target) in targets(settings) {
+        let list = groups::configured(target.connector.context()).unwrap_or("?");
+        let _ = write!(line, "; {prefix}.groups = {list}");
+    }
+    line
+}
+
 fn targets(settings: &Settings) -> Vec<(String, &Arc<Target>)> {
     let mut all: Vec<(String, &Arc<Target>)> = settings
         .default

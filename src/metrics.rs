@@ -33,6 +33,13 @@ pub(crate) struct LegResult {
     pub result: &'static str,
 }
 
+/// `leg` and `group` (a key-exchange group from a known set, or "other").
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LegGroup {
+    pub leg: &'static str,
+    pub group: &'static str,
+}
+
 /// `route`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Route {
@@ -79,6 +86,7 @@ pub(crate) struct Metrics {
     pub sessions_active: Gauge,
     pub sessions: Family<Outcome, Counter>,
     pub handshake_failures: Family<LegReason, Counter>,
+    pub tls_groups: Family<LegGroup, Counter>,
     pub upstream_connect: Family<Route, Histogram, Seconds>,
     pub session_duration: Histogram,
     pub bytes: Family<Direction, Counter>,
@@ -104,6 +112,7 @@ impl Metrics {
             sessions_active: Gauge::default(),
             sessions: Family::default(),
             handshake_failures: Family::default(),
+            tls_groups: Family::default(),
             upstream_connect: Family::new_with_constructor(connect_buckets as Seconds),
             // 1 ms to ~2.3 h.
             session_duration: Histogram::new(exponential_buckets(0.001, 4.0, 13)),
@@ -130,6 +139,11 @@ impl Metrics {
             "handshake_failures",
             "Connections refused at a TLS or certificate check, by leg and reason",
             m.handshake_failures.clone(),
+        );
+        r.register(
+            "tls_groups",
+            "Sessions ended, by leg and the key-exchange group its TLS handshake negotiated",
+            m.tls_groups.clone(),
         );
         r.register(
             "upstream_connect_seconds",

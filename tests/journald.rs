@@ -136,6 +136,9 @@ fn session_events_reach_the_journal_with_structured_fields() {
     assert_eq!(entry["PGT_TLS_VERSION"], "TLSv1.3");
     assert_eq!(entry["PGT_OUTCOME"], "authenticated");
     assert_eq!(entry["PGT_SQLSTATE"], "");
+    // The host's OpenSSL 3.0 on both legs; PostgreSQL takes P-256 only.
+    assert_eq!(entry["PGT_CLIENT_TLS_GROUP"], "x25519");
+    assert_eq!(entry["PGT_UPSTREAM_TLS_GROUP"], "secp256r1");
     assert!(
         entry["PGT_CLIENT_ADDR"]
             .as_str()

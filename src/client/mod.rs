@@ -107,6 +107,17 @@ pub(crate) enum ClientError {
     /// The TLS handshake failed.
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
+    /// The TLS handshake failed: the client offered no key-exchange group this side allows.
+    #[error(
+        "TLS handshake failed: no key-exchange group in common (the client offered only \
+         {offered}; listen.groups allows {allowed})"
+    )]
+    NoCommonGroup {
+        /// The groups the client offered, by name.
+        offered: String,
+        /// The list the listener was given.
+        allowed: String,
+    },
     /// The client's certificate was missing or did not verify (the handshake was refused).
     #[error("certificate not accepted: {reason} (subject {subject}, serial {serial})")]
     Certificate {
@@ -332,7 +343,10 @@ where
                     serial: String::new(),
                 }
             }
-            None => ClientError::Handshake(describe_ssl_error(&e)),
+            None => match crate::tls::groups::no_common_group(stream.ssl()) {
+                Some((offered, allowed)) => ClientError::NoCommonGroup { offered, allowed },
+                None => ClientError::Handshake(describe_ssl_error(&e)),
+            },
         });
     }
     // Only a revocation lets the handshake finish with a failure (see VerifyObserver).

@@ -118,6 +118,10 @@ pub struct RawListen {
     pub shutdown_timeout: Duration,
     /// Offer TLS session resumption (tickets and the session cache) to clients.
     pub session_tickets: bool,
+    /// Key-exchange groups offered to clients, an OpenSSL group list
+    /// ("X25519MLKEM768/X25519:P-256:P-384"). Unset: post-quantum first where the loaded
+    /// OpenSSL implements ML-KEM (3.5 and later), else "X25519:P-256:P-384".
+    pub groups: Option<String>,
     /// Trust anchors for client certificates (a PEM file or a directory of PEM files). When
     /// set, every client must present a certificate that chains to them.
     pub client_ca: Option<String>,
@@ -162,6 +166,7 @@ impl Default for RawListen {
             startup_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             session_tickets: false,
+            groups: None,
             client_ca: None,
             client_cert_user: ClientCertUser::Off,
             client_crl: None,
@@ -204,6 +209,10 @@ pub struct RawUpstream {
     pub ocsp: OcspMode,
     /// OCSP responder URL, instead of the certificate's AIA extension.
     pub ocsp_responder: Option<String>,
+    /// Key-exchange groups offered to this server, an OpenSSL group list. Unset:
+    /// "*X25519MLKEM768:*P-256:X25519:P-384" where the loaded OpenSSL implements ML-KEM
+    /// (3.5 and later), else "P-256:X25519:P-384".
+    pub groups: Option<String>,
     /// `[auth]` keys this upstream overrides (`[upstreams.NAME.auth]`).
     pub auth: Option<RawAuthOverride>,
 }
@@ -222,6 +231,7 @@ impl Default for RawUpstream {
             crl: None,
             ocsp: OcspMode::Off,
             ocsp_responder: None,
+            groups: None,
             auth: None,
         }
     }

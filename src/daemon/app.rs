@@ -134,6 +134,10 @@ fn start_logging(settings: &Settings, provider: Option<&ProviderInfo>) {
         Some(p) => tracing::info!("FIPS mode active: {p}"),
         None => tracing::info!("FIPS mode off"),
     }
+    tracing::info!(
+        "{}",
+        crate::check::key_exchange(settings, provider.is_some())
+    );
     if let Some(warning) = fdlimit::raise(start.max_connections) {
         tracing::warn!("{warning}");
     }

@@ -170,7 +170,7 @@ impl SessionError {
 
     /// For a refusal at a TLS or certificate check, the leg and a reason from a small fixed
     /// set (the metrics' labels): untrusted, hostname, expired, revoked, no_tls, timeout,
-    /// unreachable, protocol.
+    /// unreachable, protocol, no_common_group.
     pub fn handshake_failure(&self) -> Option<(&'static str, &'static str)> {
         Some(match self {
             SessionError::Upstream(e) => ("upstream", upstream_reason(e)),
@@ -212,6 +212,7 @@ fn client_reason(e: &ClientError) -> Option<&'static str> {
         ClientError::Revocation(_) => "revoked",
         ClientError::Plaintext { .. } => "no_tls",
         ClientError::HandshakeTimeout(_) => "timeout",
+        ClientError::NoCommonGroup { .. } => "no_common_group",
         ClientError::ProxyHeader(_) | ClientError::SpoofedProxyHeader(_) => "proxy_header",
         ClientError::Handshake(_)
         | ClientError::DataAfterSslRequest

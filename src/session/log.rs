@@ -29,8 +29,12 @@ pub(super) struct Record {
     pub client_cert: Option<CertSummary>,
     pub client_tls: Option<String>,
     pub client_tls_version: Option<&'static str>,
+    /// The key-exchange group of the client's handshake.
+    pub client_tls_group: Option<String>,
     pub upstream: Option<SocketAddr>,
     pub upstream_tls: Option<String>,
+    /// The key-exchange group of the upstream handshake.
+    pub upstream_tls_group: Option<String>,
     pub user: Option<String>,
     pub database: Option<String>,
     pub application_name: Option<String>,
@@ -57,8 +61,10 @@ impl Record {
             client_cert: None,
             client_tls: None,
             client_tls_version: None,
+            client_tls_group: None,
             upstream: None,
             upstream_tls: None,
+            upstream_tls_group: None,
             user: None,
             database: None,
             application_name: None,
@@ -82,6 +88,7 @@ impl Record {
     pub fn client_tls(&mut self, ssl: &SslRef) {
         self.client_tls = Some(describe_tls(ssl));
         self.client_tls_version = Some(ssl.version_str());
+        self.client_tls_group = crate::tls::groups::negotiated(ssl);
         self.client_cert = ssl.peer_certificate().map(|c| CertSummary::of(&c));
     }
 }
@@ -181,6 +188,8 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
     let client_cert_serial = cert.map(|c| c.serial.as_str()).unwrap_or("");
     let client_cert_issuer = cert.map(|c| c.issuer.as_str()).unwrap_or("");
     let upstream_tls = r.upstream_tls.as_deref().unwrap_or("none");
+    let client_tls_group = r.client_tls_group.as_deref().unwrap_or("none");
+    let upstream_tls_group = r.upstream_tls_group.as_deref().unwrap_or("none");
     let upstream = r.upstream.map(|a| a.to_string()).unwrap_or_default();
     let user = r.user.as_deref().unwrap_or("");
     let database = r.database.as_deref().unwrap_or("");
@@ -194,8 +203,9 @@ pub(super) fn session_end(r: &Record, outcome: &Outcome) {
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
-                client_addr = %r.peer, proxy_addr = %proxy_addr(r), tls_version, client_tls, client_cert_subject,
-                client_cert_serial, client_cert_issuer, upstream = %upstream, upstream_tls, user,
+                client_addr = %r.peer, proxy_addr = %proxy_addr(r), tls_version, client_tls,
+                client_tls_group, client_cert_subject, client_cert_serial, client_cert_issuer,
+                upstream = %upstream, upstream_tls, upstream_tls_group, user,
                 database, application_name, backend_pid, client_auth, upstream_auth, route,
                 server_name,
                 outcome = %outcome,
@@ -241,6 +251,17 @@ pub(super) fn count(r: &Record, outcome: &Outcome) {
     m.sessions
         .get_or_create(&crate::metrics::Outcome { outcome: label })
         .inc();
+    for (leg, group) in [
+        ("client", &r.client_tls_group),
+        ("upstream", &r.upstream_tls_group),
+    ] {
+        if let Some(group) = group {
+            let group = crate::tls::groups::label(group);
+            m.tls_groups
+                .get_or_create(&crate::metrics::LegGroup { leg, group })
+                .inc();
+        }
+    }
     m.session_duration
         .observe(r.started.elapsed().as_secs_f64());
     for (direction, bytes) in [("from_client", r.from_client), ("to_client", r.to_client)] {

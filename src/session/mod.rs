@@ -343,6 +343,7 @@ async fn admit<S: ClientIo>(
     };
     record.upstream = Some(upstream.addr);
     record.upstream_tls = Some(crate::tls::describe::describe_tls(upstream.stream.ssl()));
+    record.upstream_tls_group = crate::tls::groups::negotiated(upstream.stream.ssl());
     Ok(Admitted::Session(upstream, Box::new(startup), target))
 }
 

@@ -19,6 +19,7 @@ use crate::config::schema::{RawConfig, TlsNegotiation};
 use crate::tls::acceptor::{self, AcceptorSpec, SniSwitch};
 use crate::tls::connector::{self, Connector, ConnectorSpec};
 use crate::tls::files::KeyedPath;
+use crate::tls::groups::Defaults;
 use crate::tls::identity::IdentitySpec;
 use crate::tls::trust::TrustSpec;
 
@@ -227,6 +228,7 @@ fn build(
     let spec = ConnectorSpec {
         trust: trust.clone(),
         identity: Some(identity.clone()),
+        groups: Defaults::for_library(fips).upstream.to_owned(),
     };
     let acceptor_spec = AcceptorSpec {
         identity: identity.clone(),
@@ -234,6 +236,7 @@ fn build(
         session_tickets: false,
         client_trust: Some(trust.clone()),
         session_id_context: "pgt-proxy cluster".into(),
+        groups: Defaults::for_library(fips).client.to_owned(),
     };
     let built = connector::build(&spec, fips).and_then(|connector| {
         let context = acceptor::build(&acceptor_spec, fips, None)?;

@@ -14,6 +14,7 @@ use crate::tls::acceptor::{self, AcceptorSpec, SniSwitch};
 use crate::tls::connector::{self, Connector, ConnectorSpec};
 use crate::tls::describe::{name_to_string, validity};
 use crate::tls::files::{KeyedPath, TlsSetupError};
+use crate::tls::groups::{self, Defaults};
 use crate::tls::identity::IdentitySpec;
 use crate::tls::trust::TrustSpec;
 
@@ -56,7 +57,7 @@ pub(super) fn acceptor(
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Option<SslAcceptor> {
-    let spec = acceptor_spec(keys, raw, problems)?;
+    let spec = acceptor_spec(keys, raw, fips, problems)?;
     let built = acceptor::build(&spec, fips, sni)
         .map_err(|e| tls_problem(problems, e))
         .ok()?;
@@ -80,7 +81,7 @@ pub(super) fn connector(
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Option<Connector> {
-    let spec = connector_spec(prefix, u, raw, problems)?;
+    let spec = connector_spec(prefix, u, raw, fips, problems)?;
     let built = connector::build(&spec, fips)
         .map_err(|e| tls_problem(problems, e))
         .ok()?;
@@ -95,9 +96,33 @@ fn tls_problem(problems: &mut Problems, e: TlsSetupError) {
     problems.file(e.key(), e.to_string());
 }
 
+/// `key`'s group list: as configured, or the default; `None` (with the problem recorded
+/// when `report`) for a list the library refuses.
+fn groups(
+    key: &'static str,
+    configured: Option<&String>,
+    default: &str,
+    report: bool,
+    problems: &mut Problems,
+) -> Option<String> {
+    let Some(list) = configured else {
+        return Some(default.to_owned());
+    };
+    match groups::check_list(list) {
+        Ok(()) => Some(list.trim().to_owned()),
+        Err(e) => {
+            if report {
+                problems.key(key, e);
+            }
+            None
+        }
+    }
+}
+
 fn acceptor_spec(
     keys: &ClientKeys<'_>,
     raw: &RawConfig,
+    fips: bool,
     problems: &mut Problems,
 ) -> Option<AcceptorSpec> {
     let p = keys.prefix;
@@ -107,6 +132,14 @@ fn acceptor_spec(
             format!("needs {p}.client_ca (client certificates are not requested without it)"),
         );
     }
+    // Every route's context takes `listen.groups`; the listener's own reports a bad list.
+    let groups = groups(
+        "listen.groups",
+        raw.listen.groups.as_ref(),
+        Defaults::for_library(fips).client,
+        p == "listen",
+        problems,
+    )?;
     let client_trust = match (keys.client_ca, keys.client_crl) {
         (Some(ca), crl) => Some(TrustSpec {
             ca_key: key_name(p, "client_ca"),
@@ -148,6 +181,7 @@ fn acceptor_spec(
         session_tickets: raw.listen.session_tickets,
         client_trust,
         session_id_context: format!("pgt-proxy {p}"),
+        groups,
     })
 }
 
@@ -155,6 +189,7 @@ fn connector_spec(
     p: &str,
     u: &RawUpstream,
     raw: &RawConfig,
+    fips: bool,
     problems: &mut Problems,
 ) -> Option<ConnectorSpec> {
     let identity = match (&u.client_certificate, &u.client_private_key) {
@@ -194,6 +229,13 @@ fn connector_spec(
             crl_check: raw.tls.crl_check,
         },
         identity,
+        groups: groups(
+            key_name(p, "groups"),
+            u.groups.as_ref(),
+            Defaults::for_library(fips).upstream,
+            true,
+            problems,
+        )?,
     })
 }
 

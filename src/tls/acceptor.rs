@@ -31,6 +31,8 @@ pub(crate) struct AcceptorSpec {
     /// Distinct per context, so a session resumed on one route's context (with
     /// `listen.session_tickets`) is never resumed on another's.
     pub session_id_context: String,
+    /// Key-exchange groups, an OpenSSL group list ([`super::groups`]).
+    pub groups: String,
 }
 
 /// Chooses another context for a connection by the server name its client sent (a route's
@@ -50,7 +52,7 @@ pub(crate) fn build(
     } else {
         SslAcceptor::mozilla_modern_v5(SslMethod::tls_server())?
     };
-    apply_policy(&mut b, fips, tls12, crate::leg::Leg::Client)?;
+    apply_policy(&mut b, fips, tls12, &spec.groups)?;
     tune_records(&mut b);
     if !spec.session_tickets {
         b.set_options(SslOptions::NO_TICKET);

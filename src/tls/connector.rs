@@ -25,6 +25,8 @@ pub(crate) struct ConnectorSpec {
     pub trust: TrustSpec,
     /// A client certificate to present, if the server wants one.
     pub identity: Option<IdentitySpec>,
+    /// Key-exchange groups, an OpenSSL group list ([`super::groups`]).
+    pub groups: String,
 }
 
 /// A built upstream context, cheap to clone (the context is reference counted).
@@ -112,7 +114,7 @@ fn base() -> Result<SslContextBuilder, ErrorStack> {
 pub(crate) fn build(spec: &ConnectorSpec, fips: bool) -> Result<Connector, TlsSetupError> {
     let mut b = base()?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    apply_policy(&mut b, fips, true, crate::leg::Leg::Upstream)?;
+    apply_policy(&mut b, fips, true, &spec.groups)?;
     tune_records(&mut b);
     b.set_verify(SslVerifyMode::PEER);
     b.set_cert_store(spec.trust.build()?);

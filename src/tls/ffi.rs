@@ -71,3 +71,17 @@ unsafe extern "C" {
 pub(crate) const OPENSSL_INFO_CONFIG_DIR: c_int = 1001;
 /// `OPENSSL_info` selector: the provider modules directory.
 pub(crate) const OPENSSL_INFO_MODULES_DIR: c_int = 1003;
+
+// libssl 3.0: key-exchange groups. The getters are `SSL_ctrl` macros in the headers.
+unsafe extern "C" {
+    pub(crate) fn SSL_group_to_name(ssl: *mut openssl_sys::SSL, id: c_int) -> *const c_char;
+}
+
+/// `SSL_get1_groups`: the groups a client offered.
+pub(crate) const SSL_CTRL_GET_GROUPS: c_int = 90;
+/// `SSL_get_shared_group`: with -1, how many groups both sides have.
+pub(crate) const SSL_CTRL_GET_SHARED_GROUP: c_int = 93;
+/// `SSL_get_negotiated_group`.
+pub(crate) const SSL_CTRL_GET_NEGOTIATED_GROUP: c_int = 134;
+/// Marks a group id that has no NID: the low 16 bits are its code point.
+pub(crate) const TLSEXT_NID_UNKNOWN: c_int = 0x0100_0000;

@@ -1,6 +1,7 @@
 //! TLS on both legs, on the system's OpenSSL, one job per file:
 //!
-//! - `policy`: versions, suites, groups, signature algorithms, ALPN (both legs).
+//! - `policy`: versions, suites, signature algorithms, ALPN (both legs).
+//! - `groups`: key-exchange groups: the defaults by library, configured lists, names.
 //! - `acceptor` and `connector`: the client-facing and upstream-facing contexts, built
 //!   from specs that `crate::settings` validated.
 //! - `identity`: the proxy's certificates and keys (permissions, key match, FIPS keys).
@@ -17,6 +18,7 @@ pub(crate) mod connector;
 pub(crate) mod describe;
 pub(crate) mod ffi;
 pub(crate) mod files;
+pub(crate) mod groups;
 pub(crate) mod identity;
 pub(crate) mod policy;
 pub(crate) mod records;

@@ -1,10 +1,9 @@
-//! The TLS policy, the same on both legs: protocol versions, cipher suites, key-exchange
-//! groups, signature algorithms (FIPS), ALPN, no renegotiation and no compression. Nothing
-//! else in the crate sets any of these.
+//! The TLS policy, the same on both legs: protocol versions, cipher suites, signature
+//! algorithms (FIPS), ALPN, no renegotiation and no compression, and the key-exchange
+//! groups each leg was given ([`super::groups`] chooses them). Nothing else in the crate
+//! sets any of these.
 
 use openssl::ssl::{SslContextBuilder, SslOptions};
-
-use crate::leg::Leg;
 
 /// ALPN protocol id of PostgreSQL.
 pub(crate) const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -18,49 +17,36 @@ ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 /// TLS 1.3 suites (all three standard AEAD suites).
 const TLS13_CIPHERSUITES: &str =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
-/// Key exchange groups toward clients, in preference order (a client's key share decides).
-const GROUPS: &str = "X25519:P-256:P-384";
-/// Toward the server, P-256 first: OpenSSL 3.0 sends a key share for the first group only,
-/// and PostgreSQL up to 17 accepts only its `ssl_ecdh_curve` (prime256v1 by default), so
-/// X25519 first cost every connect a HelloRetryRequest: one more round trip and a second key
-/// generation. PostgreSQL 18's default `ssl_groups` takes a P-256 share as it is.
-const UPSTREAM_GROUPS: &str = "P-256:X25519:P-384";
 /// FIPS mode, TLS 1.2: ECDHE with AES-GCM only.
 const FIPS_TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
 /// FIPS mode, TLS 1.3: the AES-GCM suites (no ChaCha20-Poly1305).
 const FIPS_TLS13_CIPHERSUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
-/// FIPS mode groups: the NIST curves. Listed explicitly because the 3.0.8 and 3.1.2 FIPS
-/// providers still register X25519 as fips=yes.
-const FIPS_GROUPS: &str = "P-256:P-384:P-521";
 /// FIPS mode signature algorithms: ECDSA and RSA(-PSS) with SHA-2 (no SHA-1, no EdDSA).
 const FIPS_SIGALGS: &str = "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:\
 rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:\
 rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
 
-/// Applies the suites, groups and options to `leg`'s context. `tls12` is false when only
+/// Applies the suites, `groups` and options to a context. `tls12` is false when only
 /// TLS 1.3 is allowed (Mozilla modern), which keeps OpenSSL's TLS 1.2 list untouched.
 pub(crate) fn apply_policy(
     b: &mut SslContextBuilder,
     fips: bool,
     tls12: bool,
-    leg: Leg,
+    groups: &str,
 ) -> Result<(), openssl::error::ErrorStack> {
     if fips {
         b.set_cipher_list(FIPS_TLS12_CIPHERS)?;
         b.set_ciphersuites(FIPS_TLS13_CIPHERSUITES)?;
-        b.set_groups_list(FIPS_GROUPS)?;
         b.set_sigalgs_list(FIPS_SIGALGS)?;
     } else {
         if tls12 {
             b.set_cipher_list(TLS12_CIPHERS)?;
         }
         b.set_ciphersuites(TLS13_CIPHERSUITES)?;
-        b.set_groups_list(match leg {
-            Leg::Client => GROUPS,
-            Leg::Upstream => UPSTREAM_GROUPS,
-        })?;
     }
+    b.set_groups_list(groups)?;
+    super::groups::remember(b, groups);
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
     Ok(())
 }

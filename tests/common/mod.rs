@@ -20,6 +20,7 @@ pub mod recovery;
 pub mod routes;
 pub mod sasl;
 pub mod scram;
+pub mod trixie;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;

@@ -28,10 +28,21 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new() -> TestPki {
-        let dir = tempfile::Builder::new()
-            .prefix("pgt-pki-")
-            .tempdir()
-            .unwrap();
+        Self::in_dir(
+            tempfile::Builder::new()
+                .prefix("pgt-pki-")
+                .tempdir()
+                .unwrap(),
+        )
+    }
+
+    /// The same, written inside the trixie root ([`super::trixie`]), so programs run
+    /// there can read it.
+    pub fn in_trixie() -> TestPki {
+        Self::in_dir(super::trixie::tempdir("pgt-pki-"))
+    }
+
+    fn in_dir(dir: tempfile::TempDir) -> TestPki {
         let upstream_ca = Ca::new("Test Upstream CA");
         let upstream_ca_path = upstream_ca.write_cert(&dir.path().join("upstream-ca.pem"));
         let server = upstream_ca.issue(
@@ -170,11 +181,37 @@ impl Proxy {
             .unwrap();
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config.render()).unwrap();
-        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
         let mut cmd = Command::new(binary());
-        cmd.arg("--config")
-            .arg(&config_path)
-            .env_remove("NOTIFY_SOCKET")
+        cmd.arg("--config").arg(&config_path);
+        Self::spawn(cmd, dir, config_path, env)
+    }
+
+    /// Starts the same binary inside the trixie root ([`super::trixie`]), on its OpenSSL
+    /// 3.5. `config`'s paths must lie inside the root (e.g. [`TestPki::in_trixie`]).
+    pub fn start_in_trixie(config: &ProxyConfig) -> Proxy {
+        let root = super::trixie::root();
+        let dir = super::trixie::tempdir("pgt-proxy-");
+        let config_path = dir.path().join("config.toml");
+        let text = config.render().replace(&root.display().to_string(), "");
+        std::fs::write(&config_path, text).unwrap();
+        let exe = dir.path().join("pgt-proxy");
+        if std::fs::hard_link(binary(), &exe).is_err() {
+            std::fs::copy(binary(), &exe).unwrap();
+        }
+        let mut cmd = super::trixie::command(&super::trixie::inside(&exe));
+        cmd.arg("--config").arg(super::trixie::inside(&config_path));
+        Self::spawn(cmd, dir, config_path, &[])
+            .unwrap_or_else(|log| panic!("proxy did not start in the trixie root:\n{log}"))
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Proxy, String> {
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        cmd.env_remove("NOTIFY_SOCKET")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
