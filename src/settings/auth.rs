@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Problems, UpstreamSettings};
+use super::Problems;
 use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawAuth, UnknownUser};
 use crate::scram::mock::{self, Mock};
 use crate::scram::query::{AuthQuery, QuerySpec, read_password_file};
 use crate::scram::verifiers::{Verifiers, load_userlist};
 use crate::tls::connector::Connector;
+use crate::upstream::Endpoint;
 
 /// Most `auth.query_concurrency`: each query holds a server connection.
 const MAX_QUERY_CONCURRENCY: u32 = 64;
@@ -38,7 +39,7 @@ pub(crate) struct AuthSettings {
 /// uses it); `upstream_certificate`: the upstream has `client_certificate` set.
 pub(super) fn auth(
     a: &RawAuth,
-    upstream: &UpstreamSettings,
+    upstream: &Endpoint,
     connector: Option<&Connector>,
     upstream_certificate: bool,
     problems: &mut Problems,

@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use openssl::ssl::SslAcceptor;
 
 use crate::client::Rules;
-use crate::config::schema::{ClientCertUser, ProxyProtocol, RawConfig, TlsNegotiation, Unrouted};
+use crate::config::schema::{ClientCertUser, ProxyProtocol, RawConfig, Unrouted};
 use crate::config::{ConfigError, LoadedConfig, Origin};
 use crate::fips::ProviderInfo;
 use crate::routing::RouteTable;
@@ -106,25 +106,6 @@ pub(crate) struct ListenSettings {
 pub(crate) struct ClientCertPolicy {
     /// Whether the StartupMessage's user must match the certificate.
     pub user: ClientCertUser,
-}
-
-/// `[upstream]`, validated.
-#[derive(Debug, Clone)]
-pub(crate) struct UpstreamSettings {
-    /// Host name or address, resolved at every connect.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Name the certificate must match.
-    pub server_name: String,
-    /// SSLRequest or direct TLS.
-    pub negotiation: TlsNegotiation,
-    /// Per-address bound on connect plus TLS handshake.
-    pub connect_timeout: Duration,
-    /// Accept an expired CRL (`tls.crl_allow_expired`).
-    pub allow_expired_crl: bool,
-    /// OCSP for the server's certificate.
-    pub ocsp: Option<Arc<OcspChecker>>,
 }
 
 /// Collects every problem found, each naming its key and where the key was set.
