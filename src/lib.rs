@@ -26,6 +26,8 @@
 //!   (`session::SessionError::refusal`) and the one log line.
 //! - `scram`: SCRAM termination: its cryptography, the client-leg and upstream-leg
 //!   exchanges, the proxy's own logins, and where verifiers come from (userlist, auth query).
+//! - `running`: what a process serves with: the settings and each upstream's verifier store
+//!   started from them, swapped whole by a reload.
 //! - `relay`: bytes both ways after authentication.
 //! - `cancel`: the cancel-key registry and cancel forwarding.
 //! - `server`: listeners, accept loops, the connection limit, graceful shutdown.
@@ -57,6 +59,7 @@ mod prefixed;
 pub mod protocol;
 mod relay;
 pub mod routing;
+mod running;
 mod scram;
 mod server;
 mod service;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 use crate::config::ConfigError;
+use crate::running::Running;
 use crate::session::Shared;
 use crate::settings::Settings;
 use crate::workers::SessionThreads;
@@ -156,7 +157,7 @@ impl Service {
                     tracing::warn!("{warning}");
                 }
                 crate::metrics::publish_dates(&new.certificate_files, &new.crl_paths);
-                self.shared.settings.store(Arc::new(new));
+                self.shared.settings.store(Arc::new(Running::start(new)));
                 if !restart.is_empty() {
                     tracing::warn!(
                         "configuration reloaded, but {} changed and apply only after a restart",

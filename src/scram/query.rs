@@ -38,6 +38,7 @@ const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) const MAX_QUERY_USER_ITERATIONS: u32 = 100_000;
 
 /// What `[auth]` says about the query.
+#[derive(Clone)]
 pub(crate) struct QuerySpec {
     /// `auth.query_user`.
     pub user: String,

@@ -50,6 +50,7 @@ use crate::cancel::{self, CancelOutcome};
 use crate::client::{self, ClientIo, ClientStream, Opening};
 use crate::framed::FrameReader;
 use crate::relay::{self, Ended};
+use crate::running::Running;
 use crate::settings::Settings;
 use crate::upstream::Upstream;
 
@@ -142,7 +143,7 @@ struct Established<S> {
 async fn establish<S: ClientIo>(
     mut io: S,
     shared: &Shared,
-    settings: &Settings,
+    settings: &Running,
     record: &mut Record,
     deadline: Instant,
     admission: &mut Admission,
@@ -189,7 +190,7 @@ async fn over_tls<S: ClientIo>(
     client: ClientLeg<S>,
     upstream: UpstreamLeg,
     shared: &Shared,
-    settings: &Settings,
+    settings: &Running,
     record: &mut Record,
     admission: &mut Admission,
 ) -> Result<Box<Established<S>>, Outcome> {
@@ -238,7 +239,8 @@ async fn over_tls<S: ClientIo>(
         limit: settings.listen.startup_timeout,
         terminate: &shared.terminate,
     };
-    let plan = Plan::for_session(&target, &upstream, client.ssl());
+    let verifiers = settings.verifiers(&target);
+    let plan = Plan::for_session(&target, verifiers, &upstream, client.ssl());
     let login = login(
         &mut client,
         &mut upstream.stream,

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::CancelRegistry;
+use crate::running::Running;
 use crate::settings::Settings;
 
 /// Shared by the accept loops, every session and the service tasks.
@@ -17,7 +18,7 @@ pub struct Shared {
     /// The running configuration. A reload swaps it whole; each connection takes the
     /// snapshot current at accept and keeps it to the end, so a reload never changes a live
     /// session.
-    pub settings: ArcSwap<Settings>,
+    pub settings: ArcSwap<Running>,
     /// Live sessions' cancel keys.
     pub(crate) cancels: Arc<CancelRegistry>,
     /// Sessions currently open.
@@ -88,10 +89,10 @@ impl Shared {
             && self.accepting.load(Ordering::Relaxed) == listeners
     }
 
-    /// Wraps settings with an empty registry and zeroed counters.
+    /// Starts what `settings` run with, beside an empty registry and zeroed counters.
     pub fn new(settings: Settings) -> Arc<Self> {
         Arc::new(Self {
-            settings: ArcSwap::from_pointee(settings),
+            settings: ArcSwap::from_pointee(Running::start(settings)),
             cancels: Arc::default(),
             active: AtomicUsize::new(0),
             total: AtomicU64::new(0),

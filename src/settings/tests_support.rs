@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{AuthSettings, Target};
 use crate::config::schema::TlsNegotiation;
 use crate::config::schema::{AuthMode, ChannelBindingPolicy, UnknownUser};
-use crate::scram::verifiers::Verifiers;
+use crate::scram::verifiers::Sources;
 use crate::upstream::Endpoint;
 
 /// An upstream at 127.0.0.1:5432 with a default connector and passthrough auth.
@@ -30,11 +30,11 @@ pub(crate) fn target() -> Arc<Target> {
             passthrough_trust: false,
             mock: crate::scram::mock::Mock::new(None, 4096, "127.0.0.1:5432"),
             upstream_channel_binding: ChannelBindingPolicy::Prefer,
-            verifiers: Arc::new(Verifiers::new(
-                Default::default(),
-                None,
-                Duration::from_secs(60),
-            )),
+            verifiers: Sources {
+                userlist: Arc::default(),
+                query: None,
+                cache_ttl: Duration::from_secs(60),
+            },
             upstream_certificate: false,
         },
     })
