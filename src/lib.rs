@@ -10,6 +10,7 @@
 //! - `prefixed`: replaying read-ahead bytes to OpenSSL (direct TLS detection).
 //! - `socket`: TCP options both legs use.
 //! - `leg`: which side of the proxy something happened on.
+//! - `metrics`: the Prometheus metrics, a sink the rest reports to (it reads nothing).
 //! - `config`: what the user wrote: schema, values and layers, with each value's origin.
 //! - `fips`: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
 //! - [`tls`]: TLS by job: policy, the two contexts, identities, trust, verification,

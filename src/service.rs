@@ -156,7 +156,7 @@ impl Service {
                 for warning in &new.warnings {
                     tracing::warn!("{warning}");
                 }
-                crate::metrics::publish_dates(&new.certificate_files, &new.crl_paths);
+                crate::tls::dates::publish(&new.certificate_files, &new.crl_paths);
                 self.shared.settings.store(Arc::new(Running::start(new)));
                 if !restart.is_empty() {
                     tracing::warn!(

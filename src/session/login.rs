@@ -12,6 +12,7 @@ use super::startup::Startup;
 use super::terminate;
 use crate::config::schema::AuthMode;
 use crate::framed::FrameReader;
+use crate::running::Running;
 use crate::scram::keys::endpoint_hash;
 use crate::scram::verifiers::Verifiers;
 use crate::settings::{AuthSettings, Target};
@@ -42,12 +43,12 @@ pub(super) enum Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// What `auth.mode` asks for a session to `target` (whose verifier store is
-    /// `verifiers`) over `upstream`, whose client was served over `client` (channel binding
-    /// uses the certificate it was actually served).
+    /// What `auth.mode` asks for a session to `target` (one of `running`'s upstreams) over
+    /// `upstream`, whose client was served over `client` (channel binding uses the
+    /// certificate it was actually served).
     pub fn for_session(
         target: &'a Target,
-        verifiers: &'a Verifiers,
+        running: &'a Running,
         upstream: &Upstream,
         client: &SslRef,
     ) -> Self {
@@ -55,7 +56,7 @@ impl<'a> Plan<'a> {
             AuthMode::Passthrough => Plan::Passthrough,
             AuthMode::Scram => Plan::Scram {
                 auth: &target.auth,
-                verifiers,
+                verifiers: running.verifiers(target),
                 client_binding: client.certificate().and_then(endpoint_hash),
                 server_binding: upstream
                     .stream

@@ -239,8 +239,7 @@ async fn over_tls<S: ClientIo>(
         limit: settings.listen.startup_timeout,
         terminate: &shared.terminate,
     };
-    let verifiers = settings.verifiers(&target);
-    let plan = Plan::for_session(&target, verifiers, &upstream, client.ssl());
+    let plan = Plan::for_session(&target, settings, &upstream, client.ssl());
     let login = login(
         &mut client,
         &mut upstream.stream,
