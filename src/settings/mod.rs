@@ -2,7 +2,9 @@
 //! addresses, durations and built TLS contexts.
 //!
 //! `run`, `check-config` and reload all go through [`Settings::from_config`], so a
-//! configuration that passes `check-config` is exactly one the proxy will start with.
+//! configuration that passes `check-config` is exactly one the proxy will start with. Settings
+//! hold what the user wrote, resolved; what runs from them (each upstream's verifier store)
+//! is started by `crate::running`, never while a configuration is checked.
 //! [`StartOnly`] holds what a reload cannot change; a reload compares it to say which keys
 //! need a restart. [`tls`] turns the TLS keys into the specs the contexts are built from,
 //! with the rules that span several keys.
