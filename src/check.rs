@@ -7,6 +7,7 @@ use crate::config::{ConfigError, LoadedConfig};
 use crate::fips::ProviderInfo;
 use std::sync::Arc;
 
+use crate::scram::query::AuthQuery;
 use crate::settings::{Settings, Target};
 use crate::tls::describe::{certificate_names, name_to_string, validity};
 use crate::tls::groups::{self, Defaults};
@@ -304,7 +305,7 @@ connecting to every upstream (as a session would):
             ok &= fine;
             let _ = writeln!(out, "{line}");
         }
-        if let Some(query) = target.auth.verifiers.query() {
+        if let Some(query) = auth_query(target) {
             let checked = rt.block_on(query.check());
             let _ = match checked {
                 Ok(()) => writeln!(
@@ -344,13 +345,12 @@ fn describe_target_auth(out: &mut String, settings: &Settings, prefix: &str, tar
     if auth.mode != crate::config::schema::AuthMode::Scram {
         return;
     }
-    let verifiers = &auth.verifiers;
     let _ = writeln!(
         out,
         "  auth.userlist: {} verifier(s)",
-        verifiers.userlist_len()
+        auth.verifiers.userlist.len()
     );
-    if let Some(query) = verifiers.query() {
+    if let Some(query) = auth_query(target) {
         let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -383,6 +383,11 @@ fn describe_target_auth(out: &mut String, settings: &Settings, prefix: &str, tar
             "not offered (listen.certificate's signature has no tls-server-end-point hash)"
         }
     );
+}
+
+/// The auth query of `target`, set up to be tried once (no process serves with it).
+fn auth_query(target: &Target) -> Option<AuthQuery> {
+    target.auth.verifiers.query.clone().map(AuthQuery::new)
 }
 
 fn print_errors(out: &mut String, errors: &[ConfigError]) {

@@ -15,25 +15,31 @@
 //! - `config`: what the user wrote, with each value's origin (`schema`, `values`, `layers`).
 //! - `framed`: reading whole, typed protocol items from a stream during the startup phase.
 //! - `logging`: log output (stderr or the journal).
-//! - [`tls`]: TLS by job (`policy`, `acceptor`, `connector`, `identity`, `trust`, `verify`,
-//!   `revocation` with its `crl` and `ocsp`, `records`, `describe`, `files`, `ffi`).
+//! - `metrics`: the Prometheus metrics, a sink the rest reports to (it imports nothing of
+//!   ours).
+//! - [`tls`]: TLS by job (`policy`, `groups`, `acceptor`, `connector`, `identity`, `trust`,
+//!   `verify`, `revocation` with its `crl` and `ocsp`, `records`, `describe`, `files`,
+//!   `dates`, `ffi`).
 //! - `fips`: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
-//! - `metrics`: the Prometheus metrics.
 //! - `scram`: SCRAM termination: its cryptography (`keys`), the client-leg and upstream-leg
 //!   exchanges (`server`, `client`, `login`), the proxy's own logins, and where verifiers
 //!   come from (`verifiers`, `query`, `query_answer`, `cache`, `flights`, `mock`, `timer`).
 //! - `relay`: bytes both ways after authentication (`pipe`).
 //! - `settings`: what the proxy runs with, validated from the config: the upstreams
 //!   (`upstream`), the routes (`routes`), `[auth]` (`auth`), TLS (`tls`), the cluster
-//!   (`cluster`), and what only a restart changes (`start`).
+//!   (`cluster`), the files in use (`files`), and what only a restart changes (`start`).
+//!   Settings hold what the user wrote, resolved; nothing in them runs.
 //! - `cli`: the command line.
 //! - `client`: the client leg up to the end of its TLS handshake, over any client socket
 //!   (`client::ClientIo`; `proxied`, `socket`).
-//! - `upstream`: the upstream leg: resolve, connect, negotiate, verify.
+//! - `upstream`: the upstream leg: where it is (`upstream::Endpoint`), resolve, connect,
+//!   negotiate, verify (`error`).
 //! - `cancel`: the cancel-key registry and cancel forwarding (`key`, `limit`, `outcome`,
 //!   `peer`, `proof`).
 //! - `trust_probe`: whether an upstream trusts the proxy's address (`check-config
 //!   --connect`); `check`: the `check-config` report.
+//! - `running`: what a process serves with: the settings and each upstream's verifier store
+//!   started from them, swapped whole by a reload.
 //! - `session`: one connection end to end, by phase (`admission`, `handshake`, `startup`,
 //!   `login`: relayed in `auth`, or SCRAM terminated in `terminate`), the one refusal
 //!   decision (`error`), the one log line (`log`), and what the live sessions share
@@ -65,6 +71,7 @@ mod prefixed;
 pub mod protocol;
 mod relay;
 pub mod routing;
+mod running;
 mod scram;
 mod session;
 mod settings;

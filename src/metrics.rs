@@ -1,6 +1,7 @@
 //! The proxy's Prometheus metrics: one process-wide set of counters, gauges and histograms
-//! (atomics; nothing is counted per byte: sessions add their totals when they end), and the
-//! text the `/metrics` endpoint serves. Labels are small fixed sets and configuration names,
+//! that the rest of the proxy reports to (this module reads nothing itself; atomics; nothing
+//! is counted per byte: sessions add their totals when they end), and the text the
+//! `/metrics` endpoint serves. Labels are small fixed sets and configuration names,
 //! never user names, addresses or other unbounded values.
 
 use std::sync::OnceLock;
@@ -245,56 +246,27 @@ pub(crate) fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// Publishes the earliest notAfter of every certificate file (`(role, path)`: a file or a
-/// directory of files) and the earliest nextUpdate of every CRL file; stale files are
-/// dropped, so a reload shows exactly what is in use.
-pub(crate) fn publish_dates(
-    certificates: &[(&'static str, std::path::PathBuf)],
-    crls: &[std::path::PathBuf],
-) {
-    use openssl::x509::{X509, X509Crl};
+/// Publishes the dates a monitor watches, replacing those published before (so a reload
+/// shows exactly the files in use): each certificate file's earliest notAfter, as `(role,
+/// file, seconds since the epoch)`, and each CRL file's earliest nextUpdate, as `(file,
+/// seconds)`.
+pub(crate) fn publish_dates(certificates: &[(&'static str, String, i64)], crls: &[(String, i64)]) {
     let m = get();
     m.certificate_not_after.clear();
     m.crl_next_update.clear();
-    for (role, path) in certificates {
-        for file in crate::tls::files::list_files(path).unwrap_or_default() {
-            let certs = std::fs::read(&file)
-                .ok()
-                .and_then(|pem| X509::stack_from_pem(&pem).ok())
-                .unwrap_or_default();
-            let earliest = certs.iter().filter_map(|c| unix_time(c.not_after())).min();
-            if let Some(t) = earliest {
-                let labels = RoleFile {
-                    role,
-                    file: file.display().to_string(),
-                };
-                m.certificate_not_after.get_or_create(&labels).set(t as f64);
-            }
-        }
+    for (role, file, t) in certificates {
+        let labels = RoleFile {
+            role,
+            file: file.clone(),
+        };
+        m.certificate_not_after
+            .get_or_create(&labels)
+            .set(*t as f64);
     }
-    for path in crls {
-        for file in crate::tls::files::list_files(path).unwrap_or_default() {
-            let pem = std::fs::read(&file).unwrap_or_default();
-            let earliest = crate::tls::files::pem_blocks(&pem, "X509 CRL")
-                .into_iter()
-                .filter_map(|b| X509Crl::from_pem(b).ok())
-                .filter_map(|c| c.next_update().and_then(unix_time))
-                .min();
-            if let Some(t) = earliest {
-                let labels = File {
-                    file: file.display().to_string(),
-                };
-                m.crl_next_update.get_or_create(&labels).set(t as f64);
-            }
-        }
+    for (file, t) in crls {
+        let labels = File { file: file.clone() };
+        m.crl_next_update.get_or_create(&labels).set(*t as f64);
     }
-}
-
-/// Seconds since the Unix epoch.
-fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let d = epoch.diff(t).ok()?;
-    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 #[cfg(test)]

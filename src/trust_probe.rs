@@ -12,8 +12,9 @@ use crate::framed::FrameReader;
 use crate::protocol::error_response::message_of;
 use crate::protocol::message::{self, Authentication, MAX_BACKEND_STARTUP_MESSAGE, tag};
 use crate::protocol::startup::encode_startup;
-use crate::settings::{AuthSettings, UpstreamSettings};
+use crate::settings::AuthSettings;
 use crate::tls::connector::Connector;
+use crate::upstream::Endpoint;
 
 /// How an upstream answered a role it does not know.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,12 +29,9 @@ pub(crate) enum Answer {
 
 /// Connects as a session would and sends a StartupMessage for a random role to database
 /// `postgres`; the upstream's first answer.
-pub(crate) async fn probe(
-    settings: &UpstreamSettings,
-    connector: &Connector,
-) -> Result<Answer, String> {
+pub(crate) async fn probe(endpoint: &Endpoint, connector: &Connector) -> Result<Answer, String> {
     let attempt = async {
-        let up = crate::upstream::connect(settings, connector)
+        let up = crate::upstream::connect(endpoint, connector)
             .await
             .map_err(|e| e.to_string())?;
         let mut stream = up.stream;
@@ -61,7 +59,7 @@ pub(crate) async fn probe(
         let _ = stream.shutdown().await;
         answer(&m)
     };
-    tokio::time::timeout(settings.connect_timeout * 2, attempt)
+    tokio::time::timeout(endpoint.connect_timeout * 2, attempt)
         .await
         .unwrap_or_else(|_| Err("no answer to a StartupMessage in time".into()))
 }

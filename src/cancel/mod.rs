@@ -15,9 +15,8 @@ mod outcome;
 mod peer;
 mod proof;
 
-pub(crate) use limit::ForwardLimits;
 pub(crate) use outcome::{CancelOutcome, Dropped, Sender};
-pub(crate) use proof::{PEER_SNI, Via};
+pub(crate) use proof::Via;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use self::key::Owner;
-use self::limit::ForwardLimiter;
+use self::limit::{ForwardLimiter, ForwardLimits};
 use crate::protocol::startup::encode_cancel_request;
 use crate::settings::{ClusterSettings, Target};
 use crate::upstream::{self, UpstreamError};
@@ -211,7 +210,7 @@ pub(crate) async fn dispatch(
             let client = sender.addr.ip();
             let _slot = match registry
                 .forwards
-                .admit(client, cluster.limits, Instant::now())
+                .admit(client, limits(cluster), Instant::now())
             {
                 Ok(slot) => slot,
                 Err(limited) => {
@@ -228,6 +227,14 @@ pub(crate) async fn dispatch(
                 Err(e) => Dropped::outcome("dropped", format!("peer {id} ({}) {e}", peer.address)),
             })
         }
+    }
+}
+
+/// `cluster.forward_rate` and `cluster.max_concurrent_forwards`, as the limiter takes them.
+fn limits(cluster: &ClusterSettings) -> ForwardLimits {
+    ForwardLimits {
+        rate: cluster.forward_rate,
+        concurrent: cluster.max_concurrent_forwards,
     }
 }
 

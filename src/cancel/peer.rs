@@ -3,7 +3,7 @@
 //! when the fleet's listeners take them (the peer then judges and logs the client, not us).
 //! The peer's certificate is verified like an upstream's: chain against `cluster.ca`, host
 //! name against the peer's configured address. We send the peers' server name
-//! ([`super::PEER_SNI`]) and present `cluster.certificate`, which the peer verifies against
+//! (`settings`' `PEER_SNI`) and present `cluster.certificate`, which the peer verifies against
 //! its `cluster.ca` before it acts on the request ([`super::proof`]).
 
 use std::net::SocketAddr;

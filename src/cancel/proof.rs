@@ -4,7 +4,7 @@
 //! client CA, which may admit any client). A client's own cancel never carries the bit, so
 //! this is asked only of requests that claim to come from a peer.
 //!
-//! Replicas reach each other under one reserved server name ([`PEER_SNI`]); the listener
+//! Replicas reach each other under one reserved server name (`settings`' `PEER_SNI`); the listener
 //! switches such a connection to the cluster context, which requires a certificate from
 //! `cluster.ca` in the handshake. The chain is verified here again whatever context the
 //! handshake ran under, so the judgement does not rest on that switch.
@@ -16,10 +16,6 @@ use openssl::x509::{X509StoreContext, X509VerifyResult};
 
 use crate::settings::ClusterSettings;
 use crate::tls::describe::name_to_string;
-
-/// The server name a replica sends when it forwards a cancel to a peer. `.invalid` is
-/// reserved (RFC 6761): no client or route has a real use for it.
-pub(crate) const PEER_SNI: &str = "pgt-proxy-peer.invalid";
 
 /// The connection a CancelRequest came on.
 #[derive(Clone, Copy)]

@@ -185,7 +185,7 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
     };
     let metrics = crate::metrics::get();
     metrics.fips_mode.set(i64::from(fips_active));
-    crate::metrics::publish_dates(&settings.certificate_files, &settings.crl_paths);
+    crate::tls::dates::publish(&settings.certificate_files, &settings.crl_paths);
     crate::cancel::key::set_own_id(settings.start.peer_id);
     let shared = Shared::new(settings);
     shared

@@ -15,6 +15,8 @@ use sd_notify::NotifyState;
 use super::runtimes::SessionThreads;
 use super::shared::Shared;
 use crate::config::ConfigError;
+use crate::running::Running;
+
 use crate::settings::Settings;
 
 /// How often STATUS is refreshed.
@@ -155,8 +157,8 @@ impl Service {
                 for warning in &new.warnings {
                     tracing::warn!("{warning}");
                 }
-                crate::metrics::publish_dates(&new.certificate_files, &new.crl_paths);
-                self.shared.settings.store(Arc::new(new));
+                crate::tls::dates::publish(&new.certificate_files, &new.crl_paths);
+                self.shared.settings.store(Arc::new(Running::start(new)));
                 if !restart.is_empty() {
                     tracing::warn!(
                         "configuration reloaded, but {} changed and apply only after a restart",

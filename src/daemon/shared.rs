@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::running::Running;
 use crate::session::Sessions;
 use crate::settings::Settings;
 
@@ -14,7 +15,7 @@ pub(crate) struct Shared {
     /// The running configuration. A reload swaps it whole; each connection is given the
     /// snapshot current at accept and keeps it to the end, so a reload never changes a live
     /// session.
-    pub(crate) settings: ArcSwap<Settings>,
+    pub(crate) settings: ArcSwap<Running>,
     /// What every live session shares: the cancel keys, the counts, the stop signal.
     pub(crate) sessions: Arc<Sessions>,
     /// Accept loops running, counted by each loop itself once it runs (the watchdog pings,
@@ -27,10 +28,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Wraps settings with no sessions and zeroed counters.
+    /// Starts what `settings` run with, with no sessions and zeroed counters.
     pub(crate) fn new(settings: Settings) -> Arc<Self> {
         Arc::new(Self {
-            settings: ArcSwap::from_pointee(settings),
+            settings: ArcSwap::from_pointee(Running::start(settings)),
             sessions: Arc::default(),
             accepting: AtomicUsize::new(0),
             listeners: AtomicUsize::new(0),

@@ -27,9 +27,8 @@ use crate::protocol::error_response::message_of;
 use crate::protocol::message::{MAX_BACKEND_STARTUP_MESSAGE, tag};
 use crate::protocol::scram::Verifier;
 use crate::protocol::startup::encode_startup;
-use crate::settings::UpstreamSettings;
 use crate::tls::connector::Connector;
-use crate::upstream;
+use crate::upstream::{self, Endpoint};
 
 /// Longest time one fetch (connect and query included) may take.
 const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -39,6 +38,7 @@ const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) const MAX_QUERY_USER_ITERATIONS: u32 = 100_000;
 
 /// What `[auth]` says about the query.
+#[derive(Clone)]
 pub(crate) struct QuerySpec {
     /// `auth.query_user`.
     pub user: String,
@@ -53,7 +53,7 @@ pub(crate) struct QuerySpec {
     /// `auth.query_concurrency`: most queries at once, and so most open connections.
     pub concurrency: usize,
     /// The upstream the query runs on.
-    pub upstream: UpstreamSettings,
+    pub upstream: Endpoint,
     /// Its connector.
     pub connector: Connector,
 }

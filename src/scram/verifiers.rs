@@ -3,6 +3,9 @@
 //! none) and refreshed at most three times a minute per user when the server's verifier
 //! has changed. A reload builds a new store, which empties the cache.
 //!
+//! What `[auth]` says ([`Sources`]) is checked with the configuration; the store is started
+//! from it for the process that serves with that configuration, never by `check-config`.
+//!
 //! Each query runs on a task of its own ([`super::flights`]), shared by every login waiting
 //! for the same user, and fills the cache when it ends, whether or not anyone still waits.
 //! A refresh first forgets the cached verifier (the server has just shown it stale), so
@@ -18,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::cache::{AnswerCache, Limits};
 use super::flights::Flights;
-use super::query::AuthQuery;
+use super::query::{AuthQuery, QuerySpec};
 use crate::protocol::scram::{Verifier, parse_verifier};
 
 /// How long "this user has no verifier" is believed.
@@ -33,6 +36,17 @@ const CACHE_LIMITS: Limits = Limits {
 };
 /// Most users whose refreshes are counted.
 const REFRESH_LIMIT: usize = 10_000;
+
+/// Where one upstream's verifiers come from, as `[auth]` sets them: the userlist, read and
+/// parsed while the configuration is checked, the auth query, and the cache's lifetime.
+pub(crate) struct Sources {
+    /// `auth.userlist`'s verifiers, by user.
+    pub userlist: Arc<HashMap<String, Verifier>>,
+    /// `auth.query_user` and the query's other keys.
+    pub query: Option<QuerySpec>,
+    /// `auth.cache_ttl`.
+    pub cache_ttl: Duration,
+}
 
 /// Where a verifier came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +74,21 @@ impl Shared {
 
 /// The verifiers a configuration gives access to.
 pub(crate) struct Verifiers {
-    userlist: HashMap<String, Verifier>,
+    userlist: Arc<HashMap<String, Verifier>>,
     query: Option<(Arc<Shared>, Arc<Flights<Answer>>)>,
     refreshes: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl Verifiers {
+    /// A store over `sources`, with an empty cache; the query connects at its first fetch.
+    pub fn start(sources: &Sources) -> Self {
+        let query = sources.query.clone().map(AuthQuery::new);
+        Self::new(Arc::clone(&sources.userlist), query, sources.cache_ttl)
+    }
+
     /// A store over a parsed userlist and an optional query.
     pub fn new(
-        userlist: HashMap<String, Verifier>,
+        userlist: Arc<HashMap<String, Verifier>>,
         query: Option<AuthQuery>,
         ttl: Duration,
     ) -> Self {
@@ -82,16 +102,6 @@ impl Verifiers {
             query,
             refreshes: Mutex::default(),
         }
-    }
-
-    /// How many verifiers the userlist holds.
-    pub fn userlist_len(&self) -> usize {
-        self.userlist.len()
-    }
-
-    /// The auth query, if configured.
-    pub fn query(&self) -> Option<&AuthQuery> {
-        self.query.as_ref().map(|(shared, _)| &shared.query)
     }
 
     /// `user`'s verifier and where it came from; `Ok(None)` when the user has none.
@@ -277,7 +287,7 @@ mod tests {
 
     #[test]
     fn refreshes_are_limited_per_user() {
-        let store = Verifiers::new(HashMap::new(), None, Duration::from_secs(60));
+        let store = Verifiers::new(Arc::default(), None, Duration::from_secs(60));
         assert!((0..3).all(|_| store.may_refresh("alice")));
         assert!(!store.may_refresh("alice"));
         assert!(store.may_refresh("bob"));

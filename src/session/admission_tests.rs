@@ -26,6 +26,7 @@ use super::{Limit, Sessions, serve};
 use crate::cancel::{CancelKey, SessionKeys};
 use crate::config::layers::{Overrides, load};
 use crate::protocol::startup::{SSL_REQUEST, encode_cancel_request, encode_startup};
+use crate::running::Running;
 use crate::settings::Settings;
 
 /// A self-signed certificate for "localhost" and its key, written as PEM into `dir`.
@@ -62,7 +63,7 @@ fn certificate(dir: &Path) -> (X509, std::path::PathBuf, std::path::PathBuf) {
 
 /// The proxy's state for `extra` TOML, relaying to a listener this returns.
 struct World {
-    settings: Arc<Settings>,
+    settings: Arc<Running>,
     sessions: Arc<Sessions>,
     upstream: TcpListener,
     cert: X509,
@@ -99,7 +100,7 @@ async fn world_with(extra: &str, tail: &str) -> World {
     let loaded = load(&overrides, Vec::new()).unwrap();
     let settings = Settings::from_config(&loaded, None).unwrap_or_else(|e| panic!("{e:?}"));
     World {
-        settings: Arc::new(settings),
+        settings: Arc::new(Running::start(settings)),
         sessions: Arc::default(),
         upstream,
         cert,

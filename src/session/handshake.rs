@@ -24,7 +24,11 @@ pub(super) async fn opening<S: ClientIo>(
     deadline: Instant,
 ) -> Result<Opening, ClientError> {
     let listen = &settings.listen;
-    timeout_at(deadline, client::negotiate(tcp, listen.rules))
+    let rules = client::Rules {
+        direct_tls: listen.direct_tls,
+        plaintext_cancel: listen.plaintext_cancel,
+    };
+    timeout_at(deadline, client::negotiate(tcp, rules))
         .await
         .map_err(|_| ClientError::HandshakeTimeout(listen.handshake_timeout))?
 }

@@ -12,7 +12,9 @@ use super::startup::Startup;
 use super::terminate;
 use crate::config::schema::AuthMode;
 use crate::framed::FrameReader;
+use crate::running::Running;
 use crate::scram::keys::endpoint_hash;
+use crate::scram::verifiers::Verifiers;
 use crate::settings::{AuthSettings, Target};
 use crate::upstream::Upstream;
 
@@ -30,23 +32,31 @@ pub(super) struct LoginEnds<'a> {
 pub(super) enum Plan<'a> {
     /// The server authenticates the client through the proxy.
     Passthrough,
-    /// The proxy terminates SCRAM (`auth.mode = "scram"`); `server_binding` is the server
-    /// certificate's tls-server-end-point hash.
+    /// The proxy terminates SCRAM (`auth.mode = "scram"`) with the upstream's running
+    /// verifier store; `server_binding` is the server certificate's tls-server-end-point hash.
     Scram {
         auth: &'a AuthSettings,
+        verifiers: &'a Verifiers,
         client_binding: Option<Vec<u8>>,
         server_binding: Option<Vec<u8>>,
     },
 }
 
 impl<'a> Plan<'a> {
-    /// What `auth.mode` asks for a session to `target` over `upstream`, whose client was
-    /// served over `client` (channel binding uses the certificate it was actually served).
-    pub fn for_session(target: &'a Target, upstream: &Upstream, client: &SslRef) -> Self {
+    /// What `auth.mode` asks for a session to `target` (one of `running`'s upstreams) over
+    /// `upstream`, whose client was served over `client` (channel binding uses the
+    /// certificate it was actually served).
+    pub fn for_session(
+        target: &'a Target,
+        running: &'a Running,
+        upstream: &Upstream,
+        client: &SslRef,
+    ) -> Self {
         match target.auth.mode {
             AuthMode::Passthrough => Plan::Passthrough,
             AuthMode::Scram => Plan::Scram {
                 auth: &target.auth,
+                verifiers: running.verifiers(target),
                 client_binding: client.certificate().and_then(endpoint_hash),
                 server_binding: upstream
                     .stream
@@ -79,10 +89,12 @@ where
                 .map(|a| (a, None)),
             Plan::Scram {
                 auth,
+                verifiers,
                 client_binding,
                 server_binding,
             } => {
                 let bindings = (client_binding, server_binding);
+                let auth = (auth, verifiers);
                 terminate::scram_login(client, server, startup, reader, auth, bindings).await
             }
         }

@@ -50,6 +50,7 @@ use crate::cancel::{self, CancelOutcome};
 use crate::client::{self, ClientIo, ClientStream, Opening};
 use crate::framed::FrameReader;
 use crate::relay::{self, Ended};
+use crate::running::Running;
 use crate::settings::Settings;
 use crate::upstream::Upstream;
 
@@ -75,7 +76,7 @@ pub(crate) enum Outcome {
 pub(crate) async fn serve<S: ClientIo>(
     io: S,
     peer: SocketAddr,
-    settings: Arc<Settings>,
+    settings: Arc<Running>,
     sessions: Arc<Sessions>,
     permit: OwnedSemaphorePermit,
     limit: Limit,
@@ -101,7 +102,7 @@ pub(crate) async fn serve<S: ClientIo>(
 /// per-address claim) is held until the connection ends.
 async fn connection<S: ClientIo>(
     mut io: S,
-    settings: &Settings,
+    settings: &Running,
     sessions: &Arc<Sessions>,
     record: &mut Record,
     limit: Limit,
@@ -144,7 +145,7 @@ struct Established<S> {
 async fn establish<S: ClientIo>(
     mut io: S,
     sessions: &Sessions,
-    settings: &Settings,
+    settings: &Running,
     record: &mut Record,
     deadline: Instant,
     admission: &mut Admission,
@@ -191,7 +192,7 @@ async fn over_tls<S: ClientIo>(
     client: ClientLeg<S>,
     upstream: UpstreamLeg,
     sessions: &Sessions,
-    settings: &Settings,
+    settings: &Running,
     record: &mut Record,
     admission: &mut Admission,
 ) -> Result<Box<Established<S>>, Outcome> {
@@ -240,7 +241,7 @@ async fn over_tls<S: ClientIo>(
         limit: settings.listen.startup_timeout,
         terminate: &sessions.stop,
     };
-    let plan = Plan::for_session(&target, &upstream, client.ssl());
+    let plan = Plan::for_session(&target, settings, &upstream, client.ssl());
     let login = login(
         &mut client,
         &mut upstream.stream,

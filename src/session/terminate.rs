@@ -186,7 +186,7 @@ pub(super) async fn scram_login<C, U>(
     server: &mut U,
     startup: &Startup,
     from_client: FrameReader,
-    settings: &AuthSettings,
+    (settings, verifiers): (&AuthSettings, &Verifiers),
     (client_binding, server_binding): (Option<Vec<u8>>, Option<Vec<u8>>),
 ) -> Result<(Authenticated, Option<Mechanisms>), SessionError>
 where
@@ -202,7 +202,7 @@ where
         Ok(v) => Ok((v, None, Some(failure))),
         Err(e) => Err(scram(e.into())),
     };
-    let (verifier, source, mocked) = match settings.verifiers.lookup(user).await {
+    let (verifier, source, mocked) = match verifiers.lookup(user).await {
         Ok(Some((verifier, source))) => (verifier, Some(source), None),
         Ok(None) if settings.unknown_user == UnknownUser::Passthrough => {
             let authenticated = relay(client, server, startup, from_client, settings).await?;
@@ -217,7 +217,7 @@ where
         source,
         mocked,
         mock: &settings.mock,
-        verifiers: &settings.verifiers,
+        verifiers,
         client_binding,
         server_binding,
         policy: settings.upstream_channel_binding,

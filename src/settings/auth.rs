@@ -1,16 +1,17 @@
 //! `[auth]`, validated: the mode, the verifier sources (the userlist read and checked
-//! here, the auth query set up to connect over the upstream leg), the mock exchange's
-//! secret, and the policies.
+//! here, the auth query's spec, which the running store connects with), the mock
+//! exchange's secret, and the policies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Problems, UpstreamSettings};
+use super::Problems;
 use crate::config::schema::{AuthMode, ChannelBindingPolicy, RawAuth, UnknownUser};
 use crate::scram::mock::{self, Mock};
-use crate::scram::query::{AuthQuery, QuerySpec, read_password_file};
-use crate::scram::verifiers::{Verifiers, load_userlist};
+use crate::scram::query::{QuerySpec, read_password_file};
+use crate::scram::verifiers::{Sources, load_userlist};
 use crate::tls::connector::Connector;
+use crate::upstream::Endpoint;
 
 /// Most `auth.query_concurrency`: each query holds a server connection.
 const MAX_QUERY_CONCURRENCY: u32 = 64;
@@ -27,18 +28,18 @@ pub(crate) struct AuthSettings {
     pub mock: Mock,
     /// Whether the upstream login must be bound.
     pub upstream_channel_binding: ChannelBindingPolicy,
-    /// The verifiers (userlist, query, cache).
-    pub verifiers: Arc<Verifiers>,
+    /// Where the verifiers come from (userlist, query, cache lifetime).
+    pub verifiers: Sources,
     /// `upstream.client_certificate` is set (an upstream login without a password is then
     /// logged as "cert", else "trust").
     pub upstream_certificate: bool,
 }
 
 /// Validates `[auth]` (as one upstream sees it) once its connector exists (the auth query
-/// uses it); `upstream_certificate`: the upstream has `client_certificate` set.
+/// connects with it); `upstream_certificate`: the upstream has `client_certificate` set.
 pub(super) fn auth(
     a: &RawAuth,
-    upstream: &UpstreamSettings,
+    upstream: &Endpoint,
     connector: Option<&Connector>,
     upstream_certificate: bool,
     problems: &mut Problems,
@@ -81,7 +82,7 @@ pub(super) fn auth(
             None => None,
         };
         let connector = connector?;
-        Some(AuthQuery::new(QuerySpec {
+        Some(QuerySpec {
             user: user.clone(),
             database: a.query_database.clone(),
             sql: a.query.clone(),
@@ -91,7 +92,7 @@ pub(super) fn auth(
                 .unwrap_or(1),
             upstream: upstream.clone(),
             connector: connector.clone(),
-        }))
+        })
     });
     let secret = match &a.mock_secret_file {
         Some(path) => match mock::load_secret(path) {
@@ -118,7 +119,11 @@ pub(super) fn auth(
         passthrough_trust: a.passthrough_trust,
         mock,
         upstream_channel_binding: a.upstream_channel_binding,
-        verifiers: Arc::new(Verifiers::new(userlist, query, a.cache_ttl)),
+        verifiers: Sources {
+            userlist: Arc::new(userlist),
+            query,
+            cache_ttl: a.cache_ttl,
+        },
         upstream_certificate,
     }
 }

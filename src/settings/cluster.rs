@@ -13,8 +13,7 @@ use std::time::Duration;
 use openssl::ssl::SslContext;
 use openssl::x509::store::X509Store;
 
-use super::{Problems, UpstreamSettings};
-use crate::cancel::{ForwardLimits, PEER_SNI};
+use super::Problems;
 use crate::config::schema::{RawConfig, TlsNegotiation};
 use crate::tls::acceptor::{self, AcceptorSpec, SniSwitch};
 use crate::tls::connector::{self, Connector, ConnectorSpec};
@@ -22,7 +21,11 @@ use crate::tls::files::KeyedPath;
 use crate::tls::groups::Defaults;
 use crate::tls::identity::IdentitySpec;
 use crate::tls::trust::TrustSpec;
+use crate::upstream::Endpoint;
 
+/// The server name a replica sends when it forwards a cancel to a peer. `.invalid` is
+/// reserved (RFC 6761): no client or route has a real use for it.
+pub(crate) const PEER_SNI: &str = "pgt-proxy-peer.invalid";
 /// Highest replica id: 14 bits of a cancel key's pid carry it.
 pub const MAX_PEER_ID: u16 = 16383;
 /// Bound on reaching a peer (connect, TLS handshake) to forward a cancel.
@@ -38,8 +41,10 @@ pub(crate) struct ClusterSettings {
     pub connector: Option<Connector>,
     /// How peers' forwarded cancels are accepted; built when there are peers.
     pub accept: Option<PeerAcceptance>,
-    /// `cluster.forward_rate` and `cluster.max_concurrent_forwards`.
-    pub limits: ForwardLimits,
+    /// `cluster.forward_rate`: forwards per second per client address (at least 1).
+    pub forward_rate: u32,
+    /// `cluster.max_concurrent_forwards`: forwards under way at once (at least 1).
+    pub max_concurrent_forwards: usize,
 }
 
 /// What a forwarded cancel is accepted with.
@@ -57,7 +62,7 @@ pub(crate) struct Peer {
     /// The address as configured, for logs and `check-config`.
     pub address: String,
     /// Where it is and the name its certificate must match, as an upstream's are kept.
-    pub endpoint: UpstreamSettings,
+    pub endpoint: Endpoint,
 }
 
 impl ClusterSettings {
@@ -138,7 +143,7 @@ pub(super) fn cluster(raw: &RawConfig, fips: bool, problems: &mut Problems) -> C
             problems.key(key, format!("peer id {id} is listed twice"));
         }
     }
-    let limits = limits(raw, problems);
+    let (forward_rate, max_concurrent_forwards) = limits(raw, problems);
     if !peers.is_empty() && c.ca.trim() == "system" {
         problems.key(
             "cluster.ca",
@@ -159,12 +164,13 @@ pub(super) fn cluster(raw: &RawConfig, fips: bool, problems: &mut Problems) -> C
         peers,
         connector,
         accept,
-        limits,
+        forward_rate,
+        max_concurrent_forwards,
     }
 }
 
 /// `cluster.forward_rate` and `cluster.max_concurrent_forwards`.
-fn limits(raw: &RawConfig, problems: &mut Problems) -> ForwardLimits {
+fn limits(raw: &RawConfig, problems: &mut Problems) -> (u32, usize) {
     let c = &raw.cluster;
     for (key, value) in [
         ("cluster.forward_rate", c.forward_rate),
@@ -177,10 +183,10 @@ fn limits(raw: &RawConfig, problems: &mut Problems) -> ForwardLimits {
             );
         }
     }
-    ForwardLimits {
-        rate: c.forward_rate.max(1),
-        concurrent: c.max_concurrent_forwards.max(1) as usize,
-    }
+    (
+        c.forward_rate.max(1),
+        c.max_concurrent_forwards.max(1) as usize,
+    )
 }
 
 /// `cluster.certificate` and `cluster.private_key`, set together or defaulting together to
@@ -258,7 +264,7 @@ fn build(
 }
 
 /// `HOST:PORT` (`[v6]:PORT` for an IPv6 address) as a TLS endpoint named by its host.
-fn endpoint(address: &str) -> Option<UpstreamSettings> {
+fn endpoint(address: &str) -> Option<Endpoint> {
     let (host, port) = address.trim().rsplit_once(':')?;
     let host = host
         .strip_prefix('[')
@@ -268,7 +274,7 @@ fn endpoint(address: &str) -> Option<UpstreamSettings> {
     if host.is_empty() || host.contains(['/', ' ']) {
         return None;
     }
-    Some(UpstreamSettings {
+    Some(Endpoint {
         host: host.to_owned(),
         port,
         server_name: host.to_owned(),

@@ -2,13 +2,16 @@
 //! addresses, durations and built TLS contexts.
 //!
 //! `run`, `check-config` and reload all go through [`Settings::from_config`], so a
-//! configuration that passes `check-config` is exactly one the proxy will start with.
+//! configuration that passes `check-config` is exactly one the proxy will start with. Settings
+//! hold what the user wrote, resolved; what runs from them (each upstream's verifier store)
+//! is started by `crate::running`, never while a configuration is checked.
 //! [`StartOnly`] holds what a reload cannot change; a reload compares it to say which keys
 //! need a restart. [`tls`] turns the TLS keys into the specs the contexts are built from,
 //! with the rules that span several keys.
 
 mod auth;
 mod cluster;
+mod files;
 mod routes;
 mod start;
 #[cfg(test)]
@@ -31,8 +34,7 @@ use std::sync::Mutex;
 
 use openssl::ssl::SslAcceptor;
 
-use crate::client::Rules;
-use crate::config::schema::{ClientCertUser, ProxyProtocol, RawConfig, TlsNegotiation, Unrouted};
+use crate::config::schema::{ClientCertUser, ProxyProtocol, RawConfig, Unrouted};
 use crate::config::{ConfigError, LoadedConfig, Origin};
 use crate::fips::ProviderInfo;
 use crate::routing::RouteTable;
@@ -77,8 +79,10 @@ pub struct Settings {
 /// `[listen]`, validated: what each connection is served with.
 #[derive(Debug, Clone)]
 pub(crate) struct ListenSettings {
-    /// What the plaintext opening accepts.
-    pub rules: Rules,
+    /// `listen.direct_tls`: the opening may be a TLS ClientHello.
+    pub direct_tls: bool,
+    /// `listen.plaintext_cancel`: the opening may be a plaintext CancelRequest.
+    pub plaintext_cancel: bool,
     /// Accept to end of client TLS handshake.
     pub handshake_timeout: Duration,
     /// End of TLS handshake to end of authentication.
@@ -106,25 +110,6 @@ pub(crate) struct ListenSettings {
 pub(crate) struct ClientCertPolicy {
     /// Whether the StartupMessage's user must match the certificate.
     pub user: ClientCertUser,
-}
-
-/// `[upstream]`, validated.
-#[derive(Debug, Clone)]
-pub(crate) struct UpstreamSettings {
-    /// Host name or address, resolved at every connect.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Name the certificate must match.
-    pub server_name: String,
-    /// SSLRequest or direct TLS.
-    pub negotiation: TlsNegotiation,
-    /// Per-address bound on connect plus TLS handshake.
-    pub connect_timeout: Duration,
-    /// Accept an expired CRL (`tls.crl_allow_expired`).
-    pub allow_expired_crl: bool,
-    /// OCSP for the server's certificate.
-    pub ocsp: Option<Arc<OcspChecker>>,
 }
 
 /// Collects every problem found, each naming its key and where the key was set.
@@ -231,9 +216,9 @@ impl Settings {
                 route_list,
                 acceptor,
                 warnings,
-                crl_paths: crl_paths(raw),
-                certificate_files: certificate_files(raw),
-                key_files: key_files(raw),
+                crl_paths: files::crl_paths(raw),
+                certificate_files: files::certificate_files(raw),
+                key_files: files::key_files(raw),
                 crl_refresh: raw.tls.crl_refresh,
             }),
             _ => Err(problems.errors),
@@ -273,60 +258,6 @@ impl Settings {
             },
         }
     }
-}
-
-/// Every certificate file or directory in use, with its role.
-fn certificate_files(raw: &RawConfig) -> Vec<(&'static str, PathBuf)> {
-    let mut files = vec![("listen", raw.listen.certificate.clone())];
-    files.extend(
-        raw.listen
-            .client_ca
-            .iter()
-            .map(|c| ("client_ca", PathBuf::from(c))),
-    );
-    for r in &raw.routes {
-        files.extend(r.certificate.iter().map(|c| ("route", c.clone())));
-        files.extend(r.client_ca.iter().map(|c| ("client_ca", PathBuf::from(c))));
-    }
-    let cluster = &raw.cluster;
-    files.extend(cluster.certificate.iter().map(|c| ("cluster", c.clone())));
-    if !cluster.peers.is_empty() && cluster.ca != "system" {
-        files.push(("cluster_ca", PathBuf::from(&cluster.ca)));
-    }
-    let upstreams = std::iter::once(&raw.upstream).chain(raw.upstreams.values());
-    for u in upstreams.filter(|u| u.host.is_some()) {
-        if u.ca != "system" {
-            files.push(("upstream_ca", PathBuf::from(&u.ca)));
-        }
-        files.extend(
-            u.client_certificate
-                .iter()
-                .map(|c| ("upstream_client", c.clone())),
-        );
-    }
-    files
-}
-
-/// The proxy's own private keys.
-fn key_files(raw: &RawConfig) -> Vec<PathBuf> {
-    let mut keys = vec![raw.listen.private_key.clone()];
-    keys.extend(raw.routes.iter().filter_map(|r| r.private_key.clone()));
-    keys.extend(raw.cluster.private_key.clone());
-    let upstreams = std::iter::once(&raw.upstream).chain(raw.upstreams.values());
-    keys.extend(upstreams.filter_map(|u| u.client_private_key.clone()));
-    keys
-}
-
-/// Every CRL file or directory in use, on either leg, for the change watcher.
-fn crl_paths(raw: &RawConfig) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = [&raw.listen.client_crl, &raw.upstream.crl]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-    paths.extend(raw.upstreams.values().filter_map(|u| u.crl.clone()));
-    paths.extend(raw.routes.iter().filter_map(|r| r.client_crl.clone()));
-    paths
 }
 
 /// A configuration key's name for messages and origins, made once and kept (keys of named
@@ -372,10 +303,8 @@ fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
         proxy_v2,
         trusted_proxies,
         max_per_client: l.max_connections_per_client as usize,
-        rules: Rules {
-            direct_tls: l.direct_tls,
-            plaintext_cancel: l.plaintext_cancel,
-        },
+        direct_tls: l.direct_tls,
+        plaintext_cancel: l.plaintext_cancel,
         handshake_timeout: l.handshake_timeout,
         startup_timeout: l.startup_timeout,
         shutdown_timeout: l.shutdown_timeout,

@@ -5,17 +5,18 @@
 use std::sync::Arc;
 
 use super::auth::{self, AuthSettings};
-use super::{Problems, UpstreamSettings, check_responder, key_name, tls};
+use super::{Problems, check_responder, key_name, tls};
 use crate::config::schema::{RawAuth, RawConfig, RawUpstream};
 use crate::tls::connector::Connector;
 use crate::tls::revocation::ocsp::OcspChecker;
+use crate::upstream::Endpoint;
 
 /// Where connections of a route (or of the whole proxy) go.
 pub(crate) struct Target {
     /// `[upstreams.NAME]`'s NAME; empty for `[upstream]`.
     pub name: String,
-    /// Host, port, names, timeouts, OCSP.
-    pub upstream: UpstreamSettings,
+    /// Where it is dialled: host, port, names, timeouts, OCSP.
+    pub upstream: Endpoint,
     /// Verifies this upstream.
     pub connector: Connector,
     /// How clients of this upstream log in.
@@ -44,7 +45,7 @@ pub(super) fn target(
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Option<Target> {
-    let upstream = settings(prefix, u, raw, problems);
+    let upstream = endpoint(prefix, u, raw, problems);
     let connector = tls::connector(prefix, u, raw, fips, problems, warnings);
     let merged = merge_auth(&raw.auth, u);
     let has_cert = u.client_certificate.is_some();
@@ -81,12 +82,8 @@ fn merge_auth(auth: &RawAuth, u: &RawUpstream) -> RawAuth {
     merged
 }
 
-fn settings(
-    p: &str,
-    u: &RawUpstream,
-    raw: &RawConfig,
-    problems: &mut Problems,
-) -> UpstreamSettings {
+/// The upstream's host, port, names, timeout and OCSP policy.
+fn endpoint(p: &str, u: &RawUpstream, raw: &RawConfig, problems: &mut Problems) -> Endpoint {
     if u.connect_timeout.is_zero() {
         problems.key(key_name(p, "connect_timeout"), "must be longer than 0s");
     }
@@ -109,7 +106,7 @@ fn settings(
     if u.port == 0 {
         problems.key(key_name(p, "port"), "must be 1 to 65535");
     }
-    UpstreamSettings {
+    Endpoint {
         server_name: u.tls_server_name.clone().unwrap_or_else(|| host.clone()),
         host,
         port: u.port,

@@ -11,10 +11,12 @@
 //! - `records`: record buffers (read-ahead, released while idle).
 //! - `describe`: certificates, connections and OpenSSL errors as text.
 //! - `files`: reading the PEM files keys name, and the setup error.
+//! - `dates`: the certificates' and CRLs' dates in those files, reported to the metrics.
 //! - `ffi`: every OpenSSL function openssl-sys does not declare.
 
 pub(crate) mod acceptor;
 pub(crate) mod connector;
+pub(crate) mod dates;
 pub(crate) mod describe;
 pub(crate) mod ffi;
 pub(crate) mod files;
