@@ -122,17 +122,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Never early, and always woken (bounded, so a lost wake-up fails instead of hanging).
+    /// How late it wakes is a speed figure: bench/scram-timing.sh measures it, not a test.
     #[tokio::test]
-    async fn wakes_after_the_deadline_and_well_within_a_millisecond() {
-        let mut worst = Duration::ZERO;
+    async fn wakes_after_the_deadline_never_before() {
         for _ in 0..20 {
             let deadline = Instant::now() + Duration::from_micros(300);
-            sleep_until(deadline).await;
-            let woke = Instant::now();
-            assert!(woke >= deadline);
-            worst = worst.max(woke - deadline);
+            tokio::time::timeout(Duration::from_secs(5), sleep_until(deadline))
+                .await
+                .expect("the timer never woke");
+            assert!(Instant::now() >= deadline);
         }
-        // Generous for a loaded test machine; tokio's own timer is late by up to 1 ms.
-        assert!(worst < Duration::from_millis(5), "{worst:?}");
     }
 }
