@@ -14,6 +14,7 @@ pub mod openssl_ca;
 pub mod openssl_certs;
 pub mod pki;
 pub mod postgres;
+pub mod pq;
 pub mod proxy;
 pub mod raw;
 pub mod recovery;
@@ -21,6 +22,7 @@ pub mod routes;
 pub mod sasl;
 pub mod scram;
 pub mod trixie;
+pub mod wire;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
