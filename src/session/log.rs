@@ -235,7 +235,7 @@ pub(super) fn count(r: &Record, outcome: &Outcome) {
     if let Outcome::Cancel(c) = outcome {
         let result = c.result();
         m.cancels
-            .get_or_create(&crate::metrics::Result_ { result })
+            .get_or_create(&crate::metrics::ResultLabel { result })
             .inc();
     }
     m.sessions

@@ -401,7 +401,7 @@ async fn forward_cancel(
             Outcome::Cancel(outcome)
         }
         Err(e) => {
-            let failed = crate::metrics::Result_ { result: "failed" };
+            let failed = crate::metrics::ResultLabel { result: "failed" };
             crate::metrics::get().cancels.get_or_create(&failed).inc();
             Outcome::Refused(SessionError::Upstream(e))
         }
