@@ -23,7 +23,7 @@ pub(super) struct LoginEnds<'a> {
     /// `listen.startup_timeout`, which set it.
     pub limit: std::time::Duration,
     /// Shutdown past `listen.shutdown_timeout`.
-    pub terminate: &'a CancellationToken,
+    pub stop: &'a CancellationToken,
 }
 
 /// Which login a session gets.
@@ -91,6 +91,6 @@ where
         auth = timeout_at(ends.deadline, exchange) => {
             auth.unwrap_or(Err(SessionError::StartupTimeout(ends.limit)))
         }
-        _ = ends.terminate.cancelled() => Err(SessionError::Shutdown),
+        _ = ends.stop.cancelled() => Err(SessionError::Shutdown),
     }
 }

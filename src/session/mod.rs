@@ -238,7 +238,7 @@ async fn over_tls<S: ClientIo>(
     let ends = LoginEnds {
         deadline,
         limit: settings.listen.startup_timeout,
-        terminate: &sessions.stop,
+        stop: &sessions.stop,
     };
     let plan = Plan::for_session(&target, &upstream, client.ssl());
     let login = login(
