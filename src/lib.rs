@@ -35,9 +35,10 @@
 //! - `trust_probe`: whether an upstream trusts the proxy's address (`check-config
 //!   --connect`); `check`: the `check-config` report.
 //! - `session`: one connection end to end, by phase (`admission`, `handshake`, `startup`,
-//!   `login`: relayed in `auth`, or SCRAM terminated in `terminate`), the one refusal
-//!   decision (`error`), the one log line (`log`), and what the live sessions share
-//!   (`sessions`: cancel keys, counts, per-address claims, the stop signal).
+//!   `login`: relayed in `passthrough`, or SCRAM terminated in `scram_login` with the
+//!   client's half in `client_proof`), a connection that carries a cancel (`cancel`), the
+//!   one refusal decision (`error`), the one log line (`log`), and what the live sessions
+//!   share (`sessions`: cancel keys, counts, per-address claims, the stop signal).
 //! - [`daemon`]: the process around the sessions: the binary's orchestration (`app`), the
 //!   process state (`shared`), the accept loops (`server`), the runtimes and session
 //!   threads (`runtimes`), systemd (`service`), the admin endpoint (`admin`), and memory

@@ -289,7 +289,7 @@ pub(crate) struct Accepted<S> {
     pub stream: ClientStream<S>,
     /// `Err` when the client must be refused over this stream: a revoked certificate
     /// (CRL), or direct TLS without ALPN.
-    pub admitted: Result<(), ClientError>,
+    pub tls_checks: Result<(), ClientError>,
 }
 
 /// Runs the TLS handshake over `io` (which replays any read-ahead bytes). When the context
@@ -336,7 +336,7 @@ where
         });
     }
     // Only a revocation lets the handshake finish with a failure (see VerifyObserver).
-    let admitted = match observer.as_ref().and_then(VerifyObserver::failure) {
+    let tls_checks = match observer.as_ref().and_then(VerifyObserver::failure) {
         Some(f) => Err(ClientError::Revocation(Revocation::Revoked {
             check: "CRL",
             cert: f.cert,
@@ -346,7 +346,7 @@ where
         }
         None => Ok(()),
     };
-    Ok(Accepted { stream, admitted })
+    Ok(Accepted { stream, tls_checks })
 }
 
 /// How long a refusal may take to write; a client that does not read gets cut off.

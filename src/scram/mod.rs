@@ -13,7 +13,7 @@
 //! - [`query`]: the proxy's own connections to the server that run the auth query.
 //!
 //! The session phase that drives both exchanges over the network is
-//! `crate::session::terminate`.
+//! `crate::session::scram_login`.
 
 pub(crate) mod cache;
 pub(crate) mod client;

@@ -36,9 +36,9 @@ pub(super) struct ClientLeg<S> {
     /// The route its server name found (looked up once, here: the handshake already chose
     /// that route's certificate and client CA).
     pub route: Option<Arc<RouteTarget>>,
-    /// Whether its certificate passed the checks after the handshake (OCSP); a refusal here
-    /// is told over `stream`.
-    pub admitted: Result<(), ClientError>,
+    /// The checks after the handshake (the certificate's CRL and OCSP, direct TLS's ALPN):
+    /// `Err` when the client must be refused, over `stream`.
+    pub tls_checks: Result<(), ClientError>,
 }
 
 /// The upstream leg as the handshake phase leaves it.
@@ -83,7 +83,7 @@ pub(super) async fn both_legs<S: ClientIo>(
         return Ok((client, UpstreamLeg::Done(upstream)));
     }
     let client = Box::pin(client_leg).await?;
-    if client.admitted.is_err() {
+    if client.tls_checks.is_err() {
         return Ok((client, UpstreamLeg::NotStarted));
     }
     let upstream = Box::pin(upstream_leg).await?;
@@ -128,18 +128,18 @@ async fn client_leg<S: ClientIo>(
     )
     .await
     .map_err(|_| ClientError::HandshakeTimeout(listen.handshake_timeout))??;
-    let mut admitted = accepted.admitted;
+    let mut tls_checks = accepted.tls_checks;
     let ssl = accepted.stream.ssl();
     let route = settings
         .routes
         .by_server_name(ssl.servername(NameType::HOST_NAME))
         .cloned();
     let policy = settings.client_policy(route.as_deref());
-    if admitted.is_ok()
+    if tls_checks.is_ok()
         && let Some(ocsp) = policy.client_ocsp
     {
         let context = policy.context;
-        admitted = Box::pin(revocation::check_ocsp(
+        tls_checks = Box::pin(revocation::check_ocsp(
             ocsp,
             ssl,
             context,
@@ -152,7 +152,7 @@ async fn client_leg<S: ClientIo>(
     Ok(ClientLeg {
         stream: accepted.stream,
         route,
-        admitted,
+        tls_checks,
     })
 }
 

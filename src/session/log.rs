@@ -7,16 +7,26 @@ use std::time::Instant;
 
 use openssl::ssl::SslRef;
 
-use super::Outcome;
 use crate::cancel::CancelOutcome;
 use crate::client::ClientError;
 use crate::relay::Ended;
 use crate::tls::describe::{CertSummary, describe_tls};
 
 use super::error::SessionError;
-use super::terminate::Mechanisms;
+use super::scram_login::Mechanisms;
 use crate::scram::login::Method;
 use crate::settings::AuthSettings;
+
+/// How a connection ended: the one value the log line is written from.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Authenticated, and relayed until one side ended.
+    Relayed(Ended),
+    /// A cancel request, forwarded or dropped.
+    Cancel(CancelOutcome),
+    /// Refused or failed before relaying; the client was told where the protocol allows.
+    Refused(SessionError),
+}
 
 /// Facts gathered for the session's log line.
 #[derive(Debug)]

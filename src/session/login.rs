@@ -6,10 +6,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, Authenticated};
 use super::error::SessionError;
+use super::passthrough::{self, Authenticated};
+use super::scram_login::{self, Mechanisms};
 use super::startup::Startup;
-use super::terminate;
 use crate::config::schema::AuthMode;
 use crate::framed::FrameReader;
 use crate::scram::keys::endpoint_hash;
@@ -67,14 +67,14 @@ pub(super) async fn login<C, U>(
     reader: FrameReader,
     ends: LoginEnds<'_>,
     plan: Plan<'_>,
-) -> Result<(Authenticated, Option<terminate::Mechanisms>), SessionError>
+) -> Result<(Authenticated, Option<Mechanisms>), SessionError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let exchange = async {
         match plan {
-            Plan::Passthrough => auth::authenticate(client, server, startup, reader)
+            Plan::Passthrough => passthrough::authenticate(client, server, startup, reader)
                 .await
                 .map(|a| (a, None)),
             Plan::Scram {
@@ -83,7 +83,7 @@ where
                 server_binding,
             } => {
                 let bindings = (client_binding, server_binding);
-                terminate::scram_login(client, server, startup, reader, auth, bindings).await
+                scram_login::login(client, server, startup, reader, auth, bindings).await
             }
         }
     };

@@ -1,6 +1,8 @@
-//! The authentication exchange, relayed message by message: the StartupMessage goes to the
-//! server, each Authentication request goes to the client and the client's answer back,
-//! until the server's ReadyForQuery (success) or ErrorResponse (refusal, relayed as is).
+//! The passthrough login (`auth.mode = "passthrough"`): the authentication exchange relayed
+//! message by message. The StartupMessage goes to the server, each Authentication request
+//! goes to the client and the client's answer back, until the server's ReadyForQuery
+//! (success) or ErrorResponse (refusal, relayed as is). A SCRAM-terminated login ends the same
+//! way ([`until_ready`]) once the proxy has let the client in.
 //!
 //! Generic over both streams, so it runs over TLS in production and over in-memory pipes
 //! in tests. The proxy looks only at what it must act on: which requests need a client
