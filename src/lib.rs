@@ -20,8 +20,9 @@
 //! - `fips`: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
 //! - `metrics`: the Prometheus metrics.
 //! - `scram`: SCRAM termination: its cryptography (`keys`), the client-leg and upstream-leg
-//!   exchanges (`server`, `client`, `login`), the proxy's own logins, and where verifiers
-//!   come from (`verifiers`, `query`, `query_answer`, `cache`, `flights`, `mock`, `timer`).
+//!   exchanges (`server`, `client`), the proxy's own login to a server (`upstream_login`),
+//!   and where verifiers come from (`verifiers`, `query`, `query_answer`, `cache`,
+//!   `flights`, `mock`, `timer`).
 //! - `relay`: bytes both ways after authentication (`pipe`).
 //! - `settings`: what the proxy runs with, validated from the config: the upstreams
 //!   (`upstream`), the routes (`routes`), `[auth]` (`auth`), TLS (`tls`), the cluster

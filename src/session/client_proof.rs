@@ -17,9 +17,9 @@ use crate::protocol::scram::Verifier;
 use crate::scram::ScramFailure;
 use crate::scram::client::ServerParams;
 use crate::scram::keys::{ClientKey, Key};
-use crate::scram::login::Prover;
 use crate::scram::mock::Mock;
 use crate::scram::server::ServerExchange;
+use crate::scram::upstream_login::Prover;
 use crate::scram::verifiers::{Source, Verifiers};
 
 /// The client's half of the exchange, run when the upstream login needs the keys.

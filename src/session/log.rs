@@ -14,7 +14,7 @@ use crate::tls::describe::{CertSummary, describe_tls};
 
 use super::error::SessionError;
 use super::scram_login::Mechanisms;
-use crate::scram::login::Method;
+use crate::scram::upstream_login::Method;
 use crate::settings::AuthSettings;
 
 /// How a connection ended: the one value the log line is written from.

@@ -34,9 +34,9 @@ use crate::protocol::encode::{self, auth_code, encode_authentication};
 use crate::protocol::scram::Verifier;
 use crate::protocol::sqlstate::INVALID_PASSWORD;
 use crate::scram::ScramFailure;
-use crate::scram::login::{self, LoginError, Method};
 use crate::scram::mock::Mock;
 use crate::scram::server::ServerExchange;
+use crate::scram::upstream_login::{self, LoginError, Method};
 use crate::scram::verifiers::{Source, Verifiers};
 use crate::settings::AuthSettings;
 
@@ -205,7 +205,7 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let bytes = startup.as_bytes();
-    let result = login::login(server, from_server, bytes, binding, policy, side).await;
+    let result = upstream_login::login(server, from_server, bytes, binding, policy, side).await;
     if let Some(e) = side.failed.take() {
         return Err(e);
     }
