@@ -62,9 +62,9 @@ pub(crate) enum Opening {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rules {
     /// Accept direct TLS.
-    pub direct_tls: bool,
+    pub(crate) direct_tls: bool,
     /// Accept plaintext CancelRequests.
-    pub plaintext_cancel: bool,
+    pub(crate) plaintext_cancel: bool,
 }
 
 /// Why a client connection ended before or during its TLS handshake.
@@ -162,7 +162,7 @@ impl ClientError {
     /// What the client is told, where the protocol lets the proxy tell it anything: before
     /// TLS, only the answers PostgreSQL itself gives in plaintext; after the handshake, over
     /// TLS. Handshake failures end with OpenSSL's alert.
-    pub fn refusal(&self) -> Option<Refusal> {
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
         Some(match self {
             ClientError::Plaintext { .. } => {
                 Refusal::new(INVALID_AUTHORIZATION, "pgt-proxy accepts TLS connections only")
@@ -286,10 +286,10 @@ where
 /// A finished handshake, and whether the client may go on over it.
 pub(crate) struct Accepted<S> {
     /// The TLS stream.
-    pub stream: ClientStream<S>,
+    pub(crate) stream: ClientStream<S>,
     /// `Err` when the client must be refused over this stream: a revoked certificate
     /// (CRL), or direct TLS without ALPN.
-    pub tls_checks: Result<(), ClientError>,
+    pub(crate) tls_checks: Result<(), ClientError>,
 }
 
 /// Runs the TLS handshake over `io` (which replays any read-ahead bytes). When the context

@@ -71,11 +71,11 @@ pub(crate) enum Ended {
 #[derive(Debug)]
 pub(crate) struct RelayOutcome {
     /// How it ended.
-    pub ended: Ended,
+    pub(crate) ended: Ended,
     /// Bytes read from the client and written upstream.
-    pub from_client: u64,
+    pub(crate) from_client: u64,
     /// Bytes read from upstream and written to the client.
-    pub to_client: u64,
+    pub(crate) to_client: u64,
 }
 
 /// What the relay needs from a leg beyond reading and writing.

@@ -94,7 +94,7 @@ impl ScramFailure {
     /// What the client is told, with PostgreSQL's words where PostgreSQL has them. Whatever
     /// tells a user the proxy cannot check (unknown, stale, not fetched) gets the wrong
     /// password's answer, byte for byte; the log line says which it was.
-    pub fn refusal(&self, user: &str) -> Refusal {
+    pub(crate) fn refusal(&self, user: &str) -> Refusal {
         let wrong_password = || {
             Refusal::new(
                 INVALID_PASSWORD,

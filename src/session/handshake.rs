@@ -32,13 +32,13 @@ pub(super) async fn opening<S: ClientIo>(
 /// The client's connection once its handshake is done.
 pub(super) struct ClientLeg<S> {
     /// The TLS stream.
-    pub stream: ClientStream<S>,
+    pub(super) stream: ClientStream<S>,
     /// The route its server name found (looked up once, here: the handshake already chose
     /// that route's certificate and client CA).
-    pub route: Option<Arc<RouteTarget>>,
+    pub(super) route: Option<Arc<RouteTarget>>,
     /// The checks after the handshake (the certificate's CRL and OCSP, direct TLS's ALPN):
     /// `Err` when the client must be refused, over `stream`.
-    pub tls_checks: Result<(), ClientError>,
+    pub(super) tls_checks: Result<(), ClientError>,
 }
 
 /// The upstream leg as the handshake phase leaves it.

@@ -32,34 +32,34 @@ pub(super) enum Outcome {
 #[derive(Debug)]
 pub(super) struct Record {
     /// The client: the socket's peer, or the client a PROXY header names.
-    pub peer: SocketAddr,
+    pub(super) peer: SocketAddr,
     /// The load balancer that sent the PROXY header, if any.
-    pub proxy: Option<SocketAddr>,
-    pub started: Instant,
-    pub client_cert: Option<CertSummary>,
-    pub client_tls: Option<String>,
-    pub client_tls_version: Option<&'static str>,
-    pub upstream: Option<SocketAddr>,
-    pub upstream_tls: Option<String>,
-    pub user: Option<String>,
-    pub database: Option<String>,
-    pub application_name: Option<String>,
-    pub backend_pid: Option<i32>,
-    pub from_client: u64,
-    pub to_client: u64,
+    pub(super) proxy: Option<SocketAddr>,
+    pub(super) started: Instant,
+    pub(super) client_cert: Option<CertSummary>,
+    pub(super) client_tls: Option<String>,
+    pub(super) client_tls_version: Option<&'static str>,
+    pub(super) upstream: Option<SocketAddr>,
+    pub(super) upstream_tls: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) database: Option<String>,
+    pub(super) application_name: Option<String>,
+    pub(super) backend_pid: Option<i32>,
+    pub(super) from_client: u64,
+    pub(super) to_client: u64,
     /// The server name the client sent (SNI).
-    pub server_name: Option<String>,
+    pub(super) server_name: Option<String>,
     /// The upstream its route led to.
-    pub route: Option<String>,
+    pub(super) route: Option<String>,
     /// How the client authenticated (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, passthrough).
-    pub client_auth: Option<&'static str>,
+    pub(super) client_auth: Option<&'static str>,
     /// How the proxy logged in upstream (the same, or trust, cert, passthrough).
-    pub upstream_auth: Option<&'static str>,
+    pub(super) upstream_auth: Option<&'static str>,
 }
 
 impl Record {
     /// A record for a connection from `peer`, accepted now.
-    pub fn new(peer: SocketAddr) -> Self {
+    pub(super) fn new(peer: SocketAddr) -> Self {
         Self {
             peer,
             proxy: None,
@@ -83,13 +83,13 @@ impl Record {
     }
 
     /// Notes who the connection is from, once a PROXY header (if any) has been read.
-    pub fn identified(&mut self, addresses: crate::client::Addresses) {
+    pub(super) fn identified(&mut self, addresses: crate::client::Addresses) {
         self.peer = addresses.client;
         self.proxy = addresses.proxy;
     }
 
     /// Notes the client's TLS connection and certificate.
-    pub fn client_tls(&mut self, ssl: &SslRef) {
+    pub(super) fn client_tls(&mut self, ssl: &SslRef) {
         self.client_tls = Some(describe_tls(ssl));
         self.client_tls_version = Some(ssl.version_str());
         self.client_cert = ssl.peer_certificate().map(|c| CertSummary::of(&c));
@@ -98,7 +98,7 @@ impl Record {
 
 impl Record {
     /// Notes the mechanisms of a login; `None` is a relayed (passthrough) login.
-    pub fn auth_used(&mut self, used: Option<Mechanisms>, auth: &AuthSettings) {
+    pub(super) fn auth_used(&mut self, used: Option<Mechanisms>, auth: &AuthSettings) {
         let (client, upstream) = match used {
             None => ("passthrough", "passthrough"),
             Some(m) => (

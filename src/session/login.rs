@@ -19,11 +19,11 @@ use crate::upstream::Upstream;
 /// What ends an authentication exchange early.
 pub(super) struct LoginEnds<'a> {
     /// The startup deadline.
-    pub deadline: Instant,
+    pub(super) deadline: Instant,
     /// `listen.startup_timeout`, which set it.
-    pub limit: std::time::Duration,
+    pub(super) limit: std::time::Duration,
     /// Shutdown past `listen.shutdown_timeout`.
-    pub stop: &'a CancellationToken,
+    pub(super) stop: &'a CancellationToken,
 }
 
 /// Which login a session gets.
@@ -42,7 +42,7 @@ pub(super) enum Plan<'a> {
 impl<'a> Plan<'a> {
     /// What `auth.mode` asks for a session to `target` over `upstream`, whose client was
     /// served over `client` (channel binding uses the certificate it was actually served).
-    pub fn for_session(target: &'a Target, upstream: &Upstream, client: &SslRef) -> Self {
+    pub(super) fn for_session(target: &'a Target, upstream: &Upstream, client: &SslRef) -> Self {
         match target.auth.mode {
             AuthMode::Passthrough => Plan::Passthrough,
             AuthMode::Scram => Plan::Scram {
