@@ -8,8 +8,8 @@
 //! 3. [`startup`]: the first packet inside TLS, typed and judged once (StartupMessage or an
 //!    encrypted CancelRequest); the server only ever gets the packet rebuilt from it.
 //!    A CancelRequest, plaintext or encrypted, is forwarded by [`cancel`] instead.
-//! 4. [`login`]: the authentication exchange, relayed ([`passthrough`]) or SCRAM terminated
-//!    ([`scram_login`]).
+//! 4. [`login`](mod@login): the authentication exchange, relayed ([`passthrough`]) or
+//!    SCRAM terminated ([`scram_login`]).
 //! 5. [`crate::relay`]: bytes both ways until one side ends.
 //!
 //! Generic over the client's socket ([`ClientIo`]), so in-process tests run the same driver.
