@@ -22,8 +22,9 @@
 //!   `dates`, `ffi`).
 //! - `fips`: FIPS mode: the OpenSSL FIPS provider, activated and proven at start.
 //! - `scram`: SCRAM termination: its cryptography (`keys`), the client-leg and upstream-leg
-//!   exchanges (`server`, `client`, `login`), the proxy's own logins, and where verifiers
-//!   come from (`verifiers`, `query`, `query_answer`, `cache`, `flights`, `mock`, `timer`).
+//!   exchanges (`server`, `client`), the proxy's own login to a server (`upstream_login`),
+//!   and where verifiers come from (`verifiers`, `query`, `query_answer`, `cache`,
+//!   `flights`, `mock`, `timer`).
 //! - `relay`: bytes both ways after authentication (`pipe`).
 //! - `settings`: what the proxy runs with, validated from the config: the upstreams
 //!   (`upstream`), the routes (`routes`), `[auth]` (`auth`), TLS (`tls`), the cluster
@@ -41,9 +42,10 @@
 //! - `running`: what a process serves with: the settings and each upstream's verifier store
 //!   started from them, swapped whole by a reload.
 //! - `session`: one connection end to end, by phase (`admission`, `handshake`, `startup`,
-//!   `login`: relayed in `auth`, or SCRAM terminated in `terminate`), the one refusal
-//!   decision (`error`), the one log line (`log`), and what the live sessions share
-//!   (`sessions`: cancel keys, counts, per-address claims, the stop signal).
+//!   `login`: relayed in `passthrough`, or SCRAM terminated in `scram_login` with the
+//!   client's half in `client_proof`), a connection that carries a cancel (`cancel`), the
+//!   one refusal decision (`error`), the one log line (`log`), and what the live sessions
+//!   share (`sessions`: cancel keys, counts, per-address claims, the stop signal).
 //! - [`daemon`]: the process around the sessions: the binary's orchestration (`app`), the
 //!   process state (`shared`), the accept loops (`server`), the runtimes and session
 //!   threads (`runtimes`), systemd (`service`), the admin endpoint (`admin`), and memory

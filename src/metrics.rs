@@ -55,7 +55,7 @@ pub(crate) struct Direction {
 
 /// `result`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct Result_ {
+pub(crate) struct ResultLabel {
     pub result: &'static str,
 }
 
@@ -91,11 +91,11 @@ pub(crate) struct Metrics {
     pub upstream_connect: Family<Route, Histogram, Seconds>,
     pub session_duration: Histogram,
     pub bytes: Family<Direction, Counter>,
-    pub cancels: Family<Result_, Counter>,
+    pub cancels: Family<ResultLabel, Counter>,
     pub ocsp: Family<LegResult, Counter>,
     pub crl_next_update: Family<File, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub certificate_not_after: Family<RoleFile, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pub reloads: Family<Result_, Counter>,
+    pub reloads: Family<ResultLabel, Counter>,
     pub fips_mode: Gauge,
     build: Family<Build, Gauge>,
 }

@@ -62,9 +62,9 @@ pub(crate) enum Opening {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rules {
     /// Accept direct TLS.
-    pub direct_tls: bool,
+    pub(crate) direct_tls: bool,
     /// Accept plaintext CancelRequests.
-    pub plaintext_cancel: bool,
+    pub(crate) plaintext_cancel: bool,
 }
 
 /// Why a client connection ended before or during its TLS handshake.
@@ -173,7 +173,7 @@ impl ClientError {
     /// What the client is told, where the protocol lets the proxy tell it anything: before
     /// TLS, only the answers PostgreSQL itself gives in plaintext; after the handshake, over
     /// TLS. Handshake failures end with OpenSSL's alert.
-    pub fn refusal(&self) -> Option<Refusal> {
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
         Some(match self {
             ClientError::Plaintext { .. } => {
                 Refusal::new(INVALID_AUTHORIZATION, "pgt-proxy accepts TLS connections only")
@@ -297,10 +297,10 @@ where
 /// A finished handshake, and whether the client may go on over it.
 pub(crate) struct Accepted<S> {
     /// The TLS stream.
-    pub stream: ClientStream<S>,
+    pub(crate) stream: ClientStream<S>,
     /// `Err` when the client must be refused over this stream: a revoked certificate
     /// (CRL), or direct TLS without ALPN.
-    pub admitted: Result<(), ClientError>,
+    pub(crate) tls_checks: Result<(), ClientError>,
 }
 
 /// Runs the TLS handshake over `io` (which replays any read-ahead bytes). When the context
@@ -350,7 +350,7 @@ where
         });
     }
     // Only a revocation lets the handshake finish with a failure (see VerifyObserver).
-    let admitted = match observer.as_ref().and_then(VerifyObserver::failure) {
+    let tls_checks = match observer.as_ref().and_then(VerifyObserver::failure) {
         Some(f) => Err(ClientError::Revocation(Revocation::Revoked {
             check: "CRL",
             cert: f.cert,
@@ -360,7 +360,7 @@ where
         }
         None => Ok(()),
     };
-    Ok(Accepted { stream, admitted })
+    Ok(Accepted { stream, tls_checks })
 }
 
 /// How long a refusal may take to write; a client that does not read gets cut off.

@@ -22,19 +22,19 @@ use crate::settings::ListenSettings;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Addresses {
     /// The client: the header's source, else the socket's peer.
-    pub client: SocketAddr,
+    pub(crate) client: SocketAddr,
     /// The balancer that sent a header, if one did.
-    pub proxy: Option<SocketAddr>,
+    pub(crate) proxy: Option<SocketAddr>,
 }
 
 /// What [`identify`] found.
 #[derive(Debug)]
 pub(crate) struct Identified {
     /// Who the connection is from.
-    pub addresses: Addresses,
+    pub(crate) addresses: Addresses,
     /// `Err` when the connection goes on only to be refused after its TLS handshake (no
     /// header, or an untrusted address without one), so the client hears why.
-    pub admission: Result<(), ClientError>,
+    pub(crate) admission: Result<(), ClientError>,
 }
 
 /// Reads the PROXY header when `listen` wants one. `Err` ends the connection now, without a

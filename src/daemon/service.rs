@@ -166,7 +166,7 @@ impl Service {
                     );
                 }
                 tracing::info!("configuration reloaded; new connections use it");
-                let ok = crate::metrics::Result_ { result: "ok" };
+                let ok = crate::metrics::ResultLabel { result: "ok" };
                 crate::metrics::get().reloads.get_or_create(&ok).inc();
                 "ok".to_owned()
             }
@@ -178,7 +178,7 @@ impl Service {
                     "reload failed with {} error(s); still serving with the previous configuration",
                     errors.len()
                 );
-                let failed = crate::metrics::Result_ { result: "failed" };
+                let failed = crate::metrics::ResultLabel { result: "failed" };
                 crate::metrics::get().reloads.get_or_create(&failed).inc();
                 format!("reload failed: {}", errors[0])
             }

@@ -6,12 +6,12 @@ use super::take_cstr;
 
 /// Field type bytes of ErrorResponse/NoticeResponse.
 mod field {
-    pub const SEVERITY: u8 = b'S';
-    pub const SEVERITY_NONLOCALIZED: u8 = b'V';
-    pub const CODE: u8 = b'C';
-    pub const MESSAGE: u8 = b'M';
-    pub const DETAIL: u8 = b'D';
-    pub const HINT: u8 = b'H';
+    pub(super) const SEVERITY: u8 = b'S';
+    pub(super) const SEVERITY_NONLOCALIZED: u8 = b'V';
+    pub(super) const CODE: u8 = b'C';
+    pub(super) const MESSAGE: u8 = b'M';
+    pub(super) const DETAIL: u8 = b'D';
+    pub(super) const HINT: u8 = b'H';
 }
 
 /// What a refused client is told: the fields of the FATAL ErrorResponse the proxy sends.

@@ -71,11 +71,11 @@ pub(crate) enum Ended {
 #[derive(Debug)]
 pub(crate) struct RelayOutcome {
     /// How it ended.
-    pub ended: Ended,
+    pub(crate) ended: Ended,
     /// Bytes read from the client and written upstream.
-    pub from_client: u64,
+    pub(crate) from_client: u64,
     /// Bytes read from upstream and written to the client.
-    pub to_client: u64,
+    pub(crate) to_client: u64,
 }
 
 /// What the relay needs from a leg beyond reading and writing.
@@ -109,7 +109,7 @@ impl<S: AsFd + ReadReady> LegIo for tokio_openssl::SslStream<S> {
     }
 }
 
-/// Relays until one side ends or `terminate` is cancelled. `client_pending` and
+/// Relays until one side ends or `stop` is cancelled. `client_pending` and
 /// `upstream_pending` are bytes each side sent that were read during the startup phase and
 /// are still to be delivered; `upstream_pending` starts at a message boundary.
 pub(crate) async fn relay<C, U>(
@@ -117,7 +117,7 @@ pub(crate) async fn relay<C, U>(
     upstream: &mut U,
     client_pending: Vec<u8>,
     upstream_pending: Vec<u8>,
-    terminate: &CancellationToken,
+    stop: &CancellationToken,
 ) -> RelayOutcome
 where
     C: AsyncRead + AsyncWrite + LegIo + Unpin,
@@ -126,15 +126,15 @@ where
     let mut up = Pipe::new(client_pending);
     let mut down = Pipe::new(upstream_pending);
     down.tracker = Some(MessageTracker::default());
-    let terminated = terminate.cancelled();
-    let mut terminated = std::pin::pin!(terminated);
+    let stopped = stop.cancelled();
+    let mut stopped = std::pin::pin!(stopped);
     // Armed when either side reaches end of stream.
     let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // Armed while either direction's writer holds back.
     let mut probe: Option<tokio::time::Interval> = None;
     let ended = poll_fn(|cx| {
         // First, so that data arriving with the signal is not relayed past a boundary.
-        if terminated.as_mut().poll(cx).is_ready() {
+        if stopped.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Ended::Shutdown);
         }
         if let Poll::Ready(r) = down.poll_copy(cx, Pin::new(&mut *upstream), Pin::new(&mut *client))

@@ -12,7 +12,7 @@ fn spawn_relay<C, U>(
     mut upstream: U,
     client_pending: Vec<u8>,
     upstream_pending: Vec<u8>,
-    terminate: CancellationToken,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<RelayOutcome>
 where
     C: AsyncRead + AsyncWrite + LegIo + Unpin + Send + 'static,
@@ -24,7 +24,7 @@ where
             &mut upstream,
             client_pending,
             upstream_pending,
-            &terminate,
+            &stop,
         )
         .await
     })
@@ -83,15 +83,15 @@ async fn client_end_closes_upstream() {
 async fn shutdown_finishes_the_message_in_flight_then_sends_57p01() {
     let (client_side, mut client_peer) = duplex(1024);
     let (upstream_side, mut upstream_peer) = duplex(1024);
-    let terminate = CancellationToken::new();
-    let token = terminate.clone();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
     let task = spawn_relay(client_side, upstream_side, Vec::new(), Vec::new(), token);
     // A DataRow of 10 body bytes, of which the server has sent only 7 so far.
     let row = [b"D\0\0\0\x0e".as_slice(), b"0123456789"].concat();
     upstream_peer.write_all(&row[..12]).await.unwrap();
     let mut first = [0u8; 12];
     client_peer.read_exact(&mut first).await.unwrap();
-    terminate.cancel();
+    stop.cancel();
     // The rest of the row, and more that must not reach the client.
     upstream_peer.write_all(&row[12..]).await.unwrap();
     upstream_peer

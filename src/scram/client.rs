@@ -10,7 +10,7 @@ use crate::config::schema::ChannelBindingPolicy;
 use crate::protocol::scram::{self, GS2_BINDING, SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ServerFinal};
 
 /// One login to the server.
-pub(crate) struct ClientExchange {
+pub(super) struct ClientExchange {
     plus: bool,
     /// The gs2 header sent.
     gs2: &'static str,
@@ -38,16 +38,16 @@ fn gs2_header(plus: bool, can_bind: bool) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServerParams {
     /// The salt the server holds for the user.
-    pub salt: Vec<u8>,
+    pub(crate) salt: Vec<u8>,
     /// Its iteration count.
-    pub iterations: u32,
+    pub(crate) iterations: u32,
 }
 
 impl ClientExchange {
     /// Chooses the mechanism from the server's `offered` list: -PLUS bound to `binding` (the
     /// server's certificate hash) when offered and possible, else plain SCRAM-SHA-256 unless
     /// `policy` requires binding.
-    pub fn new(
+    pub(super) fn new(
         offered: &[&[u8]],
         binding: Option<Vec<u8>>,
         policy: ChannelBindingPolicy,
@@ -80,7 +80,7 @@ impl ClientExchange {
     }
 
     /// The mechanism chosen.
-    pub fn mechanism(&self) -> &'static str {
+    pub(super) fn mechanism(&self) -> &'static str {
         if self.plus {
             SCRAM_SHA_256_PLUS
         } else {
@@ -89,12 +89,15 @@ impl ClientExchange {
     }
 
     /// The client-first-message.
-    pub fn client_first(&self) -> String {
+    pub(super) fn client_first(&self) -> String {
         scram::client_first(self.gs2, &self.nonce)
     }
 
     /// Takes the server-first-message: its nonce must extend ours.
-    pub fn receive_server_first(&mut self, data: &[u8]) -> Result<ServerParams, ScramFailure> {
+    pub(super) fn receive_server_first(
+        &mut self,
+        data: &[u8],
+    ) -> Result<ServerParams, ScramFailure> {
         let first = scram::parse_server_first(data).map_err(ScramFailure::UpstreamProtocol)?;
         if first.nonce.len() <= self.nonce.len() || !first.nonce.starts_with(&self.nonce) {
             return Err(ScramFailure::UpstreamProtocol(scram::ScramError {
@@ -116,7 +119,10 @@ impl ClientExchange {
     }
 
     /// The client-final-message proving `client_key` (zeroed on drop, as its proof is).
-    pub fn client_final(&self, client_key: &ClientKey) -> Result<Zeroizing<String>, ScramFailure> {
+    pub(super) fn client_final(
+        &self,
+        client_key: &ClientKey,
+    ) -> Result<Zeroizing<String>, ScramFailure> {
         let (Some(server_first), Some(without_proof)) = (&self.server_first, &self.without_proof)
         else {
             return Err(ScramFailure::OutOfOrder);
@@ -127,7 +133,11 @@ impl ClientExchange {
     }
 
     /// Takes the server-final-message: the server must prove it holds `server_key`.
-    pub fn verify_server_final(&self, data: &[u8], server_key: &Key) -> Result<(), ScramFailure> {
+    pub(super) fn verify_server_final(
+        &self,
+        data: &[u8],
+        server_key: &Key,
+    ) -> Result<(), ScramFailure> {
         let (Some(server_first), Some(without_proof)) = (&self.server_first, &self.without_proof)
         else {
             return Err(ScramFailure::OutOfOrder);

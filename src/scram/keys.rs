@@ -33,13 +33,13 @@ pub(crate) struct ClientKey(Zeroizing<Key>);
 
 impl ClientKey {
     /// The key's bytes, for the proof toward the server.
-    pub fn bytes(&self) -> &Key {
+    pub(super) fn bytes(&self) -> &Key {
         &self.0
     }
 }
 
 /// SHA-256 of `data` (H(ClientKey) is the StoredKey).
-pub(crate) fn sha256(data: &[u8]) -> Result<Zeroizing<Key>, ErrorStack> {
+pub(super) fn sha256(data: &[u8]) -> Result<Zeroizing<Key>, ErrorStack> {
     let mut ctx = MdCtx::new()?;
     ctx.digest_init(Md::sha256())?;
     ctx.digest_update(data)?;
@@ -50,7 +50,7 @@ pub(crate) fn sha256(data: &[u8]) -> Result<Zeroizing<Key>, ErrorStack> {
 
 /// HMAC-SHA-256 of the concatenation of `parts` under `key` (ClientKey, ServerKey, the
 /// signatures).
-pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<Zeroizing<Key>, ErrorStack> {
+pub(super) fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<Zeroizing<Key>, ErrorStack> {
     let pkey = PKey::hmac(key)?;
     let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
     for part in parts {
@@ -62,13 +62,13 @@ pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> Result<Zeroizing<Key>, ErrorS
 }
 
 /// Compares two secrets in constant time.
-pub(crate) fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 /// AuthMessage's parts: client-first-message-bare, server-first-message and
 /// client-final-message-without-proof, joined by commas.
-pub(crate) fn auth_message<'a>(
+pub(super) fn auth_message<'a>(
     client_first_bare: &'a str,
     server_first: &'a str,
     client_final_without_proof: &'a str,
@@ -84,7 +84,7 @@ pub(crate) fn auth_message<'a>(
 
 /// The ClientKey behind a client's `proof`, if H(ClientKey) is the verifier's StoredKey
 /// (compared in constant time).
-pub(crate) fn recover_client_key(
+pub(super) fn recover_client_key(
     verifier: &Verifier,
     auth_message: &[&[u8]],
     proof: &Key,
@@ -100,7 +100,7 @@ pub(crate) fn recover_client_key(
 
 /// The proof of `client_key` for `auth_message`: ClientKey XOR HMAC(StoredKey, AuthMessage).
 /// Zeroed on drop: with the StoredKey it gives the ClientKey back.
-pub(crate) fn client_proof(
+pub(super) fn client_proof(
     client_key: &Key,
     auth_message: &[&[u8]],
 ) -> Result<Zeroizing<Key>, ErrorStack> {
@@ -118,7 +118,7 @@ pub(crate) fn client_proof(
 
 /// HMAC(ServerKey, AuthMessage): what proves the server (or the proxy) holds the verifier.
 /// Not secret once sent, so a plain copy.
-pub(crate) fn server_signature(
+pub(super) fn server_signature(
     server_key: &Key,
     auth_message: &[&[u8]],
 ) -> Result<Key, ErrorStack> {
@@ -126,7 +126,7 @@ pub(crate) fn server_signature(
 }
 
 /// A fresh nonce: 18 random bytes in base64 (24 printable characters), as PostgreSQL makes.
-pub(crate) fn nonce() -> Result<String, ErrorStack> {
+pub(super) fn nonce() -> Result<String, ErrorStack> {
     let mut raw = [0u8; 18];
     openssl::rand::rand_bytes(&mut raw)?;
     Ok(B64.encode(raw))
@@ -168,7 +168,7 @@ fn signature_digest(cert: &X509Ref) -> Option<Nid> {
 
 /// The SaltedPassword's ClientKey and the matching keys, for logging in with a password
 /// (`auth.query_password_file`): PBKDF2-HMAC-SHA-256, then HMAC "Client Key".
-pub(crate) fn client_key_from_password(
+pub(super) fn client_key_from_password(
     password: &[u8],
     salt: &[u8],
     iterations: u32,

@@ -25,10 +25,10 @@ use super::keys;
 use crate::protocol::scram::{KEY_LEN, Verifier};
 
 /// PostgreSQL's defaults for new verifiers.
-pub(crate) const DEFAULT_ITERATIONS: u32 = 4096;
+pub(super) const DEFAULT_ITERATIONS: u32 = 4096;
 const SALT_LEN: usize = 16;
 /// The shortest secret accepted: 256 bits.
-pub(crate) const MIN_SECRET: usize = 32;
+pub(super) const MIN_SECRET: usize = 32;
 /// The longest file read.
 const MAX_SECRET: u64 = 4096;
 /// How many recent real waits are kept per upstream.
@@ -50,7 +50,7 @@ pub(crate) struct Mock {
 impl Mock {
     /// A mock with `secret` (`None`: the per-process one) and `iterations`, whose waits are
     /// those of real users of `upstream` ("host:port").
-    pub fn new(secret: Option<Zeroizing<Vec<u8>>>, iterations: u32, upstream: &str) -> Self {
+    pub(crate) fn new(secret: Option<Zeroizing<Vec<u8>>>, iterations: u32, upstream: &str) -> Self {
         Self {
             secret: secret.unwrap_or_else(|| Zeroizing::new(process_secret().to_vec())),
             iterations,
@@ -59,7 +59,7 @@ impl Mock {
     }
 
     /// The stand-in verifier of `user`.
-    pub fn verifier(&self, user: &str) -> Result<Verifier, ErrorStack> {
+    pub(crate) fn verifier(&self, user: &str) -> Result<Verifier, ErrorStack> {
         let salt = keys::hmac(&self.secret, &[user.as_bytes()])?;
         let mut stored_key = [0u8; KEY_LEN];
         let mut server_key = [0u8; KEY_LEN];
@@ -75,20 +75,20 @@ impl Mock {
 
     /// How long a real user's server-first waited for the server (from the client's
     /// AuthenticationSASL).
-    pub fn observed(&self, wait: Duration) {
+    pub(crate) fn observed(&self, wait: Duration) {
         self.waits.push(wait.min(MAX_WAIT));
     }
 
     /// How long a mock server-first waits (from the client's AuthenticationSASL): one of the
     /// recent real waits, at random; none before the first real login.
-    pub fn wait(&self) -> Duration {
+    pub(super) fn wait(&self) -> Duration {
         self.waits.draw()
     }
 
     /// Waits until [`Self::wait`] after `offered`, with a timer finer than tokio's (whose
     /// millisecond ticks are as long as a real wait), set early by how late it has woken
     /// on average: a real server-first is sent as soon as the server's is read.
-    pub async fn hold(&self, offered: Instant) {
+    pub(crate) async fn hold(&self, offered: Instant) {
         let target = offered + self.wait();
         let early = self.waits.late_us.load(Ordering::Relaxed);
         let deadline = target

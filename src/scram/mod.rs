@@ -10,16 +10,17 @@
 //!   ([`cache`]), each query a unit no client can cut off ([`flights`]).
 //! - [`mock`]: the stand-in exchange for a user the proxy cannot check; `timer`: the fine
 //!   timer its waits use.
+//! - [`upstream_login`]: the proxy's own login to the server (StartupMessage, then SCRAM),
+//!   for a terminated session and for the auth query.
 //! - [`query`]: the proxy's own connections to the server that run the auth query.
 //!
 //! The session phase that drives both exchanges over the network is
-//! `crate::session::terminate`.
+//! `crate::session::scram_login`.
 
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod flights;
 pub(crate) mod keys;
-pub(crate) mod login;
 pub(crate) mod mock;
 pub(crate) mod query;
 mod query_answer;
@@ -27,6 +28,7 @@ pub(crate) mod server;
 #[cfg(test)]
 mod tests;
 mod timer;
+pub(crate) mod upstream_login;
 pub(crate) mod verifiers;
 
 use crate::protocol::error_response::Refusal;
@@ -92,7 +94,7 @@ impl ScramFailure {
     /// What the client is told, with PostgreSQL's words where PostgreSQL has them. Whatever
     /// tells a user the proxy cannot check (unknown, stale, not fetched) gets the wrong
     /// password's answer, byte for byte; the log line says which it was.
-    pub fn refusal(&self, user: &str) -> Refusal {
+    pub(crate) fn refusal(&self, user: &str) -> Refusal {
         let wrong_password = || {
             Refusal::new(
                 INVALID_PASSWORD,

@@ -18,8 +18,8 @@ use zeroize::Zeroizing;
 use super::ScramFailure;
 use super::client::ServerParams;
 use super::keys::{self, ClientKey, Key};
-use super::login::{self, LoginError, Prover};
 use super::query_answer::answer_of;
+use super::upstream_login::{self, LoginError, Prover};
 use crate::config::schema::ChannelBindingPolicy;
 use crate::framed::FrameReader;
 use crate::protocol::encode;
@@ -207,7 +207,7 @@ impl AuthQuery {
             ]);
             let mut reader = FrameReader::new();
             let mut prover = PasswordProver(self.spec.password.as_deref().map(Vec::as_slice));
-            login::login(
+            upstream_login::login(
                 &mut stream,
                 &mut reader,
                 &startup,

@@ -28,7 +28,7 @@ pub(crate) struct ServerExchange {
 
 impl ServerExchange {
     /// An exchange that offers -PLUS when `binding` (our certificate's hash) is known.
-    pub fn new(binding: Option<Vec<u8>>) -> Self {
+    pub(crate) fn new(binding: Option<Vec<u8>>) -> Self {
         Self {
             binding,
             first: None,
@@ -37,7 +37,7 @@ impl ServerExchange {
     }
 
     /// The mechanisms offered, in AuthenticationSASL's order of preference.
-    pub fn mechanisms(&self) -> Vec<&'static str> {
+    pub(crate) fn mechanisms(&self) -> Vec<&'static str> {
         match self.binding {
             Some(_) => vec![SCRAM_SHA_256_PLUS, SCRAM_SHA_256],
             None => vec![SCRAM_SHA_256],
@@ -45,7 +45,7 @@ impl ServerExchange {
     }
 
     /// The mechanism the client used (after [`Self::receive_first`]).
-    pub fn mechanism(&self) -> &'static str {
+    pub(crate) fn mechanism(&self) -> &'static str {
         match &self.first {
             Some(f) if f.gs2_header == GS2_BINDING => SCRAM_SHA_256_PLUS,
             _ => SCRAM_SHA_256,
@@ -53,7 +53,11 @@ impl ServerExchange {
     }
 
     /// Takes the SASLInitialResponse: the chosen `mechanism` and its client-first-message.
-    pub fn receive_first(&mut self, mechanism: &[u8], data: &[u8]) -> Result<(), ScramFailure> {
+    pub(crate) fn receive_first(
+        &mut self,
+        mechanism: &[u8],
+        data: &[u8],
+    ) -> Result<(), ScramFailure> {
         let plus = match mechanism {
             m if m == SCRAM_SHA_256_PLUS.as_bytes() && self.binding.is_some() => true,
             m if m == SCRAM_SHA_256.as_bytes() => false,
@@ -101,7 +105,7 @@ impl ServerExchange {
     }
 
     /// The server-first-message with `verifier`'s salt and iterations.
-    pub fn server_first(&mut self, verifier: &Verifier) -> Result<String, ScramFailure> {
+    pub(crate) fn server_first(&mut self, verifier: &Verifier) -> Result<String, ScramFailure> {
         let first = self.first.as_ref().ok_or(ScramFailure::OutOfOrder)?;
         let nonce = format!("{}{}", first.client_nonce, keys::nonce()?);
         let message = scram::server_first(&nonce, &verifier.salt, verifier.iterations);
@@ -112,7 +116,7 @@ impl ServerExchange {
     /// Takes the client-final-message: checks channel binding, the nonce and the proof, and
     /// returns the recovered ClientKey with the server-final-message to send once the
     /// upstream login has succeeded.
-    pub fn receive_final(
+    pub(crate) fn receive_final(
         &self,
         data: &[u8],
         verifier: &Verifier,

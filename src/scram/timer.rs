@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 const MAX_QUEUED: usize = 100_000;
 
 /// Waits until `deadline`.
-pub(crate) async fn sleep_until(deadline: Instant) {
+pub(super) async fn sleep_until(deadline: Instant) {
     if deadline <= Instant::now() {
         return;
     }

@@ -120,7 +120,7 @@ impl SessionError {
     /// What the proxy tells the client, or `None` when it sends nothing: the client has
     /// gone, the handshake failed (OpenSSL's alert said it), or the server's own
     /// ErrorResponse was relayed.
-    pub fn refusal(&self) -> Option<Refusal> {
+    pub(super) fn refusal(&self) -> Option<Refusal> {
         let message = || self.to_string();
         Some(match self {
             SessionError::Client(e) => return e.refusal(),
@@ -171,7 +171,7 @@ impl SessionError {
     /// For a refusal at a TLS or certificate check, the leg and a reason from a small fixed
     /// set (the metrics' labels): untrusted, hostname, expired, revoked, no_tls, timeout,
     /// unreachable, protocol, no_common_group.
-    pub fn handshake_failure(&self) -> Option<(&'static str, &'static str)> {
+    pub(super) fn handshake_failure(&self) -> Option<(&'static str, &'static str)> {
         Some(match self {
             SessionError::Upstream(e) => ("upstream", upstream_reason(e)),
             SessionError::Client(e) => ("client", client_reason(e)?),
@@ -180,7 +180,7 @@ impl SessionError {
     }
 
     /// The SQLSTATE the client received: the proxy's refusal, or the server's own error.
-    pub fn sqlstate(&self) -> Option<SqlState> {
+    pub(super) fn sqlstate(&self) -> Option<SqlState> {
         match self {
             SessionError::ServerRefused { sqlstate, .. } => *sqlstate,
             other => other.refusal().map(|r| r.sqlstate),

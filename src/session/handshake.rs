@@ -36,13 +36,13 @@ pub(super) async fn opening<S: ClientIo>(
 /// The client's connection once its handshake is done.
 pub(super) struct ClientLeg<S> {
     /// The TLS stream.
-    pub stream: ClientStream<S>,
+    pub(super) stream: ClientStream<S>,
     /// The route its server name found (looked up once, here: the handshake already chose
     /// that route's certificate and client CA).
-    pub route: Option<Arc<RouteTarget>>,
-    /// Whether its certificate passed the checks after the handshake (OCSP); a refusal here
-    /// is told over `stream`.
-    pub admitted: Result<(), ClientError>,
+    pub(super) route: Option<Arc<RouteTarget>>,
+    /// The checks after the handshake (the certificate's CRL and OCSP, direct TLS's ALPN):
+    /// `Err` when the client must be refused, over `stream`.
+    pub(super) tls_checks: Result<(), ClientError>,
 }
 
 /// The upstream leg as the handshake phase leaves it.
@@ -87,7 +87,7 @@ pub(super) async fn both_legs<S: ClientIo>(
         return Ok((client, UpstreamLeg::Done(upstream)));
     }
     let client = Box::pin(client_leg).await?;
-    if client.admitted.is_err() {
+    if client.tls_checks.is_err() {
         return Ok((client, UpstreamLeg::NotStarted));
     }
     let upstream = Box::pin(upstream_leg).await?;
@@ -132,18 +132,18 @@ async fn client_leg<S: ClientIo>(
     )
     .await
     .map_err(|_| ClientError::HandshakeTimeout(listen.handshake_timeout))??;
-    let mut admitted = accepted.admitted;
+    let mut tls_checks = accepted.tls_checks;
     let ssl = accepted.stream.ssl();
     let route = settings
         .routes
         .by_server_name(ssl.servername(NameType::HOST_NAME))
         .cloned();
     let policy = settings.client_policy(route.as_deref());
-    if admitted.is_ok()
+    if tls_checks.is_ok()
         && let Some(ocsp) = policy.client_ocsp
     {
         let context = policy.context;
-        admitted = Box::pin(revocation::check_ocsp(
+        tls_checks = Box::pin(revocation::check_ocsp(
             ocsp,
             ssl,
             context,
@@ -156,7 +156,7 @@ async fn client_leg<S: ClientIo>(
     Ok(ClientLeg {
         stream: accepted.stream,
         route,
-        admitted,
+        tls_checks,
     })
 }
 

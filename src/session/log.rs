@@ -7,53 +7,63 @@ use std::time::Instant;
 
 use openssl::ssl::SslRef;
 
-use super::Outcome;
 use crate::cancel::CancelOutcome;
 use crate::client::ClientError;
 use crate::relay::Ended;
 use crate::tls::describe::{CertSummary, describe_tls};
 
 use super::error::SessionError;
-use super::terminate::Mechanisms;
-use crate::scram::login::Method;
+use super::scram_login::Mechanisms;
+use crate::scram::upstream_login::Method;
 use crate::settings::AuthSettings;
+
+/// How a connection ended: the one value the log line is written from.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Authenticated, and relayed until one side ended.
+    Relayed(Ended),
+    /// A cancel request, forwarded or dropped.
+    Cancel(CancelOutcome),
+    /// Refused or failed before relaying; the client was told where the protocol allows.
+    Refused(SessionError),
+}
 
 /// Facts gathered for the session's log line.
 #[derive(Debug)]
 pub(super) struct Record {
     /// The client: the socket's peer, or the client a PROXY header names.
-    pub peer: SocketAddr,
+    pub(super) peer: SocketAddr,
     /// The load balancer that sent the PROXY header, if any.
-    pub proxy: Option<SocketAddr>,
-    pub started: Instant,
-    pub client_cert: Option<CertSummary>,
-    pub client_tls: Option<String>,
-    pub client_tls_version: Option<&'static str>,
+    pub(super) proxy: Option<SocketAddr>,
+    pub(super) started: Instant,
+    pub(super) client_cert: Option<CertSummary>,
+    pub(super) client_tls: Option<String>,
+    pub(super) client_tls_version: Option<&'static str>,
     /// The key-exchange group of the client's handshake.
-    pub client_tls_group: Option<String>,
-    pub upstream: Option<SocketAddr>,
-    pub upstream_tls: Option<String>,
+    pub(super) client_tls_group: Option<String>,
+    pub(super) upstream: Option<SocketAddr>,
+    pub(super) upstream_tls: Option<String>,
     /// The key-exchange group of the upstream handshake.
-    pub upstream_tls_group: Option<String>,
-    pub user: Option<String>,
-    pub database: Option<String>,
-    pub application_name: Option<String>,
-    pub backend_pid: Option<i32>,
-    pub from_client: u64,
-    pub to_client: u64,
+    pub(super) upstream_tls_group: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) database: Option<String>,
+    pub(super) application_name: Option<String>,
+    pub(super) backend_pid: Option<i32>,
+    pub(super) from_client: u64,
+    pub(super) to_client: u64,
     /// The server name the client sent (SNI).
-    pub server_name: Option<String>,
+    pub(super) server_name: Option<String>,
     /// The upstream its route led to.
-    pub route: Option<String>,
+    pub(super) route: Option<String>,
     /// How the client authenticated (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, passthrough).
-    pub client_auth: Option<&'static str>,
+    pub(super) client_auth: Option<&'static str>,
     /// How the proxy logged in upstream (the same, or trust, cert, passthrough).
-    pub upstream_auth: Option<&'static str>,
+    pub(super) upstream_auth: Option<&'static str>,
 }
 
 impl Record {
     /// A record for a connection from `peer`, accepted now.
-    pub fn new(peer: SocketAddr) -> Self {
+    pub(super) fn new(peer: SocketAddr) -> Self {
         Self {
             peer,
             proxy: None,
@@ -79,13 +89,13 @@ impl Record {
     }
 
     /// Notes who the connection is from, once a PROXY header (if any) has been read.
-    pub fn identified(&mut self, addresses: crate::client::Addresses) {
+    pub(super) fn identified(&mut self, addresses: crate::client::Addresses) {
         self.peer = addresses.client;
         self.proxy = addresses.proxy;
     }
 
     /// Notes the client's TLS connection and certificate.
-    pub fn client_tls(&mut self, ssl: &SslRef) {
+    pub(super) fn client_tls(&mut self, ssl: &SslRef) {
         self.client_tls = Some(describe_tls(ssl));
         self.client_tls_version = Some(ssl.version_str());
         self.client_tls_group = crate::tls::groups::negotiated(ssl);
@@ -95,7 +105,7 @@ impl Record {
 
 impl Record {
     /// Notes the mechanisms of a login; `None` is a relayed (passthrough) login.
-    pub fn auth_used(&mut self, used: Option<Mechanisms>, auth: &AuthSettings) {
+    pub(super) fn auth_used(&mut self, used: Option<Mechanisms>, auth: &AuthSettings) {
         let (client, upstream) = match used {
             None => ("passthrough", "passthrough"),
             Some(m) => (
@@ -245,7 +255,7 @@ pub(super) fn count(r: &Record, outcome: &Outcome) {
     if let Outcome::Cancel(c) = outcome {
         let result = c.result();
         m.cancels
-            .get_or_create(&crate::metrics::Result_ { result })
+            .get_or_create(&crate::metrics::ResultLabel { result })
             .inc();
     }
     m.sessions

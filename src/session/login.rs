@@ -6,10 +6,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, Authenticated};
 use super::error::SessionError;
+use super::passthrough::{self, Authenticated};
+use super::scram_login::{self, Mechanisms};
 use super::startup::Startup;
-use super::terminate;
 use crate::config::schema::AuthMode;
 use crate::framed::FrameReader;
 use crate::running::Running;
@@ -21,11 +21,11 @@ use crate::upstream::Upstream;
 /// What ends an authentication exchange early.
 pub(super) struct LoginEnds<'a> {
     /// The startup deadline.
-    pub deadline: Instant,
+    pub(super) deadline: Instant,
     /// `listen.startup_timeout`, which set it.
-    pub limit: std::time::Duration,
+    pub(super) limit: std::time::Duration,
     /// Shutdown past `listen.shutdown_timeout`.
-    pub terminate: &'a CancellationToken,
+    pub(super) stop: &'a CancellationToken,
 }
 
 /// Which login a session gets.
@@ -46,7 +46,7 @@ impl<'a> Plan<'a> {
     /// What `auth.mode` asks for a session to `target` (one of `running`'s upstreams) over
     /// `upstream`, whose client was served over `client` (channel binding uses the
     /// certificate it was actually served).
-    pub fn for_session(
+    pub(super) fn for_session(
         target: &'a Target,
         running: &'a Running,
         upstream: &Upstream,
@@ -77,14 +77,14 @@ pub(super) async fn login<C, U>(
     reader: FrameReader,
     ends: LoginEnds<'_>,
     plan: Plan<'_>,
-) -> Result<(Authenticated, Option<terminate::Mechanisms>), SessionError>
+) -> Result<(Authenticated, Option<Mechanisms>), SessionError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let exchange = async {
         match plan {
-            Plan::Passthrough => auth::authenticate(client, server, startup, reader)
+            Plan::Passthrough => passthrough::authenticate(client, server, startup, reader)
                 .await
                 .map(|a| (a, None)),
             Plan::Scram {
@@ -95,7 +95,7 @@ where
             } => {
                 let bindings = (client_binding, server_binding);
                 let auth = (auth, verifiers);
-                terminate::scram_login(client, server, startup, reader, auth, bindings).await
+                scram_login::login(client, server, startup, reader, auth, bindings).await
             }
         }
     };
@@ -103,6 +103,6 @@ where
         auth = timeout_at(ends.deadline, exchange) => {
             auth.unwrap_or(Err(SessionError::StartupTimeout(ends.limit)))
         }
-        _ = ends.terminate.cancelled() => Err(SessionError::Shutdown),
+        _ = ends.stop.cancelled() => Err(SessionError::Shutdown),
     }
 }

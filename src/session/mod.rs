@@ -7,7 +7,9 @@
 //!    and the checks on the client's certificate.
 //! 3. [`startup`]: the first packet inside TLS, typed and judged once (StartupMessage or an
 //!    encrypted CancelRequest); the server only ever gets the packet rebuilt from it.
-//! 4. [`login`]: the authentication exchange, relayed ([`auth`]) or SCRAM terminated.
+//!    A CancelRequest, plaintext or encrypted, is forwarded by [`cancel`] instead.
+//! 4. [`login`](mod@login): the authentication exchange, relayed ([`passthrough`]) or
+//!    SCRAM terminated ([`scram_login`]).
 //! 5. [`crate::relay`]: bytes both ways until one side ends.
 //!
 //! Generic over the client's socket ([`ClientIo`]), so in-process tests run the same driver.
@@ -19,14 +21,16 @@
 mod admission;
 #[cfg(test)]
 mod admission_tests;
-mod auth;
+mod cancel;
+mod client_proof;
 mod error;
 mod handshake;
 mod log;
 mod login;
+mod passthrough;
+mod scram_login;
 mod sessions;
 mod startup;
-mod terminate;
 #[cfg(test)]
 mod tests;
 
@@ -35,21 +39,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use openssl::ssl::NameType;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout_at};
 
 use self::admission::Admission;
-use self::auth::Authenticated;
 use self::handshake::{ClientLeg, UpstreamLeg};
-use self::log::Record;
+use self::log::{Outcome, Record};
 use self::login::{LoginEnds, Plan, login};
+use self::passthrough::Authenticated;
 use self::startup::StartupPacket;
-use crate::cancel::{self, CancelOutcome};
 use crate::client::{self, ClientIo, ClientStream, Opening};
 use crate::framed::FrameReader;
-use crate::relay::{self, Ended};
+use crate::relay;
 use crate::running::Running;
 use crate::settings::Settings;
 use crate::upstream::Upstream;
@@ -57,17 +60,6 @@ use crate::upstream::Upstream;
 pub(crate) use self::admission::Limit;
 pub(crate) use self::error::SessionError;
 pub(crate) use self::sessions::Sessions;
-
-/// How a connection ended: the one value the log line is written from.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Authenticated, and relayed until one side ended.
-    Relayed(Ended),
-    /// A cancel request, forwarded or dropped.
-    Cancel(CancelOutcome),
-    /// Refused or failed before relaying; the client was told where the protocol allows.
-    Refused(SessionError),
-}
 
 /// Serves one accepted connection with `settings`, the snapshot taken at accept, among the
 /// process's live `sessions`. `limit`: whether the accept loop found a slot under
@@ -156,21 +148,8 @@ async fn establish<S: ClientIo>(
         // close is what tells libpq it was delivered. A refused one hears nothing: the
         // protocol has no answer to a CancelRequest.
         Ok(Opening::PlainCancel { pid, key }) => {
-            return Err(match admission.cancel() {
-                Ok(()) => {
-                    let via = cancel::Via::Plaintext;
-                    Box::pin(forward_cancel(
-                        sessions,
-                        settings,
-                        via,
-                        pid,
-                        key.as_bytes(),
-                        record,
-                    ))
-                    .await
-                }
-                Err(e) => Outcome::Refused(SessionError::CancelRefused(Box::new(e))),
-            });
+            let cancel = cancel::plaintext(sessions, settings, admission, pid, &key, record);
+            return Err(Box::pin(cancel).await);
         }
         Err(e) => return Err(refuse(&mut io, e.into()).await),
     };
@@ -199,17 +178,17 @@ async fn over_tls<S: ClientIo>(
     let ClientLeg {
         stream: mut client,
         route,
-        admitted,
+        tls_checks,
     } = client;
     record.client_tls(client.ssl());
     let mut reader = FrameReader::new();
     let deadline = Instant::now() + settings.listen.startup_timeout;
     let checks = Checks {
-        admitted,
+        tls_checks,
         admission,
         route,
     };
-    let admit = admit(
+    let judged = judge(
         &mut client,
         &mut reader,
         checks,
@@ -218,28 +197,18 @@ async fn over_tls<S: ClientIo>(
         deadline,
         record,
     );
-    let (mut upstream, startup, target) = match Box::pin(admit).await {
-        Ok(Admitted::Session(upstream, startup, target)) => (upstream, startup, target),
-        Ok(Admitted::Cancel { pid, key }) => {
-            let via = cancel::Via::Tls(client.ssl());
-            let outcome = Box::pin(forward_cancel(
-                sessions,
-                settings,
-                via,
-                pid,
-                key.as_bytes(),
-                record,
-            ))
-            .await;
-            let _ = client.shutdown().await;
-            return Err(outcome);
+    let (mut upstream, startup, target) = match Box::pin(judged).await {
+        Ok(Granted::Session(upstream, startup, target)) => (upstream, startup, target),
+        Ok(Granted::Cancel { pid, key }) => {
+            let cancel = cancel::over_tls(&mut client, sessions, settings, pid, &key, record);
+            return Err(Box::pin(cancel).await);
         }
         Err(e) => return Err(refuse(&mut client, e).await),
     };
     let ends = LoginEnds {
         deadline,
         limit: settings.listen.startup_timeout,
-        terminate: &sessions.stop,
+        stop: &sessions.stop,
     };
     let plan = Plan::for_session(&target, settings, &upstream, client.ssl());
     let login = login(
@@ -265,8 +234,9 @@ async fn over_tls<S: ClientIo>(
     }
 }
 
-/// What the client may do once its TLS is up.
-enum Admitted {
+/// What the client is granted once its TLS is up: a session, or the cancel its first packet
+/// asked for.
+enum Granted {
     /// Log in: the verified upstream, the judged StartupMessage, and where its route leads.
     Session(
         Upstream,
@@ -282,8 +252,8 @@ enum Admitted {
 
 /// What the handshake phase leaves for admission to judge.
 struct Checks<'a> {
-    /// The client certificate's checks after the handshake (OCSP).
-    admitted: Result<(), client::ClientError>,
+    /// The checks after the handshake (the certificate's CRL and OCSP, direct TLS's ALPN).
+    tls_checks: Result<(), client::ClientError>,
     /// The connection's admission.
     admission: &'a mut Admission,
     /// The route its server name found.
@@ -293,7 +263,7 @@ struct Checks<'a> {
 /// The checks between the client's handshake and the authentication exchange, in order:
 /// the certificate, the address, the first packet (a cancel needs no more), then the
 /// limits, the route and the certificate's user, and the upstream leg's result.
-async fn admit<S: ClientIo>(
+async fn judge<S: ClientIo>(
     client: &mut ClientStream<S>,
     reader: &mut FrameReader,
     checks: Checks<'_>,
@@ -301,13 +271,13 @@ async fn admit<S: ClientIo>(
     settings: &Settings,
     deadline: Instant,
     record: &mut Record,
-) -> Result<Admitted, SessionError> {
+) -> Result<Granted, SessionError> {
     let Checks {
-        admitted,
+        tls_checks,
         admission,
         route,
     } = checks;
-    admitted?;
+    tls_checks?;
     admission.cancel()?;
     let listen = &settings.listen;
     let startup = match timeout_at(deadline, startup::read(client, reader)).await {
@@ -316,7 +286,7 @@ async fn admit<S: ClientIo>(
     };
     let startup = match startup {
         StartupPacket::Startup(s) => s,
-        StartupPacket::Cancel { pid, key } => return Ok(Admitted::Cancel { pid, key }),
+        StartupPacket::Cancel { pid, key } => return Ok(Granted::Cancel { pid, key }),
     };
     record.user = Some(startup.params.user.clone());
     record.database = Some(startup.params.database.clone());
@@ -345,7 +315,7 @@ async fn admit<S: ClientIo>(
     record.upstream = Some(upstream.addr);
     record.upstream_tls = Some(crate::tls::describe::describe_tls(upstream.stream.ssl()));
     record.upstream_tls_group = crate::tls::groups::negotiated(upstream.stream.ssl());
-    Ok(Admitted::Session(upstream, Box::new(startup), target))
+    Ok(Granted::Session(upstream, Box::new(startup), target))
 }
 
 /// Relays an authenticated session until one side ends; its cancel key is registered
@@ -377,35 +347,4 @@ async fn relay<S: ClientIo>(
     record.from_client = outcome.from_client;
     record.to_client = outcome.to_client;
     Outcome::Relayed(outcome.ended)
-}
-
-/// Forwards a CancelRequest that matches a live session; `via` is the connection it came on.
-async fn forward_cancel(
-    sessions: &Sessions,
-    settings: &Settings,
-    via: cancel::Via<'_>,
-    pid: i32,
-    key: &[u8],
-    record: &mut Record,
-) -> Outcome {
-    let sender = cancel::Sender {
-        addr: record.peer,
-        proxy_header: settings.listen.proxy_v2,
-        via,
-    };
-    let own = cancel::key::own_id();
-    let dispatched = cancel::dispatch(&sessions.cancels, own, &settings.cluster, sender, pid, key);
-    match dispatched.await {
-        Ok(outcome) => {
-            if let CancelOutcome::Forwarded { pid, .. } = outcome {
-                record.backend_pid = Some(pid);
-            }
-            Outcome::Cancel(outcome)
-        }
-        Err(e) => {
-            let failed = crate::metrics::Result_ { result: "failed" };
-            crate::metrics::get().cancels.get_or_create(&failed).inc();
-            Outcome::Refused(SessionError::Upstream(e))
-        }
-    }
 }

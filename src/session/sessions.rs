@@ -16,7 +16,7 @@ use crate::cancel::CancelRegistry;
 #[derive(Default)]
 pub(crate) struct Sessions {
     /// Live sessions' cancel keys.
-    pub(crate) cancels: Arc<CancelRegistry>,
+    pub(super) cancels: Arc<CancelRegistry>,
     /// Sessions currently open.
     pub(crate) active: AtomicUsize,
     /// Sessions served since start.
@@ -31,7 +31,7 @@ pub(crate) struct Sessions {
 }
 
 /// One connection's place in the per-address count; dropping it gives the place back.
-pub(crate) struct ClientClaim {
+pub(super) struct ClientClaim {
     sessions: Arc<Sessions>,
     address: IpAddr,
 }
@@ -55,7 +55,7 @@ impl Drop for ClientClaim {
 impl Sessions {
     /// Counts a connection from `address`; `None` when it has `limit` already (0: none).
     /// Bounded by `listen.max_connections`: one entry per address with a live connection.
-    pub(crate) fn claim(self: &Arc<Self>, address: IpAddr, limit: usize) -> Option<ClientClaim> {
+    pub(super) fn claim(self: &Arc<Self>, address: IpAddr, limit: usize) -> Option<ClientClaim> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         let n = clients.entry(address).or_insert(0);
         if limit > 0 && *n >= limit {

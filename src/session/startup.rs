@@ -13,7 +13,7 @@ use crate::protocol::startup::{CancelSecret, FirstPacket, parse_untagged};
 
 /// What the client sent first inside TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StartupPacket {
+pub(super) enum StartupPacket {
     /// A session start.
     Startup(Startup),
     /// A cancel request for another session.
@@ -37,17 +37,17 @@ enum Parsed {
 /// A StartupMessage as judged: the values every check reads, and the packet rebuilt from
 /// them, which is all the server ever sees of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Startup {
+pub(super) struct Startup {
     /// [`StartupParams::encode`] of `params`.
     bytes: Vec<u8>,
     /// The judged parameters.
-    pub params: StartupParams,
+    pub(super) params: StartupParams,
     /// `user`, as the server keeps it (never empty).
-    pub user: Option<String>,
+    pub(super) user: Option<String>,
     /// `database`, as the server opens it (the user's name when absent or empty).
-    pub database: Option<String>,
+    pub(super) database: Option<String>,
     /// `application_name`, for the log line.
-    pub application_name: Option<String>,
+    pub(super) application_name: Option<String>,
 }
 
 impl Startup {
@@ -66,7 +66,7 @@ impl Startup {
 
     /// The StartupMessage for the server: rebuilt from the judged values, never the
     /// client's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 }
@@ -93,7 +93,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Parsed, usize)>, ProtocolError> {
 }
 
 /// Reads the first packet inside TLS; bytes after it stay in `reader`.
-pub(crate) async fn read<C: AsyncRead + Unpin>(
+pub(super) async fn read<C: AsyncRead + Unpin>(
     client: &mut C,
     reader: &mut FrameReader,
 ) -> Result<StartupPacket, SessionError> {

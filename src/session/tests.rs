@@ -85,11 +85,11 @@ async fn proxy(mut client: DuplexStream, mut server: DuplexStream) -> Outcome {
         Ok(other) => panic!("not a startup: {other:?}"),
         Err(e) => return refuse(&mut client, e).await,
     };
-    let terminate = CancellationToken::new();
+    let stop = CancellationToken::new();
     let ends = LoginEnds {
         deadline: Instant::now() + Duration::from_secs(5),
         limit: Duration::from_secs(5),
-        terminate: &terminate,
+        stop: &stop,
     };
     match login(
         &mut client,
@@ -107,7 +107,7 @@ async fn proxy(mut client: DuplexStream, mut server: DuplexStream) -> Outcome {
                 &mut server,
                 auth.client_pending,
                 auth.upstream_pending,
-                &terminate,
+                &stop,
             )
             .await;
             Outcome::Relayed(outcome.ended)

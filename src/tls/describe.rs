@@ -9,16 +9,16 @@ use openssl::x509::{X509NameRef, X509Ref};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CertSummary {
     /// Its subject, e.g. `CN=db, O=Example`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Its serial number, hex.
-    pub serial: String,
+    pub(crate) serial: String,
     /// Its issuer's name.
-    pub issuer: String,
+    pub(crate) issuer: String,
 }
 
 impl CertSummary {
     /// The summary of `cert`.
-    pub fn of(cert: &X509Ref) -> Self {
+    pub(crate) fn of(cert: &X509Ref) -> Self {
         Self {
             subject: name_to_string(cert.subject_name()),
             serial: serial_hex(cert),
@@ -28,7 +28,7 @@ impl CertSummary {
 }
 
 /// A certificate's serial number in hex.
-pub(crate) fn serial_hex(cert: &X509Ref) -> String {
+pub(super) fn serial_hex(cert: &X509Ref) -> String {
     cert.serial_number()
         .to_bn()
         .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))

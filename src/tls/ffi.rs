@@ -7,12 +7,12 @@ use std::os::raw::{c_char, c_int};
 
 // libssl (OpenSSL 1.1.0 and later).
 unsafe extern "C" {
-    pub(crate) fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
-    pub(crate) fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> c_int;
-    pub(crate) fn SSL_get_verify_callback(
+    pub(super) fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
+    pub(super) fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> c_int;
+    pub(super) fn SSL_get_verify_callback(
         ssl: *const openssl_sys::SSL,
     ) -> Option<extern "C" fn(c_int, *mut openssl_sys::X509_STORE_CTX) -> c_int>;
-    pub(crate) fn X509_check_host(
+    pub(super) fn X509_check_host(
         cert: *mut openssl_sys::X509,
         name: *const c_char,
         len: usize,
@@ -34,16 +34,16 @@ unsafe extern "C" {
 
 // libcrypto (OpenSSL 1.0.0 and later).
 unsafe extern "C" {
-    pub(crate) fn X509_STORE_add_crl(
+    pub(super) fn X509_STORE_add_crl(
         store: *mut openssl_sys::X509_STORE,
         crl: *mut openssl_sys::X509_CRL,
     ) -> c_int;
-    pub(crate) fn OCSP_request_add1_nonce(
+    pub(super) fn OCSP_request_add1_nonce(
         req: *mut openssl_sys::OCSP_REQUEST,
         val: *mut u8,
         len: c_int,
     ) -> c_int;
-    pub(crate) fn OCSP_check_nonce(
+    pub(super) fn OCSP_check_nonce(
         req: *mut openssl_sys::OCSP_REQUEST,
         bs: *mut openssl_sys::OCSP_BASICRESP,
     ) -> c_int;

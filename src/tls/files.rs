@@ -46,9 +46,9 @@ impl TlsSetupError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KeyedPath {
     /// The dotted key, e.g. `listen.certificate`.
-    pub key: &'static str,
+    pub(crate) key: &'static str,
     /// The file (or directory).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 /// `path` itself, or every regular file in it (sorted) when it is a directory.
@@ -66,7 +66,7 @@ pub(crate) fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// [`list_files`], with the error naming the key.
-pub(crate) fn pem_files(key: &'static str, path: &Path) -> Result<Vec<PathBuf>, TlsSetupError> {
+pub(super) fn pem_files(key: &'static str, path: &Path) -> Result<Vec<PathBuf>, TlsSetupError> {
     list_files(path).map_err(|source| TlsSetupError::Read {
         key,
         path: path.into(),
@@ -75,7 +75,7 @@ pub(crate) fn pem_files(key: &'static str, path: &Path) -> Result<Vec<PathBuf>, 
 }
 
 /// Reads a whole file named by `key`.
-pub(crate) fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+pub(super) fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
     fs::read(path).map_err(|source| TlsSetupError::Read {
         key,
         path: path.into(),
@@ -105,7 +105,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A file or directory that holds nothing of what it should.
-pub(crate) fn none_found(key: &'static str, path: &Path, what: &str) -> TlsSetupError {
+pub(super) fn none_found(key: &'static str, path: &Path, what: &str) -> TlsSetupError {
     TlsSetupError::Content {
         key,
         path: path.into(),
@@ -114,7 +114,7 @@ pub(crate) fn none_found(key: &'static str, path: &Path, what: &str) -> TlsSetup
 }
 
 /// A file OpenSSL cannot parse.
-pub(crate) fn content(
+pub(super) fn content(
     key: &'static str,
     path: &Path,
     e: openssl::error::ErrorStack,

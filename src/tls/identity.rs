@@ -17,22 +17,26 @@ use super::files::{KeyedPath, TlsSetupError, content, none_found, read};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IdentitySpec {
     /// PEM chain, leaf first.
-    pub certificate: KeyedPath,
+    pub(crate) certificate: KeyedPath,
     /// PEM private key of the leaf.
-    pub private_key: KeyedPath,
+    pub(crate) private_key: KeyedPath,
 }
 
 /// A loaded certificate chain and its key, checked to match.
-pub(crate) struct Identity {
+pub(super) struct Identity {
     /// Leaf first, then intermediates.
-    pub chain: Vec<X509>,
+    pub(super) chain: Vec<X509>,
     /// The leaf's private key.
-    pub key: PKey<Private>,
+    pub(super) key: PKey<Private>,
 }
 
 impl IdentitySpec {
     /// Loads both files and installs them in `b`.
-    pub fn install(&self, b: &mut SslContextBuilder, fips: bool) -> Result<(), TlsSetupError> {
+    pub(super) fn install(
+        &self,
+        b: &mut SslContextBuilder,
+        fips: bool,
+    ) -> Result<(), TlsSetupError> {
         let identity = self.load(fips)?;
         let (cert, key) = (&self.certificate, &self.private_key);
         let refused = |e| rejected(cert.key, &cert.path, e);
@@ -48,7 +52,7 @@ impl IdentitySpec {
 
     /// Loads the chain and its key, enforcing the key permission rule and that the key
     /// belongs to the leaf.
-    pub fn load(&self, fips: bool) -> Result<Identity, TlsSetupError> {
+    pub(super) fn load(&self, fips: bool) -> Result<Identity, TlsSetupError> {
         let (cert, key) = (&self.certificate, &self.private_key);
         let pem = read(cert.key, &cert.path)?;
         let chain = X509::stack_from_pem(&pem).map_err(|e| content(cert.key, &cert.path, e))?;

@@ -17,7 +17,7 @@ use super::ffi;
 /// takes, so a bigger buffer copies each byte of a COPY several times over, for fewer reads
 /// that save less in the kernel than the copies cost (measured in BENCHMARKS.md, "What each
 /// change did").
-pub(crate) fn tune_records(b: &mut SslContextBuilder) {
+pub(super) fn tune_records(b: &mut SslContextBuilder) {
     b.set_mode(SslMode::RELEASE_BUFFERS);
     b.set_read_ahead(true);
 }

@@ -14,24 +14,24 @@ use crate::config::schema::CrlCheck;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TrustSpec {
     /// The key naming the anchors, e.g. `upstream.ca`.
-    pub ca_key: &'static str,
+    pub(crate) ca_key: &'static str,
     /// "system", a PEM file, or a directory of PEM files.
-    pub ca: String,
+    pub(crate) ca: String,
     /// CRLs checked against the chain, if any.
-    pub crl: Option<KeyedPath>,
+    pub(crate) crl: Option<KeyedPath>,
     /// Which certificates the CRLs are checked for.
-    pub crl_check: CrlCheck,
+    pub(crate) crl_check: CrlCheck,
 }
 
 impl TrustSpec {
     /// Loads the anchors and the CRLs into a store.
-    pub fn build(&self) -> Result<X509Store, TlsSetupError> {
+    pub(super) fn build(&self) -> Result<X509Store, TlsSetupError> {
         Ok(self.builder()?.build())
     }
 
     /// [`TrustSpec::build`], for verifying a TLS client's chain outside the handshake (which
     /// sets the purpose itself): the chain must be fit for TLS client authentication.
-    pub fn build_for_clients(&self) -> Result<X509Store, TlsSetupError> {
+    pub(crate) fn build_for_clients(&self) -> Result<X509Store, TlsSetupError> {
         let mut store = self.builder()?;
         store.set_purpose(X509PurposeId::SSL_CLIENT)?;
         Ok(store.build())

@@ -11,21 +11,21 @@ use super::describe::{CertSummary, certificate_names};
 #[derive(Debug, Clone)]
 pub(crate) struct VerifyFailure {
     /// OpenSSL's verify error.
-    pub error: X509VerifyResult,
+    pub(crate) error: X509VerifyResult,
     /// The certificate concerned.
-    pub cert: CertSummary,
+    pub(crate) cert: CertSummary,
     /// Its DNS/IP names (or CN).
-    pub names: String,
+    pub(crate) names: String,
 }
 
 impl VerifyFailure {
     /// Whether the certificate was found revoked.
-    pub fn is_revoked(&self) -> bool {
+    pub(crate) fn is_revoked(&self) -> bool {
         self.error.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED
     }
 
     /// Whether the chain is fine but names another host.
-    pub fn is_name_mismatch(&self) -> bool {
+    pub(crate) fn is_name_mismatch(&self) -> bool {
         let raw = self.error.as_raw();
         raw == openssl_sys::X509_V_ERR_HOSTNAME_MISMATCH
             || raw == openssl_sys::X509_V_ERR_IP_ADDRESS_MISMATCH
@@ -45,7 +45,7 @@ pub(crate) struct VerifyObserver {
 
 impl VerifyObserver {
     /// An observer; see the type's documentation for the two switches.
-    pub fn new(allow_expired_crl: bool, defer_revoked: bool) -> Self {
+    pub(crate) fn new(allow_expired_crl: bool, defer_revoked: bool) -> Self {
         Self {
             failure: Arc::default(),
             allow_expired_crl,
@@ -54,7 +54,7 @@ impl VerifyObserver {
     }
 
     /// The callback for `set_verify_callback`.
-    pub fn callback(
+    pub(crate) fn callback(
         &self,
     ) -> impl Fn(bool, &mut X509StoreContextRef) -> bool + Send + Sync + 'static {
         let this = self.clone();
@@ -82,7 +82,7 @@ impl VerifyObserver {
     }
 
     /// The first failure seen, if any.
-    pub fn failure(&self) -> Option<VerifyFailure> {
+    pub(crate) fn failure(&self) -> Option<VerifyFailure> {
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())

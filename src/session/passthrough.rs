@@ -1,6 +1,8 @@
-//! The authentication exchange, relayed message by message: the StartupMessage goes to the
-//! server, each Authentication request goes to the client and the client's answer back,
-//! until the server's ReadyForQuery (success) or ErrorResponse (refusal, relayed as is).
+//! The passthrough login (`auth.mode = "passthrough"`): the authentication exchange relayed
+//! message by message. The StartupMessage goes to the server, each Authentication request
+//! goes to the client and the client's answer back, until the server's ReadyForQuery
+//! (success) or ErrorResponse (refusal, relayed as is). A SCRAM-terminated login ends the same
+//! way ([`until_ready`]) once the proxy has let the client in.
 //!
 //! Generic over both streams, so it runs over TLS in production and over in-memory pipes
 //! in tests. The proxy looks only at what it must act on: which requests need a client
@@ -24,18 +26,18 @@ use crate::protocol::sqlstate::SqlState;
 
 /// The end of a successful authentication.
 #[derive(Debug)]
-pub(crate) struct Authenticated {
+pub(super) struct Authenticated {
     /// BackendKeyData: the server's, and the one the client was given.
-    pub key: Option<SessionKeys>,
+    pub(super) key: Option<SessionKeys>,
     /// Client bytes read past its last authentication message.
-    pub client_pending: Vec<u8>,
+    pub(super) client_pending: Vec<u8>,
     /// Server bytes read past ReadyForQuery.
-    pub upstream_pending: Vec<u8>,
+    pub(super) upstream_pending: Vec<u8>,
 }
 
 /// Forwards `startup` and relays the exchange until ReadyForQuery or the server's refusal.
 /// `from_client` holds what the client sent after its StartupMessage.
-pub(crate) async fn authenticate<C, U>(
+pub(super) async fn authenticate<C, U>(
     client: &mut C,
     server: &mut U,
     startup: &Startup,
@@ -57,24 +59,24 @@ where
 }
 
 /// The startup phase's state between the two legs.
-pub(crate) struct Exchange {
+pub(super) struct Exchange {
     /// What the client sent past its last message read.
-    pub from_client: FrameReader,
+    pub(super) from_client: FrameReader,
     /// What the server sent past its last message read.
-    pub from_server: FrameReader,
+    pub(super) from_server: FrameReader,
     /// Server messages for the client, written out in one go when the client must act.
-    pub to_client: Vec<u8>,
+    pub(super) to_client: Vec<u8>,
     /// Whether the server's Authentication requests go to the client (passthrough); with
     /// SCRAM termination the proxy has logged in already and any further one is an error.
-    pub relay_authentication: bool,
+    pub(super) relay_authentication: bool,
     /// Whether an AuthenticationOk that follows no request to the client is refused (a
     /// relayed user the proxy has not checked, let in by a server that asked nothing).
-    pub refuse_unasked_ok: bool,
+    pub(super) refuse_unasked_ok: bool,
 }
 
 /// Relays the server's messages (and the client's answers to Authentication requests)
 /// until ReadyForQuery.
-pub(crate) async fn until_ready<C, U>(
+pub(super) async fn until_ready<C, U>(
     client: &mut C,
     server: &mut U,
     exchange: Exchange,
@@ -172,7 +174,7 @@ async fn server_refused<C: AsyncWrite + Unpin>(
 
 /// The client's next authentication message: a PasswordMessage-type message (password,
 /// SASLInitialResponse, SASLResponse); a Terminate is the client closing.
-pub(crate) async fn password_message<C: AsyncRead + Unpin>(
+pub(super) async fn password_message<C: AsyncRead + Unpin>(
     client: &mut C,
     from_client: &mut FrameReader,
 ) -> Result<Message, SessionError> {
@@ -235,7 +237,7 @@ fn upstream_protocol(e: crate::protocol::ProtocolError) -> SessionError {
 }
 
 /// Writes and flushes `bytes` to one leg.
-pub(crate) async fn send<S: AsyncWrite + Unpin>(
+pub(super) async fn send<S: AsyncWrite + Unpin>(
     io: &mut S,
     leg: Leg,
     bytes: &[u8],
