@@ -15,6 +15,7 @@ use common::postgres::{PgOptions, Postgres};
 use common::proxy::{Proxy, ProxyConfig, TestPki};
 use common::raw::{SSL_REQUEST, error_fields, read_byte, read_until_ready};
 use openssl::ssl::{SslConnector, SslMethod};
+use pgt_proxy::protocol::parameters::encode_packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -39,17 +40,11 @@ const REPORT_SQL: &str = "select current_user, session_user, current_database(),
 
 /// A StartupMessage with protocol 3.`minor` and the given parameters, in order.
 fn startup(minor: u16, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = (0x0003_0000u32 | u32::from(minor)).to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
+    let params: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    encode_packet(0x0003_0000 | u32::from(minor), &params)
 }
 
 /// Opens TLS to `addr` (SSLRequest), trusting `ca` for "localhost".

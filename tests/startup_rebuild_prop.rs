@@ -3,7 +3,9 @@
 //! on (its `ProcessStartupPacket` rules, written out below as a model), and the rebuilt
 //! packet reads back to the same values.
 
-use pgt_proxy::protocol::parameters::{MAX_NAME, REPLICATION_DATABASE, Replication, judge};
+use pgt_proxy::protocol::parameters::{
+    MAX_NAME, REPLICATION_DATABASE, Replication, encode_packet, judge,
+};
 use pgt_proxy::protocol::startup::{FirstPacket, parse_untagged};
 use proptest::prelude::*;
 
@@ -39,17 +41,8 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn packet(version: u32, params: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k);
-        body.push(0);
-        body.extend_from_slice(v);
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
+    let params: Vec<(&[u8], &[u8])> = params.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    encode_packet(version, &params)
 }
 
 /// The user, the database and `options`, as the server takes them.

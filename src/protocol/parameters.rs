@@ -83,27 +83,31 @@ impl StartupParams {
     /// gives the same (the user's name) or ignores it (physical replication), so the packet
     /// is never longer than the client's and stays within `MAX_STARTUP_PACKET`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![0; 4];
-        let code = (u32::from(self.major) << 16) | u32::from(self.minor);
-        out.extend_from_slice(&code.to_be_bytes());
-        let mut put = |name: &[u8], value: &[u8]| {
-            out.extend_from_slice(name);
-            out.push(0);
-            out.extend_from_slice(value);
-            out.push(0);
-        };
-        put(b"user", self.user.as_bytes());
+        let mut params: Vec<(&[u8], &[u8])> = vec![(b"user", self.user.as_bytes())];
         if self.replication != Replication::Physical && self.database != self.user {
-            put(b"database", self.database.as_bytes());
+            params.push((b"database", self.database.as_bytes()));
         }
-        for (name, value) in &self.rest {
-            put(name, value);
-        }
-        out.push(0);
-        let len = out.len() as u32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
-        out
+        params.extend(self.rest.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        let code = (u32::from(self.major) << 16) | u32::from(self.minor);
+        encode_packet(code, &params)
     }
+}
+
+/// A StartupMessage with protocol `code` (major << 16 | minor) and `params` in order, as
+/// given: repeated or empty ones too (the tests use it to write what a client might send).
+pub fn encode_packet(code: u32, params: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = vec![0; 4];
+    out.extend_from_slice(&code.to_be_bytes());
+    for (name, value) in params {
+        out.extend_from_slice(name);
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+    out.push(0);
+    let len = out.len() as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
 }
 
 /// Judges a parsed StartupMessage the way the server will read it.
@@ -196,17 +200,11 @@ mod tests {
     use crate::protocol::startup::{FirstPacket, parse_untagged};
 
     fn packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = version.to_be_bytes().to_vec();
-        for (k, v) in params {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        out.extend(body);
-        out
+        let params: Vec<(&[u8], &[u8])> = params
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        encode_packet(version, &params)
     }
 
     fn judged(params: &[(&str, &str)]) -> Result<StartupParams, ParamsError> {

@@ -160,6 +160,26 @@ impl World {
         Pin::new(&mut s).connect().await.unwrap();
         s
     }
+
+    /// A connection from `client` that sends `first` inside TLS: the SQLSTATE it is told.
+    async fn refused_over_tls(&self, client: IpAddr, limit: Limit, first: &[u8]) -> String {
+        let (io, task) = self.connect(client, limit);
+        let mut tls = self.tls(io).await;
+        tls.write_all(first).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        task.await.unwrap();
+        sqlstate(&answer)
+    }
+
+    /// A plaintext CancelRequest for the live session, from `client`.
+    async fn plaintext_cancel(&self, client: IpAddr, limit: Limit) -> UnixStream {
+        let (mut io, _task) = self.connect(client, limit);
+        io.write_all(&encode_cancel_request(4242, &[7; 4]))
+            .await
+            .unwrap();
+        io
+    }
 }
 
 /// The SQLSTATE of the ErrorResponse at the front of `bytes`.
@@ -184,20 +204,13 @@ const ALLOWED: &str = "allowed_clients = [\"10.0.0.0/8\"]";
 async fn a_plaintext_cancel_from_outside_allowed_clients_is_not_forwarded() {
     let world = world(ALLOWED).await;
     let _session = world.session_with_key();
-    let (mut io, task) = world.connect(OUTSIDER, Limit::Within);
-    io.write_all(&encode_cancel_request(4242, &[7; 4]))
-        .await
-        .unwrap();
+    let mut io = world.plaintext_cancel(OUTSIDER, Limit::Within).await;
     let mut rest = Vec::new();
     io.read_to_end(&mut rest).await.unwrap();
-    task.await.unwrap();
     assert!(rest.is_empty(), "a cancel gets no answer: {rest:?}");
     assert!(!world.upstream_reached(Duration::from_millis(300)).await);
     // The same cancel from inside the allowlist reaches the server.
-    let (mut io, _task) = world.connect(INSIDER, Limit::Within);
-    io.write_all(&encode_cancel_request(4242, &[7; 4]))
-        .await
-        .unwrap();
+    let _io = world.plaintext_cancel(INSIDER, Limit::Within).await;
     assert!(world.upstream_reached(Duration::from_secs(5)).await);
 }
 
@@ -209,13 +222,10 @@ async fn an_encrypted_cancel_and_a_session_from_outside_allowed_clients_are_refu
         encode_cancel_request(4242, &[7; 4]),
         encode_startup(&[("user", "alice")]),
     ] {
-        let (io, task) = world.connect(OUTSIDER, Limit::Within);
-        let mut tls = world.tls(io).await;
-        tls.write_all(&first).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tls.read_to_end(&mut answer).await;
-        task.await.unwrap();
-        assert_eq!(sqlstate(&answer), "28000");
+        let code = world
+            .refused_over_tls(OUTSIDER, Limit::Within, &first)
+            .await;
+        assert_eq!(code, "28000");
     }
     assert!(!world.upstream_reached(Duration::from_millis(300)).await);
 }
@@ -224,20 +234,11 @@ async fn an_encrypted_cancel_and_a_session_from_outside_allowed_clients_are_refu
 async fn over_the_limit_a_session_gets_53300_and_a_cancel_is_still_served() {
     let world = world("").await;
     let _session = world.session_with_key();
-    let (io, task) = world.connect(INSIDER, Limit::Over);
-    let mut tls = world.tls(io).await;
-    tls.write_all(&encode_startup(&[("user", "alice")]))
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = tls.read_to_end(&mut answer).await;
-    task.await.unwrap();
-    assert_eq!(sqlstate(&answer), "53300");
+    let startup = encode_startup(&[("user", "alice")]);
+    let code = world.refused_over_tls(INSIDER, Limit::Over, &startup).await;
+    assert_eq!(code, "53300");
     assert!(!world.upstream_reached(Duration::from_millis(300)).await);
-    let (mut io, _task) = world.connect(INSIDER, Limit::Over);
-    io.write_all(&encode_cancel_request(4242, &[7; 4]))
-        .await
-        .unwrap();
+    let _io = world.plaintext_cancel(INSIDER, Limit::Over).await;
     assert!(world.upstream_reached(Duration::from_secs(5)).await);
 }
 
@@ -247,19 +248,12 @@ async fn over_the_per_client_limit_a_session_is_refused_and_a_cancel_is_served()
     let _session = world.session_with_key();
     let (held, _held_task) = world.connect(INSIDER, Limit::Within);
     let _held = world.tls(held).await;
-    let (io, task) = world.connect(INSIDER, Limit::Within);
-    let mut tls = world.tls(io).await;
-    tls.write_all(&encode_startup(&[("user", "alice")]))
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = tls.read_to_end(&mut answer).await;
-    task.await.unwrap();
-    assert_eq!(sqlstate(&answer), "53300");
-    let (mut io, _task) = world.connect(INSIDER, Limit::Within);
-    io.write_all(&encode_cancel_request(4242, &[7; 4]))
-        .await
-        .unwrap();
+    let startup = encode_startup(&[("user", "alice")]);
+    let code = world
+        .refused_over_tls(INSIDER, Limit::Within, &startup)
+        .await;
+    assert_eq!(code, "53300");
+    let _io = world.plaintext_cancel(INSIDER, Limit::Within).await;
     assert!(world.upstream_reached(Duration::from_secs(5)).await);
 }
 
@@ -271,14 +265,14 @@ async fn a_route_narrower_than_listen_refuses_the_judged_database_only() {
                 allowed_clients = [\"10.9.0.0/16\"]\n";
     let world = world_with(&listen, tail).await;
     // database given twice would have let the proxy judge one and the server open the other.
-    let twice = {
-        let mut p = encode_startup(&[("user", "alice"), ("database", "postgres")]);
-        let end = p.len() - 1;
-        p.splice(end..end, b"database\0payroll\0".iter().copied());
-        let len = p.len() as i32;
-        p[..4].copy_from_slice(&len.to_be_bytes());
-        p
-    };
+    let twice = crate::protocol::parameters::encode_packet(
+        0x0003_0000,
+        &[
+            (b"user", b"alice"),
+            (b"database", b"postgres"),
+            (b"database", b"payroll"),
+        ],
+    );
     for (first, code) in [
         (
             encode_startup(&[("user", "alice"), ("database", "payroll")]),
@@ -286,13 +280,8 @@ async fn a_route_narrower_than_listen_refuses_the_judged_database_only() {
         ),
         (twice, "08P01"),
     ] {
-        let (io, task) = world.connect(INSIDER, Limit::Within);
-        let mut tls = world.tls(io).await;
-        tls.write_all(&first).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tls.read_to_end(&mut answer).await;
-        task.await.unwrap();
-        assert_eq!(sqlstate(&answer), code);
+        let answer = world.refused_over_tls(INSIDER, Limit::Within, &first).await;
+        assert_eq!(answer, code);
     }
     assert!(!world.upstream_reached(Duration::from_millis(300)).await);
     // Another database goes by the default route, which admits the client.

@@ -19,17 +19,11 @@ pub const GSSENC_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
 
 /// A StartupMessage (protocol 3.0) with the given parameters.
 pub fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = 0x0003_0000i32.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
+    let params: Vec<(&[u8], &[u8])> = params
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    pgt_proxy::protocol::parameters::encode_packet(0x0003_0000, &params)
 }
 
 /// A CancelRequest.
