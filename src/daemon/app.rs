@@ -191,10 +191,6 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
     shared
         .listeners
         .store(listeners.len(), std::sync::atomic::Ordering::Relaxed);
-    let admin_stop = tokio_util::sync::CancellationToken::new();
-    if let Some(l) = admin {
-        tokio::spawn(admin::serve(l, Arc::clone(&shared), admin_stop.clone()));
-    }
     let tracker = tokio_util::task::TaskTracker::new();
     let threads = match SessionThreads::start(SessionThreads::per_core(), &tracker) {
         Ok(threads) => Arc::new(threads),
@@ -203,12 +199,12 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
             return ExitCode::FAILURE;
         }
     };
-    let service = Service::new(
-        Arc::clone(&shared),
-        listeners.len(),
-        Arc::clone(&threads),
-        reload,
-    );
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(l) = admin {
+        let (shared, threads) = (Arc::clone(&shared), Arc::clone(&threads));
+        tokio::spawn(admin::serve(l, shared, threads, admin_stop.clone()));
+    }
+    let service = Service::new(Arc::clone(&shared), Arc::clone(&threads), reload);
     // READY=1 once the accept loops run (as /readyz), and first: nothing may notify before it.
     let started = move || {
         service.ready();

@@ -36,24 +36,21 @@ pub(crate) type Loader = Box<dyn Fn() -> Result<Settings, Vec<ConfigError>> + Se
 pub(crate) struct Service {
     shared: Arc<Shared>,
     last_reload: Mutex<String>,
-    listeners: usize,
     threads: Arc<SessionThreads>,
     load: Loader,
 }
 
 impl Service {
-    /// Tracks `shared`, which serves `listeners` listening sockets with sessions on
-    /// `threads`; `load` reloads.
+    /// Tracks `shared`, which serves its listening sockets with sessions on `threads`;
+    /// `load` reloads.
     pub(crate) fn new(
         shared: Arc<Shared>,
-        listeners: usize,
         threads: Arc<SessionThreads>,
         load: Loader,
     ) -> Arc<Self> {
         Arc::new(Self {
             shared,
             last_reload: Mutex::new("none".into()),
-            listeners,
             threads,
             load,
         })
@@ -89,8 +86,8 @@ impl Service {
         }
     }
 
-    /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while every accept loop runs and every
-    /// session thread answers within a quarter of it. It runs on the control runtime, so a
+    /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while the proxy is healthy
+    /// ([`super::health::check`], session threads answering within a quarter of it). It runs on the control runtime, so a
     /// stalled control runtime stops the pings too.
     pub(crate) async fn feed_watchdog(self: Arc<Self>) {
         let Some(period) = sd_notify::watchdog_enabled() else {
@@ -99,12 +96,9 @@ impl Service {
         let mut tick = tokio::time::interval(period / 2);
         loop {
             tick.tick().await;
-            if self.shared.accepting.load(Ordering::Relaxed) != self.listeners {
-                tracing::error!("an accept loop has stopped; no longer feeding the watchdog");
-            } else if !self.threads.all_respond(period / 4).await {
-                tracing::error!("a session thread does not answer; no longer feeding the watchdog");
-            } else {
-                notify(&[NotifyState::Watchdog]);
+            match super::health::check(&self.shared, &self.threads, period / 4).await {
+                Ok(()) => notify(&[NotifyState::Watchdog]),
+                Err(e) => tracing::error!("{e}; no longer feeding the watchdog"),
             }
         }
     }
