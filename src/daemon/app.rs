@@ -185,6 +185,7 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
     };
     let metrics = crate::metrics::get();
     metrics.fips_mode.set(i64::from(fips_active));
+    metrics.configuration_loaded();
     crate::tls::dates::publish(&settings.certificate_files, &settings.crl_paths);
     crate::cancel::key::set_own_id(settings.start.peer_id);
     let shared = Shared::new(settings);
@@ -211,7 +212,7 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
         tokio::spawn(Arc::clone(&service).report_status());
         tokio::spawn(Arc::clone(&service).feed_watchdog());
         tokio::spawn(Arc::clone(&service).reload_on_sighup());
-        tokio::spawn(Arc::clone(&service).reload_on_crl_change());
+        tokio::spawn(Arc::clone(&service).reload_on_file_change());
     };
     let draining = Arc::clone(&shared);
     server::run(listeners, shared, threads, tracker, started, async move {

@@ -67,6 +67,8 @@ pub struct Settings {
     /// Things worth telling the operator that do not stop the proxy (e.g. a certificate that
     /// expires soon).
     pub warnings: Vec<String>,
+    /// The configuration file and its `conf.d` directory, watched for changes.
+    pub(crate) config_files: Vec<PathBuf>,
     /// CRL files or directories in use, watched for changes.
     pub crl_paths: Vec<PathBuf>,
     /// Certificate files in use, by role (listen, route, client_ca, upstream_ca,
@@ -221,6 +223,7 @@ impl Settings {
                 route_list,
                 acceptor,
                 warnings,
+                config_files: loaded.watched.clone(),
                 crl_paths: files::crl_paths(raw),
                 certificate_files: files::certificate_files(raw),
                 key_files: files::key_files(raw),
