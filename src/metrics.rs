@@ -96,6 +96,7 @@ pub(crate) struct Metrics {
     pub crl_next_update: Family<File, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub certificate_not_after: Family<RoleFile, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub reloads: Family<ResultLabel, Counter>,
+    pub last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub fips_mode: Gauge,
     build: Family<Build, Gauge>,
 }
@@ -123,6 +124,7 @@ impl Metrics {
             crl_next_update: Family::default(),
             certificate_not_after: Family::default(),
             reloads: Family::default(),
+            last_reload_success: Gauge::default(),
             fips_mode: Gauge::default(),
             build: Family::default(),
         };
@@ -187,6 +189,11 @@ impl Metrics {
             m.reloads.clone(),
         );
         r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (at start or by the last successful reload)",
+            m.last_reload_success.clone(),
+        );
+        r.register(
             "fips_mode",
             "1 when FIPS mode is active",
             m.fips_mode.clone(),
@@ -199,6 +206,13 @@ impl Metrics {
             })
             .set(1);
         Self { registry: r, ..m }
+    }
+
+    /// The running configuration was loaded now (at start, or by a successful reload).
+    pub fn configuration_loaded(&self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        self.last_reload_success
+            .set(now.map_or(0.0, |d| d.as_secs_f64()));
     }
 
     /// The text for a scrape: OpenMetrics, or Prometheus' text format 0.0.4 (the default).

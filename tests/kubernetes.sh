@@ -54,7 +54,17 @@ proxy_protocol = svc["metadata"]["annotations"].get("service.beta.kubernetes.io/
 assert (proxy_protocol == "*") == (cfg["listen"].get("proxy_protocol") == "v2"), "the NLB and the proxy agree on PROXY v2"
 assert cfg["listen"]["trusted_proxies"], "a PROXY v2 listener names its balancers"
 grace = pod["terminationGracePeriodSeconds"]
-assert grace > int(cfg["listen"]["shutdown_timeout"].rstrip("s")), grace
+drain = int(cfg["listen"]["drain_delay"].rstrip("s"))
+shutdown = int(cfg["listen"]["shutdown_timeout"].rstrip("s"))
+assert drain > 0, "the manifests set listen.drain_delay"
+assert grace > drain + shutdown, (grace, drain, shutdown)
+ann = svc["metadata"]["annotations"]
+hc = "service.beta.kubernetes.io/aws-load-balancer-healthcheck-"
+assert ann[hc + "path"] == "/readyz" and ann[hc + "port"] == str(ports["admin"]), ann
+checks = int(ann[hc + "interval"]) * int(ann[hc + "unhealthy-threshold"])
+assert checks <= drain, ("the NLB stops sending within drain_delay", checks, drain)
+dereg = ann["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"]
+assert int(dereg.split("deregistration_delay.timeout_seconds=")[1].split(",")[0]) >= drain + shutdown, dereg
 PY
 
 if command -v kubectl >/dev/null; then

@@ -84,6 +84,9 @@ pub struct RawAdmin {
     /// `"127.0.0.1:9187"` or `"[::]:9187"`: where `/metrics`, `/healthz` and `/readyz` are
     /// served; empty (the default) for none.
     pub listen: String,
+    /// Keep `/readyz` at 200 while the proxy is at `listen.max_connections`; by default it
+    /// answers 503 then, so a balancer sends new connections to a replica with room.
+    pub ready_at_max_connections: bool,
 }
 
 /// `[listen]`: where clients connect and how their TLS is set up.
@@ -113,7 +116,11 @@ pub struct RawListen {
     /// From the end of the TLS handshake until authentication completes.
     #[serde(with = "humantime_serde")]
     pub startup_timeout: Duration,
-    /// On SIGTERM, how long live sessions may run before the proxy exits.
+    /// On SIGTERM, how long the listeners keep accepting (with `/readyz` at 503) before
+    /// they close, so balancers that take seconds to deregister refuse no one.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// On SIGTERM, after `drain_delay`, how long live sessions may run before the proxy exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Offer TLS session resumption (tickets and the session cache) to clients.
@@ -164,6 +171,7 @@ impl Default for RawListen {
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(60),
+            drain_delay: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
             session_tickets: false,
             groups: None,

@@ -1,8 +1,10 @@
 //! The admin endpoint (`admin.listen`): plain HTTP/1.1 on a listener of its own, never the
 //! PostgreSQL port. `GET /metrics` (Prometheus' text format 0.0.4, or OpenMetrics when the
-//! scraper asks for it), `GET /healthz` (200 while the event loop runs, draining included),
-//! `GET /readyz` (200 once every listener's accept loop runs; 503 once SIGTERM has begun the drain, so
-//! a balancer stops sending connections before sessions are ended). Bounded: at most
+//! scraper asks for it), `GET /healthz` (200 while the proxy is alive by the watchdog's own
+//! checks, [`super::health`], draining included; 503 and the reason otherwise), `GET /readyz`
+//! (200 once every listener's accept loop runs; 503 once SIGTERM has begun the drain, so a
+//! balancer stops sending connections before the listeners close, and while the proxy is at
+//! `listen.max_connections` unless `admin.ready_at_max_connections`). Bounded: at most
 //! [`MAX_CONNECTIONS`] at once, each with a header deadline (which also closes a kept-alive
 //! connection that sends no next request) and a lifetime limit, so idle clients cannot
 //! hold the slots.
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::runtimes::SessionThreads;
 use super::server::BindError;
 use super::shared::Shared;
 
@@ -33,9 +36,17 @@ const MAX_CONNECTIONS: usize = 16;
 const HEADER_LIMIT: Duration = Duration::from_secs(5);
 /// A connection (keep-alive included) lasts at most this.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(60);
+/// `/healthz`: how long each session thread may take to run a task; within a probe's
+/// usual one-second timeout.
+const THREAD_ANSWER_LIMIT: Duration = Duration::from_millis(500);
 
-/// Serves the endpoint on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+/// Serves the endpoint on `listener` until `stop` is cancelled; `/healthz` asks `threads`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    threads: Arc<SessionThreads>,
+    stop: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -51,11 +62,11 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let shared = Arc::clone(&shared);
+        let (shared, threads) = (Arc::clone(&shared), Arc::clone(&threads));
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let answer = respond(&req, &shared);
-                async move { Ok::<_, Infallible>(answer) }
+                let (shared, threads) = (Arc::clone(&shared), Arc::clone(&threads));
+                async move { Ok::<_, Infallible>(respond(&req, &shared, &threads).await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -74,7 +85,11 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
         .map_err(|source| BindError { addr, source })
 }
 
-fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn respond(
+    req: &Request<Incoming>,
+    shared: &Shared,
+    threads: &SessionThreads,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
@@ -102,17 +117,25 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             }
             r
         }
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if shared.ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining or not accepting\n",
-        ),
+        "/healthz" => match super::health::check(shared, threads, THREAD_ANSWER_LIMIT).await {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(e) => unavailable(&e.to_string()),
+        },
+        "/readyz" => match shared.ready() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => unavailable(why),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: /metrics, /healthz, /readyz\n",
         ),
     }
+}
+
+fn unavailable(why: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{why}\n"))));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

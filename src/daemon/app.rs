@@ -185,16 +185,13 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
     };
     let metrics = crate::metrics::get();
     metrics.fips_mode.set(i64::from(fips_active));
+    metrics.configuration_loaded();
     crate::tls::dates::publish(&settings.certificate_files, &settings.crl_paths);
     crate::cancel::key::set_own_id(settings.start.peer_id);
     let shared = Shared::new(settings);
     shared
         .listeners
         .store(listeners.len(), std::sync::atomic::Ordering::Relaxed);
-    let admin_stop = tokio_util::sync::CancellationToken::new();
-    if let Some(l) = admin {
-        tokio::spawn(admin::serve(l, Arc::clone(&shared), admin_stop.clone()));
-    }
     let tracker = tokio_util::task::TaskTracker::new();
     let threads = match SessionThreads::start(SessionThreads::per_core(), &tracker) {
         Ok(threads) => Arc::new(threads),
@@ -203,19 +200,19 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
             return ExitCode::FAILURE;
         }
     };
-    let service = Service::new(
-        Arc::clone(&shared),
-        listeners.len(),
-        Arc::clone(&threads),
-        reload,
-    );
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(l) = admin {
+        let (shared, threads) = (Arc::clone(&shared), Arc::clone(&threads));
+        tokio::spawn(admin::serve(l, shared, threads, admin_stop.clone()));
+    }
+    let service = Service::new(Arc::clone(&shared), Arc::clone(&threads), reload);
     // READY=1 once the accept loops run (as /readyz), and first: nothing may notify before it.
     let started = move || {
         service.ready();
         tokio::spawn(Arc::clone(&service).report_status());
         tokio::spawn(Arc::clone(&service).feed_watchdog());
         tokio::spawn(Arc::clone(&service).reload_on_sighup());
-        tokio::spawn(Arc::clone(&service).reload_on_crl_change());
+        tokio::spawn(Arc::clone(&service).reload_on_file_change());
     };
     let draining = Arc::clone(&shared);
     server::run(listeners, shared, threads, tracker, started, async move {

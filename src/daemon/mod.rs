@@ -12,11 +12,13 @@
 //!   per core), and the cap on their blocking threads.
 //! - `service`: systemd notifications, status, watchdog, reload on SIGHUP and on changed
 //!   certificate and CRL files.
+//! - `health`: whether the proxy is alive, for the watchdog and `/healthz`.
 //! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`).
 //! - `memory`: handing freed memory back to the system after sessions end.
 
 mod admin;
 mod app;
+mod health;
 mod memory;
 mod runtimes;
 mod server;

@@ -68,7 +68,8 @@ pub(crate) async fn bind(
     Ok(listeners)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting at once, lets sessions run for up
+/// Serves until `shutdown` resolves, keeps accepting for `listen.drain_delay` (while
+/// balancers, told by `/readyz`, stop sending), then stops accepting, lets sessions run for up
 /// to `listen.shutdown_timeout`, and then ends the remaining ones with FATAL 57P01. Sessions
 /// run on `threads`, tracked by `tracker` (the one the threads were started with).
 /// `started` runs once every accept loop is running (not merely spawned), unless the
@@ -82,8 +83,7 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let token = CancellationToken::new();
-    let max_connections = shared.settings.load().start.max_connections;
-    let limit = Arc::new(Semaphore::new(max_connections));
+    let limit = Arc::clone(&shared.limit);
     let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
     let loops = listeners.len();
     let (running_tx, mut running_rx) = tokio::sync::mpsc::channel(loops.max(1));
@@ -120,6 +120,15 @@ pub(crate) async fn run(
             started();
             shutdown.await;
         }
+    }
+    let delay = shared.settings.load().listen.drain_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            "draining: /readyz answers 503; still accepting new connections for {} \
+             (listen.drain_delay)",
+            humantime::format_duration(delay)
+        );
+        tokio::time::sleep(delay).await;
     }
     token.cancel();
     tracker.close();

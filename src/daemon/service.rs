@@ -1,14 +1,16 @@
 //! The systemd side of the daemon: readiness and stopping notifications, a one-line STATUS,
-//! watchdog pings, and configuration reload on SIGHUP.
+//! watchdog pings, and configuration reload on SIGHUP and when a file it was loaded from
+//! changes (the configuration file, `conf.d`, certificates, keys, CRLs).
 //!
 //! Every notification is best effort: without NOTIFY_SOCKET (not under systemd) they are
 //! no-ops. Reload goes through the same loading and validation as start-up, and swaps the
 //! settings (TLS contexts included) in one atomic store: new connections use the new ones,
 //! live sessions keep what they started with, and a broken configuration changes nothing.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sd_notify::NotifyState;
 
@@ -36,24 +38,21 @@ pub(crate) type Loader = Box<dyn Fn() -> Result<Settings, Vec<ConfigError>> + Se
 pub(crate) struct Service {
     shared: Arc<Shared>,
     last_reload: Mutex<String>,
-    listeners: usize,
     threads: Arc<SessionThreads>,
     load: Loader,
 }
 
 impl Service {
-    /// Tracks `shared`, which serves `listeners` listening sockets with sessions on
-    /// `threads`; `load` reloads.
+    /// Tracks `shared`, which serves its listening sockets with sessions on `threads`;
+    /// `load` reloads.
     pub(crate) fn new(
         shared: Arc<Shared>,
-        listeners: usize,
         threads: Arc<SessionThreads>,
         load: Loader,
     ) -> Arc<Self> {
         Arc::new(Self {
             shared,
             last_reload: Mutex::new("none".into()),
-            listeners,
             threads,
             load,
         })
@@ -89,8 +88,8 @@ impl Service {
         }
     }
 
-    /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while every accept loop runs and every
-    /// session thread answers within a quarter of it. It runs on the control runtime, so a
+    /// Sends WATCHDOG=1 at half of WATCHDOG_USEC while the proxy is healthy
+    /// ([`super::health::check`], session threads answering within a quarter of it). It runs on the control runtime, so a
     /// stalled control runtime stops the pings too.
     pub(crate) async fn feed_watchdog(self: Arc<Self>) {
         let Some(period) = sd_notify::watchdog_enabled() else {
@@ -99,12 +98,9 @@ impl Service {
         let mut tick = tokio::time::interval(period / 2);
         loop {
             tick.tick().await;
-            if self.shared.accepting.load(Ordering::Relaxed) != self.listeners {
-                tracing::error!("an accept loop has stopped; no longer feeding the watchdog");
-            } else if !self.threads.all_respond(period / 4).await {
-                tracing::error!("a session thread does not answer; no longer feeding the watchdog");
-            } else {
-                notify(&[NotifyState::Watchdog]);
+            match super::health::check(&self.shared, &self.threads, period / 4).await {
+                Ok(()) => notify(&[NotifyState::Watchdog]),
+                Err(e) => tracing::error!("{e}; no longer feeding the watchdog"),
             }
         }
     }
@@ -122,19 +118,30 @@ impl Service {
         }
     }
 
-    /// Reloads whenever a CRL, certificate or key file in use changes (new, replaced,
-    /// touched or removed), checked every `tls.crl_refresh`, so a CRL updated on disk, or a
-    /// certificate renewed in place (certbot, a Kubernetes Secret), applies without a restart.
-    pub(crate) async fn reload_on_crl_change(self: Arc<Self>) {
-        let state = |s: &Settings| (file_state(&s.crl_paths), file_state(&s.identity_files()));
+    /// Reloads whenever the configuration file, a `conf.d` file, or a CRL, certificate or key
+    /// file in use changes (new, replaced, touched, removed, or a symlink turned to another
+    /// file), checked every `tls.crl_refresh`: a ConfigMap edit (Kubernetes swaps its `..data`
+    /// link), a CRL updated on disk or a certificate renewed in place (certbot, a Secret)
+    /// applies without a restart or a signal. A broken edit is refused by the reload, which
+    /// keeps the running configuration, and is not retried until the files change again.
+    pub(crate) async fn reload_on_file_change(self: Arc<Self>) {
+        let state = |s: &Settings| {
+            (
+                file_state(&s.config_files),
+                file_state(&s.crl_paths),
+                file_state(&s.identity_files()),
+            )
+        };
         let mut seen = state(&self.shared.settings.load());
         loop {
             let every = self.shared.settings.load().crl_refresh;
             tokio::time::sleep(every).await;
-            let (crls, identities) = state(&self.shared.settings.load());
-            if crls != seen.0 {
+            let (config, crls, identities) = state(&self.shared.settings.load());
+            if config != seen.0 {
+                tracing::info!("configuration files changed: reloading the configuration");
+            } else if crls != seen.1 {
                 tracing::info!("CRL files changed: reloading the configuration");
-            } else if identities != seen.1 {
+            } else if identities != seen.2 {
                 tracing::info!("certificate or key files changed: reloading the configuration");
             } else {
                 continue;
@@ -168,6 +175,7 @@ impl Service {
                 tracing::info!("configuration reloaded; new connections use it");
                 let ok = crate::metrics::ResultLabel { result: "ok" };
                 crate::metrics::get().reloads.get_or_create(&ok).inc();
+                crate::metrics::get().configuration_loaded();
                 "ok".to_owned()
             }
             Err(errors) => {
@@ -188,17 +196,21 @@ impl Service {
     }
 }
 
-/// What identifies files' current content: path, size and modification time.
-fn file_state(
-    paths: &[std::path::PathBuf],
-) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+/// What identifies a file's current content: its path, the file it resolves to through
+/// symlinks (which Kubernetes' `..data` swap changes even when size and time match), its
+/// size and modification time.
+type FileState = (PathBuf, Option<PathBuf>, u64, Option<SystemTime>);
+
+/// [`FileState`] of every file in `paths` (files, or directories of files).
+fn file_state(paths: &[PathBuf]) -> Vec<FileState> {
     let mut state = Vec::new();
     for path in paths {
         for file in crate::tls::files::list_files(path).unwrap_or_default() {
+            let target = std::fs::canonicalize(&file).ok();
             let meta = std::fs::metadata(&file).ok();
             let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
             let modified = meta.and_then(|m| m.modified().ok());
-            state.push((file, len, modified));
+            state.push((file, target, len, modified));
         }
     }
     state

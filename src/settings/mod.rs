@@ -62,9 +62,13 @@ pub struct Settings {
     /// `[listen]` or some route requires client certificates: handshakes then record why
     /// one failed (without, they skip that per-connection set-up).
     pub(crate) client_certs_anywhere: bool,
+    /// `admin.ready_at_max_connections`: `/readyz` stays 200 at the connection limit.
+    pub(crate) ready_at_max_connections: bool,
     /// Things worth telling the operator that do not stop the proxy (e.g. a certificate that
     /// expires soon).
     pub warnings: Vec<String>,
+    /// The configuration file and its `conf.d` directory, watched for changes.
+    pub(crate) config_files: Vec<PathBuf>,
     /// CRL files or directories in use, watched for changes.
     pub crl_paths: Vec<PathBuf>,
     /// Certificate files in use, by role (listen, route, client_ca, upstream_ca,
@@ -87,6 +91,8 @@ pub(crate) struct ListenSettings {
     pub handshake_timeout: Duration,
     /// End of TLS handshake to end of authentication.
     pub startup_timeout: Duration,
+    /// On SIGTERM, how long the listeners keep accepting before they close.
+    pub drain_delay: Duration,
     /// Drain time on SIGTERM.
     pub shutdown_timeout: Duration,
     /// Set when clients must present a certificate (`listen.client_ca`).
@@ -210,12 +216,14 @@ impl Settings {
                 start,
                 listen,
                 cluster,
+                ready_at_max_connections: raw.admin.ready_at_max_connections,
                 default,
                 targets,
                 routes,
                 route_list,
                 acceptor,
                 warnings,
+                config_files: loaded.watched.clone(),
                 crl_paths: files::crl_paths(raw),
                 certificate_files: files::certificate_files(raw),
                 key_files: files::key_files(raw),
@@ -307,6 +315,7 @@ fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
         plaintext_cancel: l.plaintext_cancel,
         handshake_timeout: l.handshake_timeout,
         startup_timeout: l.startup_timeout,
+        drain_delay: l.drain_delay,
         shutdown_timeout: l.shutdown_timeout,
         client_certs: l.client_ca.as_ref().map(|_| ClientCertPolicy {
             user: l.client_cert_user,

@@ -110,6 +110,9 @@ pub struct LoadedConfig {
     pub origins: BTreeMap<String, Origin>,
     /// The files read, in order.
     pub files: Vec<PathBuf>,
+    /// What a change to reloads: the configuration file (read or not) and the `conf.d`
+    /// directory beside it.
+    pub watched: Vec<PathBuf>,
 }
 
 impl LoadedConfig {
@@ -201,10 +204,15 @@ pub fn load(
                 message: describe(&e),
             }]
         })?;
+    let conf_d = config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("conf.d");
     Ok(LoadedConfig {
         raw,
         origins,
         files,
+        watched: vec![config_path, conf_d],
     })
 }
 
