@@ -351,3 +351,34 @@ async fn cancels_that_cannot_be_forwarded_are_dropped_alike() {
         proxy.wait_log(&["cancel request dropped", &logged]);
     }
 }
+
+/// The replicas' server name switches the handshake to the cluster context (cluster.ca, not
+/// the listener's client CA or CRL): under it a peer may forward a cancel, and no one may
+/// start a session, whatever certificate it holds.
+#[test]
+fn the_peers_server_name_carries_no_session() {
+    use std::pin::Pin;
+    use tokio::io::AsyncWriteExt;
+    let rt = runtime();
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let (p1, p2) = (free_port(), free_port());
+    let owner = Proxy::start(&replica(&pki, pg.port, 1, p1, &[(2, p2)]));
+    let answer = rt.block_on(async {
+        let mut tcp = tcp_from(Ipv4Addr::LOCALHOST, p1, &common::raw::SSL_REQUEST).await;
+        assert_eq!(common::raw::read_byte(&mut tcp).await, Some(b'S'));
+        let ssl = tls_client(&pki, PEER_SNI, Some(&pki.proxy));
+        let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+        Pin::new(&mut tls).connect().await.unwrap();
+        let startup = common::raw::startup(&[("user", "alice"), ("database", "postgres")]);
+        tls.write_all(&startup).await.unwrap();
+        common::raw::read_until_ready(&mut tls).await
+    });
+    let Some((b'E', body)) = answer.last() else {
+        panic!("not refused: {answer:?}")
+    };
+    let (code, message) = common::raw::error_fields(body);
+    assert_eq!(code, "28000", "{message}");
+    assert!(message.contains("forwarded cancels only"), "{message}");
+    owner.wait_log(&["session refused", "replicas' server name"]);
+}

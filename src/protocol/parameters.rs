@@ -115,14 +115,15 @@ pub fn judge(message: &StartupMessage<'_>) -> Result<StartupParams, ParamsError>
     let mut user = None;
     let mut database = None;
     let mut rest: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut seen: Vec<&[u8]> = Vec::new();
+    // Lowercased names seen: a set, so a 10 kB packet of tiny names costs no more than a
+    // short one per name.
+    let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for (name, value) in message.params() {
-        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        if !seen.insert(name.to_ascii_lowercase()) {
             return Err(ParamsError::Repeated(
                 String::from_utf8_lossy(name).into_owned(),
             ));
         }
-        seen.push(name);
         match name {
             b"user" => user = Some(value),
             b"database" => database = Some(value),

@@ -119,8 +119,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> ClientSide<'_, C> {
     /// The client's exchange up to its proof without the server's salt (there is none, or
     /// the server refused first), its server-first sent when a real one would leave.
     pub(super) async fn prove_before_telling(&mut self) -> Result<ClientKey, SessionError> {
-        self.receive_first().await?;
+        // Held whatever the client sent: a malformed client-first must not be answered
+        // sooner than a known user's, which waits for the server's server-first.
+        let first = self.receive_first().await;
         self.mock.hold(self.offered).await;
+        first?;
         self.prove().await
     }
 }

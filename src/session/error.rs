@@ -103,6 +103,12 @@ pub(crate) enum SessionError {
          trusts the proxy's address (pg_hba trust); refused (auth.passthrough_trust is off)"
     )]
     ServerAskedNothing,
+    /// A StartupMessage over a connection made under the replicas' reserved server name.
+    #[error(
+        "client sent a StartupMessage under the replicas' server name {}: that name carries forwarded cancels only",
+        crate::settings::PEER_SNI
+    )]
+    PeerNameSession,
     /// The proxy is shutting down and `listen.shutdown_timeout` has run out.
     #[error("proxy shutting down (listen.shutdown_timeout reached)")]
     Shutdown,
@@ -139,7 +145,9 @@ impl SessionError {
                 Refusal::new(INVALID_PARAMETER_VALUE, message())
             }
             SessionError::Parameters(_) => Refusal::new(PROTOCOL_VIOLATION, message()),
-            SessionError::NoUser | SessionError::CertificateUser { .. } => {
+            SessionError::NoUser
+            | SessionError::CertificateUser { .. }
+            | SessionError::PeerNameSession => {
                 Refusal::new(INVALID_AUTHORIZATION, message())
             }
             SessionError::ChannelBinding => Refusal::new(

@@ -174,9 +174,13 @@ pub(super) fn check_certificate_user(
         ClientCertUser::Off => return Ok(()),
         ClientCertUser::Cn => (
             "CN",
+            // The first CN only, as PostgreSQL's clientcert=verify-full reads it: a
+            // subject "CN=attacker, CN=victim" is attacker's.
             cert.subject_name()
                 .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-                .filter_map(|e| e.data().to_string().ok())
+                .next()
+                .and_then(|e| e.data().to_string().ok())
+                .into_iter()
                 .collect(),
         ),
         ClientCertUser::SanEmail => (

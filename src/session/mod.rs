@@ -299,6 +299,14 @@ async fn judge<S: ClientIo>(
         .servername(NameType::HOST_NAME)
         .map(str::to_owned);
     record.server_name.clone_from(&server_name);
+    // That name switches the handshake to the replicas' context (cluster.ca, no listener
+    // CRL or client CA): it may carry a forwarded cancel, never a session.
+    if server_name
+        .as_deref()
+        .is_some_and(|n| n.eq_ignore_ascii_case(crate::settings::PEER_SNI))
+    {
+        return Err(SessionError::PeerNameSession);
+    }
     let cert = client.ssl().peer_certificate();
     let target = admission.route(
         settings,

@@ -20,7 +20,7 @@ mod tls;
 mod upstream;
 
 pub(crate) use auth::AuthSettings;
-pub(crate) use cluster::{ClusterSettings, Peer};
+pub(crate) use cluster::{ClusterSettings, PEER_SNI, Peer};
 pub(crate) use routes::{ClientPolicy, RouteTarget};
 pub use start::StartOnly;
 pub(crate) use upstream::Target;
