@@ -86,7 +86,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let user = startup.user.as_deref().unwrap_or_default();
+    let user = startup.params.user.as_str();
     let scram = |failure| SessionError::Scram {
         user: user.to_owned(),
         failure,

@@ -40,12 +40,9 @@ enum Parsed {
 pub(super) struct Startup {
     /// [`StartupParams::encode`] of `params`.
     bytes: Vec<u8>,
-    /// The judged parameters.
+    /// The judged parameters: `params.user` as the server keeps it (never empty),
+    /// `params.database` as the server opens it (the user's name when absent or empty).
     pub(super) params: StartupParams,
-    /// `user`, as the server keeps it (never empty).
-    pub(super) user: Option<String>,
-    /// `database`, as the server opens it (the user's name when absent or empty).
-    pub(super) database: Option<String>,
     /// `application_name`, for the log line.
     pub(super) application_name: Option<String>,
 }
@@ -55,8 +52,6 @@ impl Startup {
     fn new(params: StartupParams) -> Self {
         Self {
             bytes: params.encode(),
-            user: Some(params.user.clone()),
-            database: Some(params.database.clone()),
             application_name: params
                 .get("application_name")
                 .map(|v| String::from_utf8_lossy(v).into_owned()),
@@ -138,8 +133,8 @@ mod tests {
         let StartupPacket::Startup(s) = packet else {
             panic!("not a startup: {packet:?}");
         };
-        assert_eq!(s.user.as_deref(), Some("alice"));
-        assert_eq!(s.database.as_deref(), Some("alice"), "defaults to the user");
+        assert_eq!(s.params.user, "alice");
+        assert_eq!(s.params.database, "alice", "defaults to the user");
         assert_eq!(s.application_name.as_deref(), Some("psql"));
         assert_eq!(reader.into_rest(), b"pipelined");
         // The server gets the judged values, rebuilt.
