@@ -1,5 +1,5 @@
-//! The auth query's answers, remembered: a verifier for `auth.cache_ttl`, "no verifier"
-//! for 30 s. Each kind lives in its own bounded map, because anyone can make the proxy ask
+//! The auth query's answers, remembered: a verifier and "no verifier" each for their own
+//! lifetime (both `auth.cache_ttl` in service). Each kind lives in its own bounded map, because anyone can make the proxy ask
 //! about made-up names: their answers can only push out each other, never a verifier; and
 //! "no verifier" never replaces a verifier that is still fresh (only an explicit
 //! [`AnswerCache::forget`], when the server has shown that verifier stale, drops it).

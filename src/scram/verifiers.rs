@@ -1,6 +1,7 @@
 //! Where the proxy's SCRAM verifiers come from: `auth.userlist` (pgbouncer's format), then
-//! the auth query, whose answers are cached for `auth.cache_ttl` (30 s when the user has
-//! none) and refreshed at most three times a minute per user when the server's verifier
+//! the auth query, whose answers are cached for `auth.cache_ttl` (a user with none as long
+//! as one with a verifier: a shorter life would let a prober tell them apart by the
+//! lookup's cost) and refreshed at most three times a minute per user when the server's verifier
 //! has changed. A reload builds a new store, which empties the cache.
 //!
 //! What `[auth]` says ([`Sources`]) is checked with the configuration; the store is started
@@ -24,8 +25,6 @@ use super::flights::Flights;
 use super::query::{AuthQuery, QuerySpec};
 use crate::protocol::scram::{Verifier, parse_verifier};
 
-/// How long "this user has no verifier" is believed.
-const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// Most refreshes per user within [`REFRESH_WINDOW`].
 const MAX_REFRESHES: usize = 3;
 const REFRESH_WINDOW: Duration = Duration::from_secs(60);
@@ -94,7 +93,7 @@ impl Verifiers {
     ) -> Self {
         let query = query.map(|query| {
             let flights = Flights::new(query.concurrency());
-            let cache = Mutex::new(AnswerCache::new(ttl, NEGATIVE_TTL, CACHE_LIMITS));
+            let cache = Mutex::new(AnswerCache::new(ttl, ttl, CACHE_LIMITS));
             (Arc::new(Shared { query, cache }), flights)
         });
         Self {

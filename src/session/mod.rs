@@ -303,7 +303,7 @@ async fn judge<S: ClientIo>(
     // CRL or client CA): it may carry a forwarded cancel, never a session.
     if server_name
         .as_deref()
-        .is_some_and(|n| n.eq_ignore_ascii_case(crate::settings::PEER_SNI))
+        .is_some_and(|n| crate::routing::normalize(n) == crate::settings::PEER_SNI)
     {
         return Err(SessionError::PeerNameSession);
     }

@@ -74,7 +74,9 @@ impl ClusterSettings {
         };
         let context = accept.context.clone();
         Some(Arc::new(move |name: &str| {
-            if name.eq_ignore_ascii_case(PEER_SNI) {
+            // Compared as routes compare names (case, one trailing dot), so no spelling of it
+            // escapes either the switch or the session refusal that relies on it.
+            if crate::routing::normalize(name) == PEER_SNI {
                 return Some(context.clone());
             }
             routes.as_ref().and_then(|switch| switch(name))
