@@ -63,7 +63,25 @@ impl IdentitySpec {
         let key_pem = read(key.key, &key.path)?;
         let private =
             PKey::private_key_from_pem(&key_pem).map_err(|e| content(key.key, &key.path, e))?;
-        if !private.public_eq(&*leaf.public_key()?) {
+        // The key's type is judged before the certificate's public key is decoded: a FIPS
+        // provider without the algorithm (3.1's has no EdDSA) cannot decode that key at all.
+        if fips && let Err(why) = fips_usable_key(&private) {
+            return Err(TlsSetupError::Content {
+                key: key.key,
+                path: key.path.clone(),
+                message: format!("the FIPS provider cannot use this key: {why}"),
+            });
+        }
+        let public = leaf.public_key().map_err(|e| TlsSetupError::Content {
+            key: cert.key,
+            path: cert.path.clone(),
+            message: format!(
+                "OpenSSL cannot decode the certificate's public key{}: {}",
+                if fips { " (FIPS mode)" } else { "" },
+                openssl_errors(&e)
+            ),
+        })?;
+        if !private.public_eq(&*public) {
             return Err(TlsSetupError::Content {
                 key: key.key,
                 path: key.path.clone(),
@@ -71,13 +89,6 @@ impl IdentitySpec {
                     "private key does not match the certificate in {}",
                     cert.path.display()
                 ),
-            });
-        }
-        if fips && let Err(why) = fips_usable_key(&private) {
-            return Err(TlsSetupError::Content {
-                key: key.key,
-                path: key.path.clone(),
-                message: format!("the FIPS provider cannot use this key: {why}"),
             });
         }
         Ok(Identity {
