@@ -1,8 +1,9 @@
-//! FIPS mode with a real OpenSSL FIPS provider (3.0.8, built by scripts/fips-provider and
-//! loaded by the system's libcrypto): "require" starts and says so; only approved suites and
-//! groups on both legs (X25519-only and ChaCha20-only peers fail, P-256 with AES-GCM works);
-//! "require" without a provider refuses to start with the clear error; "auto" follows the
-//! kernel flag (a fake fips_enabled file here); keys the provider cannot use are refused.
+//! FIPS mode with a real OpenSSL FIPS provider (3.1.2, FIPS 140-3 validated, built by
+//! scripts/fips-provider and loaded by the system's libcrypto, 3.0): "require" starts and
+//! says so; only approved suites and groups on both legs (X25519-only and ChaCha20-only peers
+//! fail, P-256 with AES-GCM works); "require" without a provider refuses to start with the
+//! clear error; "auto" follows the kernel flag (a fake fips_enabled file here); keys the
+//! provider cannot use are refused.
 
 mod common;
 
@@ -17,18 +18,13 @@ use common::proxy::{Proxy, ProxyConfig, TestPki, binary, toml_path};
 use common::raw;
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 
+/// The test FIPS provider's version (`scripts/fips-provider --version`).
+const PROVIDER: &str = "3.1.2";
+
 /// The OpenSSL configuration that loads the test FIPS provider (built once, cached).
 fn provider_config() -> &'static PathBuf {
     static CONF: OnceLock<PathBuf> = OnceLock::new();
-    CONF.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fips-provider");
-        let out = Command::new(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("scripts/fips-provider runs");
-        assert!(out.status.success(), "building the FIPS provider failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    CONF.get_or_init(|| common::fips_provider::built_fips_config(PROVIDER))
 }
 
 fn fips_config(pki: &TestPki, upstream_port: u16) -> ProxyConfig {
@@ -88,11 +84,15 @@ fn require_with_the_provider_serves_with_approved_algorithms_only() {
     let pg = Postgres::start(&pki.server);
     let config = fips_config(&pki, pg.port);
     let proxy = Proxy::start(&config);
-    proxy.wait_log(&["FIPS mode active: OpenSSL FIPS Provider 3.0.8"]);
+    proxy.wait_log(&[&format!(
+        "FIPS mode active: OpenSSL FIPS Provider {PROVIDER}"
+    )]);
     let (ok, text) = check_config(&config, &[]);
     assert!(ok, "{text}");
     assert!(
-        text.contains("FIPS mode: active, OpenSSL FIPS Provider 3.0.8"),
+        text.contains(&format!(
+            "FIPS mode: active, OpenSSL FIPS Provider {PROVIDER}"
+        )),
         "{text}"
     );
     // A real session: P-256 and AES-GCM on both legs.
@@ -276,7 +276,8 @@ fn keys_the_provider_cannot_use_are_refused() {
         text.contains("rsa1024.key: the FIPS provider cannot use this key: RSA keys must have at least 2048 bits, this one has 1024"),
         "{text}"
     );
-    // Ed25519 is fine without FIPS mode and refused in it.
+    // Ed25519 is fine without FIPS mode and refused in it, by its type: this provider has
+    // no EdDSA at all, so the certificate's public key would not even decode.
     let ed25519 = common::openssl_certs::openssl_req(pki.dir.path(), "ed25519", "ed25519");
     let plain = ProxyConfig::new(&pki, 5432).set("tls.fips", "\"off\"");
     let (ok, text) = check_config(&with_identity(plain, &ed25519), &[]);

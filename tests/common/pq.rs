@@ -1,8 +1,8 @@
 //! The programs the key-exchange tests (tests/pq_*.rs) drive: trixie's `openssl s_client`,
-//! psql 17 and `openssl s_server` (OpenSSL 3.5), `pgt-proxy check-config` on either library,
-//! and an OpenSSL configuration that loads a FIPS provider for trixie's OpenSSL.
+//! psql 17 and `openssl s_server` (OpenSSL 3.5), and `pgt-proxy check-config` on either
+//! library.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -118,49 +118,4 @@ pub fn check_config(config: &ProxyConfig, in_trixie: bool) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-/// An OpenSSL configuration in `dir` that loads a FIPS provider for trixie's OpenSSL 3.5:
-/// the test one (`scripts/fips-provider`: 3.0.8, no ML-KEM) with `test_provider`, else
-/// trixie's own (`openssl-provider-fips` 3.5, with ML-KEM), installed by its `fipsinstall`.
-pub fn fips_config_in_trixie(dir: &Path, test_provider: bool) -> PathBuf {
-    let module = if test_provider {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fips-provider");
-        let out = Command::new(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "scripts/fips-provider failed");
-        let host_conf = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        let module = dir.join("fips.so");
-        std::fs::copy(host_conf.with_file_name("fips.so"), &module).unwrap();
-        inside(&module)
-    } else {
-        "/usr/lib/x86_64-linux-gnu/ossl-modules/fips.so".to_owned()
-    };
-    let fipsmodule = dir.join("fipsmodule.cnf");
-    let out = trixie::command("/usr/bin/openssl")
-        .args([
-            "fipsinstall",
-            "-module",
-            &module,
-            "-out",
-            &inside(&fipsmodule),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fipsinstall on 3.5: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let conf = dir.join("openssl-fips.cnf");
-    let text = format!(
-        "openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n\
-         [provider_sect]\nfips = fips_sect\nbase = base_sect\n[base_sect]\nactivate = 1\n\n{}\
-         module = {module}\n",
-        std::fs::read_to_string(&fipsmodule).unwrap(),
-    );
-    std::fs::write(&conf, text).unwrap();
-    conf
 }
