@@ -276,8 +276,8 @@ fn keys_the_provider_cannot_use_are_refused() {
         text.contains("rsa1024.key: the FIPS provider cannot use this key: RSA keys must have at least 2048 bits, this one has 1024"),
         "{text}"
     );
-    // Ed25519 is fine without FIPS mode and refused in it, by its type: this provider has
-    // no EdDSA at all, so the certificate's public key would not even decode.
+    // Ed25519 is fine without FIPS mode and refused in it, by its type: this provider
+    // registers EdDSA as fips=no, so the certificate's public key would not even decode.
     let ed25519 = common::openssl_certs::openssl_req(pki.dir.path(), "ed25519", "ed25519");
     let plain = ProxyConfig::new(&pki, 5432).set("tls.fips", "\"off\"");
     let (ok, text) = check_config(&with_identity(plain, &ed25519), &[]);

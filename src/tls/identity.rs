@@ -63,8 +63,9 @@ impl IdentitySpec {
         let key_pem = read(key.key, &key.path)?;
         let private =
             PKey::private_key_from_pem(&key_pem).map_err(|e| content(key.key, &key.path, e))?;
-        // The key's type is judged before the certificate's public key is decoded: a FIPS
-        // provider without the algorithm (3.1's has no EdDSA) cannot decode that key at all.
+        // The key's type is judged before the certificate's public key is decoded: under
+        // fips=yes a provider that does not approve the algorithm (3.1's registers EdDSA as
+        // fips=no) cannot decode that key at all.
         if fips && let Err(why) = fips_usable_key(&private) {
             return Err(TlsSetupError::Content {
                 key: key.key,
