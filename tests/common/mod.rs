@@ -10,6 +10,7 @@ pub mod clients;
 pub mod cluster;
 pub mod fake_scram;
 pub mod fake_upstream;
+pub mod netns;
 pub mod openssl_ca;
 pub mod openssl_certs;
 pub mod pki;
