@@ -1,7 +1,7 @@
 //! Replicas of a StatefulSet, without Kubernetes: three pgt-proxy pods that share one
 //! configuration file (`cluster.peer_id = "from-hostname"`, `cluster.peer_address` a
 //! template) and differ only in their host names, `pgt-proxy-0` to `-2`. Each runs in
-//! network, UTS and mount namespaces of its own (tests/common/netns.rs): its own loopback
+//! network, UTS and mount namespaces of its own (tests/common/statefulset.rs, netns.rs): its own loopback
 //! with the shared `listen.addresses`, its host name, and the test's hosts file as
 //! `/etc/hosts`, where `pgt-proxy-N.pgt-proxy-peers.test.svc.cluster.local` is a relay to pod
 //! N (the headless Service's DNS). A round-robin TCP balancer in front sends each query's
@@ -20,146 +20,21 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::clients::rust_tls;
 use common::cluster::{HOP, KeyedSession, PEER_SNI, session_from};
-use common::netns::{self, Netns, Target};
-use common::pki::{Ca, Issued, Validity};
-use common::postgres::{Postgres, free_port};
-use common::proxy::{Proxy, ProxyConfig, TestPki, binary, toml_path};
+use common::netns;
+use common::pki::Issued;
+use common::postgres::Postgres;
+use common::proxy::{ProxyConfig, binary, toml_path};
+use common::statefulset::{Fleet, PEERS_DOMAIN, Shared, pod_ip};
 use openssl::ssl::{Ssl, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 use tokio_postgres::tls::MakeTlsConnect;
-
-/// The headless Service's domain in namespace "test".
-const PEERS_DOMAIN: &str = "pgt-proxy-peers.test.svc.cluster.local";
-/// Where every pod listens (each in its own network namespace, as every pod has its IP).
-const POD_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5432);
-const REPLICAS: u8 = 3;
-
-/// Pod `ordinal`'s address in every pod's /etc/hosts (a relay to that pod's listener).
-fn pod_ip(ordinal: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, 10 + ordinal)
-}
-
-/// The fleet's certificates, PostgreSQL and the one configuration file.
-struct Shared {
-    pki: TestPki,
-    pg: Postgres,
-    config: PathBuf,
-    hosts: PathBuf,
-    /// The replicas' certificate (wildcard, from the cluster CA).
-    _cluster: Issued,
-}
-
-impl Shared {
-    fn new() -> Shared {
-        let pki = TestPki::new();
-        let pg = Postgres::start(&pki.server);
-        let dir = pki.dir.path();
-        let cluster_ca = Ca::new("Test Cluster CA");
-        let ca_path = cluster_ca.write_cert(&dir.join("cluster-ca.pem"));
-        let wildcard = format!("DNS:*.{PEERS_DOMAIN}");
-        let cluster = cluster_ca.issue(
-            &format!("*.{PEERS_DOMAIN}"),
-            &[&wildcard],
-            Validity::Current,
-        );
-        let (cert, key) = cluster.write(dir, "cluster");
-        let config = ProxyConfig::new(&pki, pg.port)
-            .set("listen.addresses", &format!("[\"{POD_LISTEN}\"]"))
-            .set("cluster.peer_id", "\"from-hostname\"")
-            .set(
-                "cluster.peer_address",
-                &format!("\"pgt-proxy-{{ordinal}}.{PEERS_DOMAIN}:5432\""),
-            )
-            .set("cluster.ca", &toml_path(&ca_path))
-            .set("cluster.certificate", &toml_path(&cert))
-            .set("cluster.private_key", &toml_path(&key));
-        let config_path = dir.join("config.toml");
-        std::fs::write(&config_path, config.render()).unwrap();
-        let mut hosts = String::from("127.0.0.1 localhost\n");
-        for n in 0..REPLICAS {
-            hosts.push_str(&format!("{} pgt-proxy-{n}.{PEERS_DOMAIN}\n", pod_ip(n)));
-        }
-        let hosts_path = dir.join("hosts");
-        std::fs::write(&hosts_path, hosts).unwrap();
-        Shared {
-            pki,
-            pg,
-            config: config_path,
-            hosts: hosts_path,
-            _cluster: cluster,
-        }
-    }
-
-    /// The proxy as pod `host_name`, with the shared configuration and hosts file.
-    fn start_pod(&self, host_name: &str) -> Result<Proxy, String> {
-        let mut cmd = netns::pod_command(host_name, &self.hosts, &binary());
-        cmd.arg("--config").arg(&self.config);
-        Proxy::try_start_command(cmd, self.config.clone())
-    }
-}
-
-/// Three pods, their relays (PostgreSQL and the peers' names, inside each pod), and the
-/// balancer in front, on 127.0.0.1:`port`.
-struct Fleet {
-    pods: Vec<Proxy>,
-    namespaces: Vec<Arc<Netns>>,
-    port: u16,
-}
-
-impl Fleet {
-    /// Must run inside the runtime (the relays are its tasks); the pods are started from
-    /// the calling thread.
-    fn start(shared: &Shared) -> Fleet {
-        let pods: Vec<Proxy> = (0..REPLICAS)
-            .map(|n| {
-                shared
-                    .start_pod(&format!("pgt-proxy-{n}"))
-                    .unwrap_or_else(|log| panic!("pod pgt-proxy-{n} did not start:\n{log}"))
-            })
-            .collect();
-        let namespaces: Vec<Arc<Netns>> = pods.iter().map(|p| Netns::of(p.pid())).collect();
-        let pg = SocketAddr::from((Ipv4Addr::LOCALHOST, shared.pg.port));
-        for (me, ns) in namespaces.iter().enumerate() {
-            netns::relay(ns.listen(pg), vec![(None, pg)]);
-            for (other, peer) in namespaces.iter().enumerate().filter(|(o, _)| *o != me) {
-                let name = SocketAddr::from((pod_ip(other as u8), 5432));
-                netns::relay(ns.listen(name), vec![(Some(Arc::clone(peer)), POD_LISTEN)]);
-            }
-        }
-        let port = free_port();
-        let front = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let targets: Vec<Target> = namespaces
-            .iter()
-            .map(|ns| (Some(Arc::clone(ns)), POD_LISTEN))
-            .collect();
-        netns::relay(front, targets);
-        Fleet {
-            pods,
-            namespaces,
-            port,
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.pods.iter().map(Proxy::log).collect()
-    }
-
-    /// A connection straight to pod `ordinal`'s listener (as another pod would make).
-    async fn dial_pod(&self, ordinal: usize) -> TcpStream {
-        netns::dial(&(Some(Arc::clone(&self.namespaces[ordinal])), POD_LISTEN))
-            .await
-            .unwrap()
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -404,4 +279,82 @@ fn a_cancel_marked_as_forwarded_needs_a_cluster_certificate() {
     });
     let ended = rt.block_on(session.ended_within(Duration::from_secs(5)));
     assert_eq!(ended.as_deref(), Some("57014"), "{}", fleet.logs());
+}
+
+/// check-config on `config` (written into `shared`'s directory) in the test's own
+/// namespaces; (success, all output).
+fn check_config(shared: &Shared, config: &ProxyConfig) -> (bool, String) {
+    let path = shared.pki.dir.path().join("check.toml");
+    std::fs::write(&path, config.render()).unwrap();
+    let out = std::process::Command::new(binary())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_config_judges_the_peer_address_template() {
+    let shared = Shared::new();
+    let base = ProxyConfig::new(&shared.pki, shared.pg.port)
+        .set("cluster.peer_id", "2")
+        .set("cluster.ca", &toml_path(&shared.pki.proxy_ca_path));
+    let refused = [
+        (
+            base.clone()
+                .set("cluster.peer_address", "\"proxy-{ordinal}.peers:5432\"")
+                .set("cluster.peers", r#"{ 3 = "p3:5432" }"#),
+            "cluster.peer_address: and cluster.peers are both set",
+        ),
+        (
+            base.clone()
+                .set("cluster.peer_address", "\"proxy-{n}.peers:5432\""),
+            "the only placeholders are {ordinal} (the peer id minus one) and {id}",
+        ),
+        (
+            base.clone()
+                .set("cluster.peer_address", "\"proxy-0.peers:5432\""),
+            "names no peer: put {ordinal} where the StatefulSet ordinal goes",
+        ),
+        (
+            base.clone()
+                .set("cluster.peer_address", "\"proxy-{ordinal}.peers\""),
+            "does not give HOST:PORT (for peer 1 it gives \"proxy-0.peers\")",
+        ),
+        (
+            base.clone()
+                .set("cluster.peer_address", "\"proxy-{ordinal}.peers:5432\"")
+                .set("cluster.ca", "\"system\""),
+            "cluster.ca: is \"system\" while cluster.peers or cluster.peer_address are set",
+        ),
+        (
+            base.clone()
+                .set("cluster.peer_id", "0")
+                .set("cluster.peer_address", "\"proxy-{ordinal}.peers:5432\""),
+            "cluster.peer_address: is set but cluster.peer_id is 0",
+        ),
+        (
+            base.clone().set("cluster.peer_id", "\"from-host\""),
+            "\"from-host\" is neither a peer id (1 to 16383, 0 for no cluster) nor \"from-hostname\"",
+        ),
+    ];
+    for (config, expected) in refused {
+        let (ok, out) = check_config(&shared, &config);
+        assert!(
+            !ok && out.contains(expected),
+            "{expected:?} missing from:\n{out}"
+        );
+    }
+    let config = base.set("cluster.peer_address", "\" proxy-{id}.internal:5432 \"");
+    let (ok, out) = check_config(&shared, &config);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("this replica is peer 2;")
+            && out.contains("any other peer id N at \"proxy-{id}.internal:5432\""),
+        "{out}"
+    );
 }

@@ -119,14 +119,16 @@ pub(super) fn cluster(
     let found_before = problems.errors.len();
     let peer_id = own.unwrap_or(0);
     if own == Some(0) {
-        for (key, set) in [
-            ("cluster.peers", !c.peers.is_empty()),
-            ("cluster.peer_address", c.peer_address.is_some()),
+        for (key, verb, set) in [
+            ("cluster.peers", "are", !c.peers.is_empty()),
+            ("cluster.peer_address", "is", c.peer_address.is_some()),
         ] {
             if set {
                 problems.key(
                     key,
-                    "is set but cluster.peer_id is 0 (no cluster): give this replica its id",
+                    format!(
+                        "{verb} set but cluster.peer_id is 0 (no cluster): give this replica its id"
+                    ),
                 );
             }
         }

@@ -22,6 +22,7 @@ pub mod recovery;
 pub mod routes;
 pub mod sasl;
 pub mod scram;
+pub mod statefulset;
 pub mod trixie;
 pub mod wire;
 
