@@ -240,6 +240,19 @@ client addresses:"
     if cluster.peer_id == 0 {
         return;
     }
+    if let Some(template) = &cluster.peer_address {
+        let _ = writeln!(
+            out,
+            "\ncluster: this replica is peer {}; cancel keys name it, peers verified against cluster.ca = {ca:?}",
+            cluster.peer_id
+        );
+        let _ = writeln!(
+            out,
+            "  any other peer id N at {:?} ({{ordinal}} = N - 1), resolved when a cancel is forwarded; its certificate must match the host",
+            template.template()
+        );
+        return;
+    }
     let _ = writeln!(
         out,
         "\ncluster: this replica is peer {} of {}; cancel keys name it, peers verified against cluster.ca = {ca:?}",

@@ -201,10 +201,19 @@ pub(crate) async fn dispatch(
             ),
         )),
         Owner::Peer { id, .. } => {
-            let (Some(peer), Some(connector)) = (cluster.peers.get(&id), &cluster.connector) else {
+            let peer = match cluster.peer(id) {
+                Ok(peer) => peer,
+                Err(why) => {
+                    return Ok(Dropped::outcome(
+                        "dropped",
+                        format!("its key names peer {id}, which {why}"),
+                    ));
+                }
+            };
+            let Some(connector) = &cluster.connector else {
                 return Ok(Dropped::outcome(
                     "dropped",
-                    format!("its key names peer {id}, which is not in cluster.peers"),
+                    format!("its key names peer {id}, but no connector to peers was built"),
                 ));
             };
             let client = sender.addr.ip();
@@ -221,7 +230,7 @@ pub(crate) async fn dispatch(
                 }
             };
             let client = (sender.addr, sender.proxy_header);
-            let sent = peer::forward(peer, connector, client, key::mark_forwarded(pid), key);
+            let sent = peer::forward(&peer, connector, client, key::mark_forwarded(pid), key);
             Ok(match sent.await {
                 Ok(addr) => CancelOutcome::ToPeer { id, addr },
                 Err(e) => Dropped::outcome("dropped", format!("peer {id} ({}) {e}", peer.address)),

@@ -30,7 +30,9 @@ pub(crate) enum Via<'a> {
 pub(super) fn peer(cluster: &ClusterSettings, via: Via<'_>) -> Result<String, String> {
     let Some(accept) = &cluster.accept else {
         return Err(
-            "this replica has no cluster.peers, so it takes forwarded cancels from no one".into(),
+            "this replica has no cluster.peers or cluster.peer_address, so it takes forwarded \
+             cancels from no one"
+                .into(),
         );
     };
     let Via::Tls(ssl) = via else {

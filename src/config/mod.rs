@@ -9,6 +9,7 @@
 //! [`crate::settings`]'s job.
 
 pub mod layers;
+pub mod peer_id;
 pub mod schema;
 pub mod values;
 

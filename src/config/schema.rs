@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::peer_id::PeerIdSetting;
+
 pub use super::values::*;
 
 /// The whole configuration as written, after layering. Unknown keys are errors.
@@ -41,8 +43,9 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawCluster {
     /// This replica's id, 1 to 16383, unique in the fleet; 0 (the default) is no cluster:
-    /// cancel keys are relayed unchanged.
-    pub peer_id: u16,
+    /// cancel keys are relayed unchanged. `"from-hostname"`: the host name's StatefulSet
+    /// ordinal plus one (`pgt-proxy-3` is 4), for replicas that share one configuration.
+    pub peer_id: PeerIdSetting,
     /// The CA that issued the replicas' `certificate`s, a PEM file or a directory of PEM
     /// files: a peer's certificate is verified against it both ways (the owner's as a
     /// server, the forwarding replica's as a client). "system" is refused with `peers`.
@@ -50,6 +53,10 @@ pub struct RawCluster {
     /// The other replicas by id: `2 = "pgt-proxy-2.internal:5432"`, where their listeners
     /// are; the host is also the name their certificate must match.
     pub peers: BTreeMap<String, String>,
+    /// Instead of `peers`: any peer's address, built from its id when a cancel is forwarded
+    /// to it, e.g. `"pgt-proxy-{ordinal}.pgt-proxy-peers.NAMESPACE.svc.cluster.local:5432"`
+    /// (`{ordinal}` is the id minus one, `{id}` the id), so scaling needs no edit.
+    pub peer_address: Option<String>,
     /// PEM certificate chain a replica presents to its peers, as a client when it forwards
     /// a cancel and as a server when one is forwarded to it; default: `listen.certificate`.
     pub certificate: Option<PathBuf>,
@@ -66,9 +73,10 @@ pub struct RawCluster {
 impl Default for RawCluster {
     fn default() -> Self {
         Self {
-            peer_id: 0,
+            peer_id: PeerIdSetting::default(),
             ca: "system".into(),
             peers: BTreeMap::new(),
+            peer_address: None,
             certificate: None,
             private_key: None,
             forward_rate: 10,

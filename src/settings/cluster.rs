@@ -1,5 +1,6 @@
-//! `[cluster]`, validated: this replica's id, the peers a cancel request for another
-//! replica's session is forwarded to, the connector that reaches them (their chain verified
+//! `[cluster]`, validated: this replica's id ([`super::peer_id`]), the peers a cancel
+//! request for another replica's session is forwarded to (a table, or one address template,
+//! [`super::peer_address`]), the connector that reaches them (their chain verified
 //! against `cluster.ca`, the host name against each peer's address, as for an upstream, and
 //! our `cluster.certificate` presented as a client), the context a peer's forwarded cancel
 //! is accepted under (our certificate, theirs required from `cluster.ca`), and the bounds on
@@ -14,6 +15,7 @@ use openssl::ssl::SslContext;
 use openssl::x509::store::X509Store;
 
 use super::Problems;
+use super::peer_address::PeerAddress;
 use crate::config::schema::{RawConfig, TlsNegotiation};
 use crate::tls::acceptor::{self, AcceptorSpec, SniSwitch};
 use crate::tls::connector::{self, Connector, ConnectorSpec};
@@ -35,8 +37,10 @@ const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct ClusterSettings {
     /// This replica's id; 0 is no cluster (keys are relayed unchanged).
     pub peer_id: u16,
-    /// The other replicas, by id.
+    /// The other replicas, by id (`cluster.peers`).
     pub peers: BTreeMap<u16, Peer>,
+    /// Or any peer's address from its id (`cluster.peer_address`).
+    pub peer_address: Option<PeerAddress>,
     /// Verifies peers and presents `cluster.certificate` to them; built when there are any.
     pub connector: Option<Connector>,
     /// How peers' forwarded cancels are accepted; built when there are peers.
@@ -58,6 +62,7 @@ pub(crate) struct PeerAcceptance {
 }
 
 /// One other replica.
+#[derive(Clone)]
 pub(crate) struct Peer {
     /// The address as configured, for logs and `check-config`.
     pub address: String,
@@ -66,6 +71,24 @@ pub(crate) struct Peer {
 }
 
 impl ClusterSettings {
+    /// Peer `id`'s address and endpoint: from `cluster.peers`, or built from
+    /// `cluster.peer_address` (resolved when it is dialled); why not, when neither names it.
+    pub(crate) fn peer(&self, id: u16) -> Result<Peer, String> {
+        if let Some(peer) = self.peers.get(&id) {
+            return Ok(peer.clone());
+        }
+        let Some(template) = &self.peer_address else {
+            return Err("is not in cluster.peers".into());
+        };
+        let address = template.render(id);
+        match endpoint(&address) {
+            Some(endpoint) => Ok(Peer { address, endpoint }),
+            None => Err(format!(
+                "has no usable address: cluster.peer_address gives {address:?}, not HOST:PORT"
+            )),
+        }
+    }
+
     /// The listener's server-name switch: [`PEER_SNI`] to the cluster context (when peers
     /// are configured), any other name to `routes`' (a route's certificate and policy).
     pub(super) fn sni_switch(&self, routes: Option<SniSwitch>) -> Option<SniSwitch> {
@@ -84,25 +107,33 @@ impl ClusterSettings {
     }
 }
 
-/// Validates `[cluster]` and builds the peers' connector.
-pub(super) fn cluster(raw: &RawConfig, fips: bool, problems: &mut Problems) -> ClusterSettings {
+/// Validates `[cluster]` and builds the peers' connector. `own` is this replica's id
+/// ([`super::peer_id`]), `None` when it could not be found (the problem is recorded).
+pub(super) fn cluster(
+    raw: &RawConfig,
+    own: Option<u16>,
+    fips: bool,
+    problems: &mut Problems,
+) -> ClusterSettings {
     let c = &raw.cluster;
     let found_before = problems.errors.len();
-    if c.peer_id > MAX_PEER_ID {
-        problems.key(
-            "cluster.peer_id",
-            format!(
-                "{} is out of range: 1 to {MAX_PEER_ID}, or 0 for no cluster",
-                c.peer_id
-            ),
-        );
+    let peer_id = own.unwrap_or(0);
+    if own == Some(0) {
+        for (key, verb, set) in [
+            ("cluster.peers", "are", !c.peers.is_empty()),
+            ("cluster.peer_address", "is", c.peer_address.is_some()),
+        ] {
+            if set {
+                problems.key(
+                    key,
+                    format!(
+                        "{verb} set but cluster.peer_id is 0 (no cluster): give this replica its id"
+                    ),
+                );
+            }
+        }
     }
-    if c.peer_id == 0 && !c.peers.is_empty() {
-        problems.key(
-            "cluster.peers",
-            "are set but cluster.peer_id is 0 (no cluster): give this replica its id",
-        );
-    }
+    let peer_address = peer_address(raw, problems);
     let mut peers = BTreeMap::new();
     for (id_text, address) in &c.peers {
         let key = super::key_name("cluster.peers", id_text);
@@ -118,7 +149,7 @@ pub(super) fn cluster(raw: &RawConfig, fips: bool, problems: &mut Problems) -> C
             );
             continue;
         };
-        if id == c.peer_id {
+        if id == peer_id {
             problems.key(
                 key,
                 format!("{id} is this replica's own cluster.peer_id; list only the others"),
@@ -146,29 +177,49 @@ pub(super) fn cluster(raw: &RawConfig, fips: bool, problems: &mut Problems) -> C
         }
     }
     let (forward_rate, max_concurrent_forwards) = limits(raw, problems);
-    if !peers.is_empty() && c.ca.trim() == "system" {
+    if (!peers.is_empty() || peer_address.is_some()) && c.ca.trim() == "system" {
         problems.key(
             "cluster.ca",
-            "is \"system\" while cluster.peers are set: any publicly trusted certificate would \
+            "is \"system\" while cluster.peers or cluster.peer_address are set: any publicly trusted certificate would \
              pass as a replica; name the private CA that issues the replicas' \
              cluster.certificate (a PEM file or directory)",
         );
     }
     let identity = identity(raw, problems);
-    let (connector, accept) = match (&identity, peers.is_empty()) {
+    let no_peers = peers.is_empty() && peer_address.is_none();
+    let (connector, accept) = match (&identity, no_peers) {
         (Some(identity), false) if problems.errors.len() == found_before => {
             build(raw, identity, fips, problems).unzip()
         }
         _ => (None, None),
     };
     ClusterSettings {
-        peer_id: c.peer_id,
+        peer_id,
         peers,
+        peer_address,
         connector,
         accept,
         forward_rate,
         max_concurrent_forwards,
     }
+}
+
+/// `cluster.peer_address`, checked; refused beside `cluster.peers` (one way to name the
+/// peers, so no replica is reached at an address the operator did not mean).
+fn peer_address(raw: &RawConfig, problems: &mut Problems) -> Option<PeerAddress> {
+    let c = &raw.cluster;
+    let text = c.peer_address.as_deref()?;
+    if !c.peers.is_empty() {
+        problems.key(
+            "cluster.peer_address",
+            "and cluster.peers are both set: name the peers one way, a table of fixed \
+             addresses or one address template",
+        );
+        return None;
+    }
+    PeerAddress::parse(text, |a| endpoint(a).is_some())
+        .map_err(|why| problems.key("cluster.peer_address", why))
+        .ok()
 }
 
 /// `cluster.forward_rate` and `cluster.max_concurrent_forwards`.

@@ -21,7 +21,8 @@ pub(super) fn certificate_files(raw: &RawConfig) -> Vec<(&'static str, PathBuf)>
     }
     let cluster = &raw.cluster;
     files.extend(cluster.certificate.iter().map(|c| ("cluster", c.clone())));
-    if !cluster.peers.is_empty() && cluster.ca != "system" {
+    let peers = !cluster.peers.is_empty() || cluster.peer_address.is_some();
+    if peers && cluster.ca != "system" {
         files.push(("cluster_ca", PathBuf::from(&cluster.ca)));
     }
     let upstreams = std::iter::once(&raw.upstream).chain(raw.upstreams.values());

@@ -12,6 +12,8 @@
 mod auth;
 mod cluster;
 mod files;
+mod peer_address;
+mod peer_id;
 mod routes;
 mod start;
 #[cfg(test)]
@@ -167,7 +169,8 @@ impl Settings {
         let fips = fips.is_some();
         let mut problems = Problems::new(loaded);
         let mut warnings = Vec::new();
-        let start = start::start_only(raw, loaded, &mut problems);
+        let own = peer_id::resolve(raw, &mut problems);
+        let start = start::start_only(raw, loaded, own.unwrap_or(0), &mut problems);
         let listen = listen(raw, &mut problems);
         let needs_default = raw.routes.is_empty() || raw.listen.unrouted == Unrouted::Default;
         let default = (needs_default || raw.upstream.host.is_some())
@@ -200,7 +203,7 @@ impl Settings {
             &mut problems,
             &mut warnings,
         );
-        let cluster = cluster::cluster(raw, fips, &mut problems);
+        let cluster = cluster::cluster(raw, own, fips, &mut problems);
         let sni = cluster.sni_switch(sni);
         let keys = tls::ClientKeys::listen(raw);
         let acceptor = tls::acceptor(&keys, raw, fips, sni, &mut problems, &mut warnings);

@@ -33,8 +33,8 @@ pub struct StartOnly {
     /// SO_REUSEPORT on the listeners.
     #[serde(rename = "listen.reuse_port")]
     pub reuse_port: bool,
-    /// This replica's `cluster.peer_id`: the cancel keys handed out name it, so it holds for
-    /// the process's life.
+    /// This replica's `cluster.peer_id` (resolved: `"from-hostname"` gives the number): the
+    /// cancel keys handed out name it, so it holds for the process's life.
     #[serde(rename = "cluster.peer_id")]
     pub peer_id: u16,
     /// The admin endpoint's address (`admin.listen`), if any.
@@ -62,6 +62,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub(super) fn start_only(
     raw: &RawConfig,
     loaded: &LoadedConfig,
+    peer_id: u16,
     problems: &mut Problems,
 ) -> StartOnly {
     let mut addresses = Vec::new();
@@ -108,7 +109,7 @@ pub(super) fn start_only(
     };
     StartOnly {
         reuse_port: raw.listen.reuse_port,
-        peer_id: raw.cluster.peer_id,
+        peer_id,
         admin,
         addresses,
         max_connections,

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod fake_scram;
 pub mod fake_upstream;
 pub mod fips_provider;
+pub mod netns;
 pub mod openssl_ca;
 pub mod openssl_certs;
 pub mod pki;
@@ -22,6 +23,7 @@ pub mod recovery;
 pub mod routes;
 pub mod sasl;
 pub mod scram;
+pub mod statefulset;
 pub mod trixie;
 pub mod wire;
 

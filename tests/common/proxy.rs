@@ -186,6 +186,17 @@ impl Proxy {
         Self::spawn(cmd, dir, config_path, env)
     }
 
+    /// Starts `cmd` (the binary under a wrapper such as [`super::netns::pod_command`], its
+    /// `--config config_path` given by the caller) and waits until it is ready; on failure
+    /// returns its log.
+    pub fn try_start_command(cmd: Command, config_path: PathBuf) -> Result<Proxy, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("pgt-proxy-")
+            .tempdir()
+            .unwrap();
+        Self::spawn(cmd, dir, config_path, &[])
+    }
+
     /// Starts the same binary inside the trixie root ([`super::trixie`]), on its OpenSSL
     /// 3.5. `config`'s paths must lie inside the root (e.g. [`TestPki::in_trixie`]).
     pub fn start_in_trixie(config: &ProxyConfig) -> Proxy {
