@@ -1,11 +1,13 @@
 //! The proxy's Prometheus metrics: one process-wide set of counters, gauges and histograms
-//! that the rest of the proxy reports to (atomics; the relay adds its bytes as it relays
-//! them, one relaxed add per direction and wake-up, through a [`Meter`]), the process's own
-//! figures read at scrape time ([`process`]), and the text the `/metrics` endpoint serves.
-//! Labels are small fixed sets and configuration names, never user names, addresses or
-//! other unbounded values.
+//! that the rest of the proxy reports to (atomics; what a running session reports is in
+//! [`live`]), the process's own figures read at scrape time ([`process`]), and the text
+//! the `/metrics` endpoint serves. Labels are small fixed sets and configuration names,
+//! never user names, addresses or other unbounded values.
 
+mod live;
 mod process;
+
+pub(crate) use live::{Meter, RouteActive};
 
 use std::sync::OnceLock;
 
@@ -323,63 +325,6 @@ fn to_text_004(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Adds a session's relayed bytes to `pgt_proxy_bytes_total` as they move: the relay calls
-/// [`Meter::catch_up`] with its running totals, and only the growth since the last call is
-/// added (so a long session shows in `rate()`, not only when it ends).
-pub(crate) struct Meter {
-    metrics: &'static Metrics,
-    from_client: u64,
-    to_client: u64,
-}
-
-impl Meter {
-    /// A meter for a session that has relayed nothing yet.
-    pub(crate) fn new() -> Self {
-        Self {
-            metrics: get(),
-            from_client: 0,
-            to_client: 0,
-        }
-    }
-
-    /// The session has relayed `from_client` and `to_client` bytes in all.
-    pub(crate) fn catch_up(&mut self, from_client: u64, to_client: u64) {
-        if from_client > self.from_client {
-            let added = from_client - self.from_client;
-            self.metrics.bytes_from_client.inc_by(added);
-            self.from_client = from_client;
-        }
-        if to_client > self.to_client {
-            let added = to_client - self.to_client;
-            self.metrics.bytes_to_client.inc_by(added);
-            self.to_client = to_client;
-        }
-    }
-}
-
-/// A connection counted in `route_sessions_active{route}` until this is dropped (so every
-/// way a session ends, a panic's unwinding included, takes it off).
-#[derive(Debug)]
-pub(crate) struct RouteActive(Gauge);
-
-impl RouteActive {
-    /// Counts a connection on `route` from now.
-    pub(crate) fn begin(route: &str) -> Self {
-        let labels = Route {
-            route: route.to_owned(),
-        };
-        let gauge = get().route_sessions_active.get_or_create(&labels).clone();
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for RouteActive {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// The process's metrics.
