@@ -188,7 +188,7 @@ impl Metrics {
         );
         r.register(
             "upstream_connect_failures",
-            "Upstream connections that failed, by route and reason",
+            "Sessions' upstream connections that failed, by route and reason",
             m.upstream_connect_failures.clone(),
         );
         r.register(
