@@ -12,7 +12,7 @@ const FDS_PER_SESSION: u64 = 2;
 const FD_MARGIN: u64 = 64;
 
 /// The soft and hard open-files limits.
-fn limits() -> Option<libc::rlimit> {
+pub(crate) fn limits() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -1,8 +1,13 @@
 //! The proxy's Prometheus metrics: one process-wide set of counters, gauges and histograms
-//! that the rest of the proxy reports to (this module reads nothing itself; atomics; nothing
-//! is counted per byte: sessions add their totals when they end), and the text the
-//! `/metrics` endpoint serves. Labels are small fixed sets and configuration names,
+//! that the rest of the proxy reports to (atomics; what a running session reports is in
+//! [`live`]), the process's own figures read at scrape time ([`process`]), and the text
+//! the `/metrics` endpoint serves. Labels are small fixed sets and configuration names,
 //! never user names, addresses or other unbounded values.
+
+mod live;
+mod process;
+
+pub(crate) use live::{Meter, RouteActive};
 
 use std::sync::OnceLock;
 
@@ -47,6 +52,13 @@ pub(crate) struct Route {
     pub route: String,
 }
 
+/// `route` and `reason` (a failure class from a fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteReason {
+    pub route: String,
+    pub reason: &'static str,
+}
+
 /// `direction`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Direction {
@@ -89,8 +101,18 @@ pub(crate) struct Metrics {
     pub handshake_failures: Family<LegReason, Counter>,
     pub tls_groups: Family<LegGroup, Counter>,
     pub upstream_connect: Family<Route, Histogram, Seconds>,
+    pub upstream_connect_failures: Family<RouteReason, Counter>,
+    pub upstream_not_after: Family<Route, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub route_sessions_active: Family<Route, Gauge>,
+    pub client_handshake: Histogram,
+    pub auth: Histogram,
     pub session_duration: Histogram,
     pub bytes: Family<Direction, Counter>,
+    /// `bytes{direction="from_client"}` and `{direction="to_client"}`, held so the relay
+    /// adds to them without the family's lock.
+    bytes_from_client: Counter,
+    bytes_to_client: Counter,
+    pub max_connections: Gauge,
     pub cancels: Family<ResultLabel, Counter>,
     pub ocsp: Family<LegResult, Counter>,
     pub crl_next_update: Family<File, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -99,6 +121,8 @@ pub(crate) struct Metrics {
     pub last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub fips_mode: Gauge,
     build: Family<Build, Gauge>,
+    /// `process_*`, without the prefix.
+    process: Registry,
 }
 
 fn connect_buckets() -> Histogram {
@@ -116,9 +140,17 @@ impl Metrics {
             handshake_failures: Family::default(),
             tls_groups: Family::default(),
             upstream_connect: Family::new_with_constructor(connect_buckets as Seconds),
-            // 1 ms to ~2.3 h.
+            upstream_connect_failures: Family::default(),
+            upstream_not_after: Family::default(),
+            route_sessions_active: Family::default(),
+            client_handshake: connect_buckets(),
+            auth: connect_buckets(),
+            // 1 ms to ~4.7 h (4^12 ms).
             session_duration: Histogram::new(exponential_buckets(0.001, 4.0, 13)),
             bytes: Family::default(),
+            bytes_from_client: Counter::default(),
+            bytes_to_client: Counter::default(),
+            max_connections: Gauge::default(),
             cancels: Family::default(),
             ocsp: Family::default(),
             crl_next_update: Family::default(),
@@ -127,6 +159,7 @@ impl Metrics {
             last_reload_success: Gauge::default(),
             fips_mode: Gauge::default(),
             build: Family::default(),
+            process: process::registry(),
         };
         r.register(
             "sessions_active",
@@ -154,13 +187,43 @@ impl Metrics {
             m.upstream_connect.clone(),
         );
         r.register(
+            "upstream_connect_failures",
+            "Sessions' upstream connections that failed, by route and reason",
+            m.upstream_connect_failures.clone(),
+        );
+        r.register(
+            "upstream_certificate_not_after_timestamp_seconds",
+            "notAfter of the upstream server's certificate, as seen at its route's last connect",
+            m.upstream_not_after.clone(),
+        );
+        r.register(
+            "route_sessions_active",
+            "Client connections open now whose route is chosen, by route",
+            m.route_sessions_active.clone(),
+        );
+        r.register(
+            "client_handshake_duration_seconds",
+            "Duration of clients' completed TLS handshakes",
+            m.client_handshake.clone(),
+        );
+        r.register(
+            "auth_duration_seconds",
+            "Duration of successful logins, from the startup packet to the session being ready",
+            m.auth.clone(),
+        );
+        r.register(
+            "max_connections",
+            "listen.max_connections: client connections served at once",
+            m.max_connections.clone(),
+        );
+        r.register(
             "session_duration_seconds",
             "Duration of connections, from accept to close",
             m.session_duration.clone(),
         );
         r.register(
             "bytes",
-            "Bytes relayed, by direction (from_client, to_client)",
+            "Bytes relayed, by direction (from_client, to_client), counted as they are relayed",
             m.bytes.clone(),
         );
         r.register(
@@ -205,7 +268,13 @@ impl Metrics {
                 openssl: openssl::version::version().into(),
             })
             .set(1);
-        Self { registry: r, ..m }
+        let counter = |direction| m.bytes.get_or_create(&Direction { direction }).clone();
+        Self {
+            bytes_from_client: counter("from_client"),
+            bytes_to_client: counter("to_client"),
+            registry: r,
+            ..m
+        }
     }
 
     /// The running configuration was loaded now (at start, or by a successful reload).
@@ -217,8 +286,12 @@ impl Metrics {
 
     /// The text for a scrape: OpenMetrics, or Prometheus' text format 0.0.4 (the default).
     pub fn encode(&self, openmetrics: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+        let encoded = encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &self.process))
+            .and_then(|()| encode_eof(&mut text));
+        if encoded.is_err() {
             return String::new();
         }
         if openmetrics {
@@ -307,5 +380,14 @@ mod tests {
         assert!(!text.contains("# EOF"));
         assert!(m.encode(true).ends_with("# EOF\n"));
         assert!(text.contains("pgt_proxy_build_info{version=\""), "{text}");
+        // The process's figures, unprefixed, before the one # EOF.
+        assert!(text.contains("\nprocess_open_fds "), "{text}");
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "),
+            "{text}"
+        );
+        let openmetrics = m.encode(true);
+        assert_eq!(openmetrics.matches("# EOF").count(), 1);
+        assert!(openmetrics.contains("\nprocess_cpu_seconds_total "));
     }
 }

@@ -185,6 +185,8 @@ async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -
     };
     let metrics = crate::metrics::get();
     metrics.fips_mode.set(i64::from(fips_active));
+    let max = i64::try_from(settings.start.max_connections).unwrap_or(i64::MAX);
+    metrics.max_connections.set(max);
     metrics.configuration_loaded();
     crate::tls::dates::publish(&settings.certificate_files, &settings.crl_paths);
     crate::cancel::key::set_own_id(settings.start.peer_id);

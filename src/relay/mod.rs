@@ -132,6 +132,7 @@ where
     let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // Armed while either direction's writer holds back.
     let mut probe: Option<tokio::time::Interval> = None;
+    let mut meter = crate::metrics::Meter::new();
     let ended = poll_fn(|cx| {
         // First, so that data arriving with the signal is not relayed past a boundary.
         if stopped.as_mut().poll(cx).is_ready() {
@@ -182,6 +183,7 @@ where
                 }
             }
         }
+        meter.catch_up(up.total, down.total);
         Poll::Pending
     })
     .await;
@@ -226,6 +228,7 @@ where
         }
         _ => {}
     }
+    meter.catch_up(up.total, down.total);
     RelayOutcome {
         ended,
         from_client: up.total,

@@ -197,7 +197,7 @@ impl SessionError {
 }
 
 /// An upstream error's reason label (for several addresses, the last one's).
-fn upstream_reason(e: &UpstreamError) -> &'static str {
+pub(super) fn upstream_reason(e: &UpstreamError) -> &'static str {
     use crate::upstream::UpstreamError as U;
     match e {
         U::Untrusted { reason, .. } if reason.contains("expired") => "expired",

@@ -94,19 +94,33 @@ pub(super) async fn both_legs<S: ClientIo>(
     Ok((client, UpstreamLeg::Done(upstream)))
 }
 
-/// Connects to `target`'s upstream, timed for `pgt_proxy_upstream_connect_seconds`.
+/// Connects to `target`'s upstream, timed for `pgt_proxy_upstream_connect_seconds`, a
+/// failure counted by its route and reason, and the server certificate's notAfter
+/// published for the route.
 pub(super) async fn connect_upstream(target: &Target) -> Result<Upstream, UpstreamError> {
     let started = std::time::Instant::now();
     let result = upstream::connect(&target.upstream, &target.connector).await;
-    if result.is_ok() {
-        let route = crate::metrics::Route {
-            route: target.label().to_owned(),
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        crate::metrics::get()
-            .upstream_connect
-            .get_or_create(&route)
-            .observe(seconds);
+    let m = crate::metrics::get();
+    let route = target.label().to_owned();
+    match &result {
+        Ok(upstream) => {
+            let seconds = started.elapsed().as_secs_f64();
+            let not_after = upstream
+                .stream
+                .ssl()
+                .peer_certificate()
+                .and_then(|c| crate::tls::dates::unix_time(c.not_after()));
+            let route = crate::metrics::Route { route };
+            m.upstream_connect.get_or_create(&route).observe(seconds);
+            if let Some(t) = not_after {
+                m.upstream_not_after.get_or_create(&route).set(t as f64);
+            }
+        }
+        Err(e) => {
+            let reason = super::error::upstream_reason(e);
+            let labels = crate::metrics::RouteReason { route, reason };
+            m.upstream_connect_failures.get_or_create(&labels).inc();
+        }
     }
     result
 }
@@ -120,6 +134,7 @@ async fn client_leg<S: ClientIo>(
     deadline: Instant,
 ) -> Result<ClientLeg<S>, ClientError> {
     let listen = &settings.listen;
+    let began = std::time::Instant::now();
     let accepted = timeout_at(
         deadline,
         client::accept_tls(
@@ -132,6 +147,8 @@ async fn client_leg<S: ClientIo>(
     )
     .await
     .map_err(|_| ClientError::HandshakeTimeout(listen.handshake_timeout))??;
+    let seconds = began.elapsed().as_secs_f64();
+    crate::metrics::get().client_handshake.observe(seconds);
     let mut tls_checks = accepted.tls_checks;
     let ssl = accepted.stream.ssl();
     let route = settings

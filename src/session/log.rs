@@ -59,6 +59,8 @@ pub(super) struct Record {
     pub(super) client_auth: Option<&'static str>,
     /// How the proxy logged in upstream (the same, or trust, cert, passthrough).
     pub(super) upstream_auth: Option<&'static str>,
+    /// Counts the connection in its route's active sessions from the route's choice on.
+    pub(super) route_active: Option<crate::metrics::RouteActive>,
 }
 
 impl Record {
@@ -85,6 +87,7 @@ impl Record {
             route: None,
             client_auth: None,
             upstream_auth: None,
+            route_active: None,
         }
     }
 
@@ -274,9 +277,4 @@ pub(super) fn count(r: &Record, outcome: &Outcome) {
     }
     m.session_duration
         .observe(r.started.elapsed().as_secs_f64());
-    for (direction, bytes) in [("from_client", r.from_client), ("to_client", r.to_client)] {
-        m.bytes
-            .get_or_create(&crate::metrics::Direction { direction })
-            .inc_by(bytes);
-    }
 }

@@ -211,6 +211,7 @@ async fn over_tls<S: ClientIo>(
         stop: &sessions.stop,
     };
     let plan = Plan::for_session(&target, settings, &upstream, client.ssl());
+    let login_began = std::time::Instant::now();
     let login = login(
         &mut client,
         &mut upstream.stream,
@@ -221,6 +222,8 @@ async fn over_tls<S: ClientIo>(
     );
     match Box::pin(login).await.map(|(auth, used)| {
         record.auth_used(used, &target.auth);
+        let seconds = login_began.elapsed().as_secs_f64();
+        crate::metrics::get().auth.observe(seconds);
         auth
     }) {
         Ok(auth) => Ok(Box::new(Established {
@@ -316,6 +319,7 @@ async fn judge<S: ClientIo>(
         cert.as_ref(),
     )?;
     record.route = Some(target.label().to_owned());
+    record.route_active = Some(crate::metrics::RouteActive::begin(target.label()));
     let upstream = match upstream {
         UpstreamLeg::Done(result) => result?,
         UpstreamLeg::NotStarted => handshake::connect_upstream(&target).await?,

@@ -42,7 +42,7 @@ pub(crate) fn publish(certificates: &[(&'static str, PathBuf)], crls: &[PathBuf]
 }
 
 /// Seconds since the Unix epoch.
-fn unix_time(t: &Asn1TimeRef) -> Option<i64> {
+pub(crate) fn unix_time(t: &Asn1TimeRef) -> Option<i64> {
     let epoch = Asn1Time::from_unix(0).ok()?;
     let d = epoch.diff(t).ok()?;
     Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
