@@ -45,7 +45,9 @@ throwaway_init image
 make_pki ec
 start_pg
 ctr=$(b from --quiet "oci-archive:$archive")
-throwaway_cleanups+=("b rm $ctr >/dev/null")
+# The image the archive was read into goes too (not -f: unless a container still uses it).
+image_id=$(b inspect --format '{{.FromImageID}}' "$ctr")
+throwaway_cleanups+=("b rm $ctr >/dev/null" "b rmi $image_id >/dev/null 2>&1")
 root=$(b mount "$ctr")
 
 # The image's configuration, as the OCI archive holds it, and as skopeo reads it to push it.
