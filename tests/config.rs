@@ -231,6 +231,8 @@ fn certificate_problems_are_named() {
     );
 }
 
+/// The values are accepted; what "system" trusts is judged by tests/upstream.rs and, in the
+/// image, tests/image.sh. `run` clears the environment, so no SSL_CERT_FILE/SSL_CERT_DIR.
 #[test]
 fn ca_directory_and_system_store_are_accepted() {
     let pki = TestPki::new();

@@ -24,6 +24,31 @@ fn refused(proxy: &Proxy, pki: &TestPki) -> (String, String) {
     (code, text)
 }
 
+/// `upstream.ca = "system"` is OpenSSL's default store and nothing more. With none of the
+/// machine's SSL_CERT_FILE/SSL_CERT_DIR (common::proxy removes them), this host's store has
+/// no private CA, so the test server is refused; with SSL_CERT_FILE naming a store that holds
+/// its CA (OpenSSL's own way to point the default store elsewhere), it is verified. The
+/// image's store, from Debian's packages, is judged by tests/image.sh.
+#[test]
+fn system_store_trusts_what_it_holds_and_nothing_else() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let config = ProxyConfig::new(&pki, pg.port).set("upstream.ca", "\"system\"");
+    let proxy = Proxy::start(&config);
+    let (code, message) = refused(&proxy, &pki);
+    assert_eq!(code, "08001");
+    assert!(
+        message.contains("unable to get local issuer certificate"),
+        "{message}"
+    );
+    drop(proxy);
+    let store = pki.dir.path().join("store.pem");
+    std::fs::copy(&pki.upstream_ca_path, &store).unwrap();
+    let proxy = Proxy::start_env(&config, &[("SSL_CERT_FILE", store.to_str().unwrap())]);
+    let info = conninfo(&proxy, &pki, "alice", ALICE_PASSWORD);
+    assert_eq!(psql_ok(&info, "select 1"), "1");
+}
+
 #[test]
 fn untrusted_upstream_ca() {
     let pki = TestPki::new();

@@ -222,7 +222,11 @@ impl Proxy {
         env: &[(&str, &str)],
     ) -> Result<Proxy, String> {
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        // SSL_CERT_FILE/SSL_CERT_DIR move OpenSSL's default store, the one "system" names;
+        // this machine sets them, a container never does. A test that wants them says so.
         cmd.env_remove("NOTIFY_SOCKET")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
