@@ -233,6 +233,17 @@ fn check_config_refuses_an_address_two_listeners_would_judge_differently() {
     }
 }
 
+/// Waits until `pid` catches SIGHUP (its handler is installed once the accept loops run; a
+/// SIGHUP before that would end the process).
+fn wait_for_sighup_handler(pid: u32) {
+    common::wait_for("the SIGHUP handler", Duration::from_secs(10), || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let caught = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+        let mask = u64::from_str_radix(caught.trim(), 16).ok()?;
+        (mask & (1 << (libc::SIGHUP - 1)) != 0).then_some(())
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_cannot_change_a_bound_listeners_rule() {
     let (pki, _pg, proxy, config) = tokio::task::spawn_blocking(|| {
@@ -251,6 +262,7 @@ async fn a_reload_cannot_change_a_bound_listeners_rule() {
         .render()
         .replace("proxy_protocol = \"v2\"", "proxy_protocol = \"off\"");
     std::fs::write(&proxy.config_path, text).unwrap();
+    wait_for_sighup_handler(proxy.pid());
     proxy.signal(libc::SIGHUP);
     proxy.wait_log(&["listen.extra", "apply only after a restart"]);
     let balancer = Ipv4Addr::new(127, 0, 0, 1);
