@@ -90,7 +90,8 @@ open(sys.argv[3] + "/config.toml", "w").write(text)
 PY
     # As the pod runs it: its own UTS namespace, host name pgt-proxy-0 (the StatefulSet's
     # first pod), so cluster.peer_id = "from-hostname" gives 1.
-    report=$(unshare --uts sh -c 'hostname pgt-proxy-0 && exec "$@"' sh \
+    # (Root here and in CI; elsewhere a user namespace gives the UTS namespace.)
+    report=$(unshare $([ "$(id -u)" = 0 ] || echo --user --map-root-user) --uts sh -c 'hostname pgt-proxy-0 && exec "$@"' sh \
         env -u SSL_CERT_FILE -u SSL_CERT_DIR target/debug/pgt-proxy --config "$out/config.toml" check-config 2>&1)
     status=$?
     printf '%s\n' "$report" >"$out/check-config.txt"
