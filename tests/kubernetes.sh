@@ -26,7 +26,7 @@ elif command -v kustomize >/dev/null; then
     renderer="kustomize build ($(kustomize version 2>/dev/null))"
 else
     echo "tests/kubernetes.sh: neither kubectl nor kustomize is installed; the overlays cannot be rendered." >&2
-    echo "  Debian 13 (trixie): apt-get install kustomize (or kubectl); see README, "Kubernetes"." >&2
+    echo "  Debian 13 (trixie): apt-get install kustomize (or kubectl); see the README's Kubernetes section." >&2
     exit 1
 fi
 echo "# rendering with $renderer"
