@@ -3,8 +3,9 @@
 //! limit or over it) as much as a session:
 //!
 //! 1. [`Admission::begin`], before TLS: who the client is (the PROXY header, on a listener
-//!    that takes one and only from `listen.trusted_proxies`), `listen.allowed_clients`, and whether a session would be over
-//!    `listen.max_connections` or `listen.max_connections_per_client`.
+//!    that takes one and only from `listen.trusted_proxies`), `listen.allowed_clients`, and
+//!    whether a session would be over `listen.max_connections` or
+//!    `listen.max_connections_per_client`.
 //! 2. [`Admission::cancel`]: a cancel needs the address checks only. Over a limit it is still
 //!    served, as PostgreSQL serves one at `max_connections`: that is when every slot may be
 //!    running a query someone needs to stop.
