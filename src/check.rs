@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::config::schema::ProxyProtocol;
 use crate::config::{ConfigError, LoadedConfig};
 use crate::fips::ProviderInfo;
 use std::sync::Arc;
@@ -223,14 +224,42 @@ fn describe_fleet(out: &mut String, settings: &Settings, ca: &str) {
         "
 client addresses:"
     );
+    let lead = match settings.start.extra.is_empty() {
+        true => String::new(),
+        false => {
+            let main: Vec<String> = settings
+                .start
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("on {} (listen.addresses): ", main.join(", "))
+        }
+    };
     if listen.proxy_v2 {
         let _ = writeln!(
             out,
-            "  from a PROXY v2 header, required from {} (listen.trusted_proxies); others refused",
+            "  {lead}from a PROXY v2 header, required from {} (listen.trusted_proxies); others refused",
             list(&listen.trusted_proxies)
         );
     } else {
-        let _ = writeln!(out, "  the socket's peer (listen.proxy_protocol = \"off\")");
+        let _ = writeln!(
+            out,
+            "  {lead}the socket's peer (listen.proxy_protocol = \"off\")"
+        );
+    }
+    for (i, extra) in settings.start.extra.iter().enumerate() {
+        let addresses: Vec<String> = extra.addresses.iter().map(ToString::to_string).collect();
+        let rule = match extra.proxy_protocol {
+            ProxyProtocol::V2 => "from a PROXY v2 header, required from listen.trusted_proxies",
+            ProxyProtocol::Off => "the socket's peer; a PROXY header there is refused as malformed",
+        };
+        let _ = writeln!(
+            out,
+            "  on {} (listen.extra[{i}], proxy_protocol = {:?}): {rule}",
+            addresses.join(", "),
+            String::from(extra.proxy_protocol)
+        );
     }
     let _ = writeln!(out, "  allowed: {}", list(&listen.allowed_clients));
     if listen.max_per_client > 0 {

@@ -143,14 +143,16 @@ pub(crate) enum ClientError {
         /// The limit.
         limit: usize,
     },
-    /// Under `listen.proxy_protocol = "v2"`, a connection from an address outside
+    /// On a listener with `proxy_protocol = "v2"`, a connection from an address outside
     /// `listen.trusted_proxies` (told after its handshake).
-    #[error("from {0}, which is not in listen.trusted_proxies (listen.proxy_protocol = \"v2\")")]
-    UntrustedProxy(std::net::IpAddr),
-    /// Under `listen.proxy_protocol = "v2"`, a connection from a trusted address that started
-    /// with PostgreSQL or TLS instead of a PROXY header (told after its handshake).
     #[error(
-        "from {0} sent no PROXY protocol v2 header (listen.proxy_protocol = \"v2\"); a client connected around the load balancer?"
+        "from {0}, which is not in listen.trusted_proxies (proxy_protocol = \"v2\" on the listener it reached)"
+    )]
+    UntrustedProxy(std::net::IpAddr),
+    /// On a listener with `proxy_protocol = "v2"`, a connection from a trusted address that
+    /// started with PostgreSQL or TLS instead of a PROXY header (told after its handshake).
+    #[error(
+        "from {0} sent no PROXY protocol v2 header (proxy_protocol = \"v2\" on the listener it reached); a client connected around the load balancer?"
     )]
     MissingProxyHeader(std::net::IpAddr),
     /// A PROXY header from an address outside `listen.trusted_proxies`: a client trying to

@@ -1,6 +1,6 @@
 //! Who is on the other end of an accepted connection: the socket's peer, or, behind a load
-//! balancer that sends a PROXY protocol v2 header (`listen.proxy_protocol = "v2"`), the
-//! client the header names.
+//! balancer that sends a PROXY protocol v2 header (`proxy_protocol = "v2"` on the listener
+//! the connection arrived on), the client the header names.
 //!
 //! The header is mandatory from `listen.trusted_proxies` and refused from anywhere else:
 //! there is no "optional" mode, since then any client could choose its own address. The
@@ -37,20 +37,23 @@ pub(crate) struct Identified {
     pub(crate) admission: Result<(), ClientError>,
 }
 
-/// Reads the PROXY header when `listen` wants one. `Err` ends the connection now, without a
-/// word: a header that is malformed or comes from an untrusted address is not a PostgreSQL
-/// client's doing.
+/// Reads the PROXY header when the listener the connection arrived on wants one
+/// (`proxy_v2`); `listen` gives the trusted balancers. `Err` ends the connection now,
+/// without a word: a header that is malformed or comes from an untrusted address is not a
+/// PostgreSQL client's doing. On a listener without PROXY, a header is not read at all: it
+/// is a malformed first packet, and the socket's peer is the client.
 pub(crate) async fn identify<S: ClientIo>(
     tcp: &mut S,
     peer: SocketAddr,
     listen: &ListenSettings,
+    proxy_v2: bool,
     deadline: Instant,
 ) -> Result<Identified, ClientError> {
     let direct = Addresses {
         client: peer,
         proxy: None,
     };
-    if !listen.proxy_v2 {
+    if !proxy_v2 {
         return Ok(Identified {
             addresses: direct,
             admission: Ok(()),

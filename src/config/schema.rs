@@ -165,6 +165,25 @@ pub struct RawListen {
     /// With `proxy_protocol = "v2"`: the balancers' addresses (CIDR); a connection from any
     /// other address is refused. Empty: none trusted.
     pub trusted_proxies: Vec<String>,
+    /// `[[listen.extra]]`: more listeners in the same process, each with its own `addresses`
+    /// and `proxy_protocol` (e.g. a balancer's PROXY v2 port beside a plain in-cluster one);
+    /// every other key is `[listen]`'s. Bound at start, like `addresses`.
+    pub extra: Vec<RawExtraListen>,
+}
+
+/// One `[[listen.extra]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtraListen {
+    /// Socket addresses to listen on; none of them may be another listener's.
+    pub addresses: Vec<String>,
+    /// "off" or "v2", for connections to these addresses only.
+    #[serde(default = "proxy_off")]
+    pub proxy_protocol: ProxyProtocol,
+}
+
+fn proxy_off() -> ProxyProtocol {
+    ProxyProtocol::Off
 }
 
 impl Default for RawListen {
@@ -194,6 +213,7 @@ impl Default for RawListen {
             reuse_port: false,
             proxy_protocol: ProxyProtocol::Off,
             trusted_proxies: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }

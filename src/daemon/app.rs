@@ -148,16 +148,18 @@ fn start_logging(settings: &Settings, provider: Option<&ProviderInfo>) {
 
 /// Binds, tells systemd, serves until a stop signal.
 async fn serve(settings: Settings, reload: service::Loader, fips_active: bool) -> ExitCode {
-    let listeners = match server::bind(&settings.start.addresses, settings.start.reuse_port).await {
+    let addresses = settings.start.listeners();
+    let listeners = match server::bind(&addresses, settings.start.reuse_port).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    for l in &listeners {
+    for (l, kind) in &listeners {
         if let Ok(addr) = l.local_addr() {
-            tracing::info!(listen = %addr, "listening");
+            let proxy_v2 = kind.proxy_v2(&settings.listen);
+            tracing::info!(listen = %addr, proxy_protocol = if proxy_v2 { "v2" } else { "off" }, "listening");
         }
     }
     tracing::info!(

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::runtimes::SessionThreads;
 use super::shared::Shared;
 use crate::session;
+use crate::settings::Listener;
 
 /// Most connections being refused (over the limit) at once; beyond it they are closed
 /// without a message, which only happens under a flood.
@@ -42,14 +43,15 @@ pub(crate) struct BindError {
     pub(crate) source: std::io::Error,
 }
 
-/// Binds every configured address, with SO_REUSEPORT when `reuse_port` (so several
-/// processes can share them); any failure is fatal at start.
+/// Binds every configured address, each tagged with the listener it belongs to, with
+/// SO_REUSEPORT when `reuse_port` (so several processes can share them); any failure is
+/// fatal at start.
 pub(crate) async fn bind(
-    addresses: &[SocketAddr],
+    addresses: &[(SocketAddr, Listener)],
     reuse_port: bool,
-) -> Result<Vec<TcpListener>, BindError> {
+) -> Result<Vec<(TcpListener, Listener)>, BindError> {
     let mut listeners = Vec::with_capacity(addresses.len());
-    for &addr in addresses {
+    for &(addr, listener) in addresses {
         let bound = (|| {
             let socket = if addr.is_ipv4() {
                 tokio::net::TcpSocket::new_v4()?
@@ -63,7 +65,10 @@ pub(crate) async fn bind(
             socket.bind(addr)?;
             socket.listen(1024)
         })();
-        listeners.push(bound.map_err(|source| BindError { addr, source })?);
+        listeners.push((
+            bound.map_err(|source| BindError { addr, source })?,
+            listener,
+        ));
     }
     Ok(listeners)
 }
@@ -75,7 +80,7 @@ pub(crate) async fn bind(
 /// `started` runs once every accept loop is running (not merely spawned), unless the
 /// shutdown comes first: what tells systemd and balancers the proxy is ready waits for it.
 pub(crate) async fn run(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Listener)>,
     shared: Arc<Shared>,
     threads: Arc<SessionThreads>,
     tracker: TaskTracker,
@@ -87,9 +92,10 @@ pub(crate) async fn run(
     let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
     let loops = listeners.len();
     let (running_tx, mut running_rx) = tokio::sync::mpsc::channel(loops.max(1));
-    for listener in listeners {
+    for (listener, kind) in listeners {
         let acceptor = Acceptor {
             listener,
+            kind,
             shared: Arc::clone(&shared),
             limit: Arc::clone(&limit),
             refusals: Arc::clone(&refusals),
@@ -159,6 +165,8 @@ pub(crate) async fn run(
 struct Acceptor {
     /// The bound socket.
     listener: TcpListener,
+    /// Which configured listener it is: whether its connections start with a PROXY header.
+    kind: Listener,
     /// The process's state: the settings each connection starts with, the live sessions.
     shared: Arc<Shared>,
     /// `listen.max_connections` permits, shared by all listeners.
@@ -243,11 +251,12 @@ impl Acceptor {
         crate::socket::tune(&tcp);
         let settings = self.shared.settings.load_full();
         let sessions = Arc::clone(&self.shared.sessions);
+        let listener = self.kind;
         match Arc::clone(&self.limit).try_acquire_owned() {
             Ok(permit) => match tcp.into_std() {
                 Ok(tcp) => self.threads.spawn(&self.tracker, tcp, move |tcp| {
                     let limit = session::Limit::Within;
-                    session::serve(tcp, peer, settings, sessions, permit, limit)
+                    session::serve(tcp, (peer, listener), settings, sessions, permit, limit)
                 }),
                 Err(e) => {
                     tracing::error!(client_addr = %peer, error = %e, "connection closed: it could not be handed to a session thread");
@@ -257,7 +266,7 @@ impl Acceptor {
                 Ok(permit) => {
                     self.tracker.spawn(session::serve(
                         tcp,
-                        peer,
+                        (peer, listener),
                         settings,
                         sessions,
                         permit,

@@ -2,9 +2,10 @@
 //! is forwarded. Every path goes through it, a cancel (plaintext or encrypted, within the
 //! limit or over it) as much as a session:
 //!
-//! 1. [`Admission::begin`], before TLS: who the client is (the PROXY header, only from
-//!    `listen.trusted_proxies`), `listen.allowed_clients`, and whether a session would be over
-//!    `listen.max_connections` or `listen.max_connections_per_client`.
+//! 1. [`Admission::begin`], before TLS: who the client is (the PROXY header, on a listener
+//!    that takes one and only from `listen.trusted_proxies`), `listen.allowed_clients`, and
+//!    whether a session would be over `listen.max_connections` or
+//!    `listen.max_connections_per_client`.
 //! 2. [`Admission::cancel`]: a cancel needs the address checks only. Over a limit it is still
 //!    served, as PostgreSQL serves one at `max_connections`: that is when every slot may be
 //!    running a query someone needs to stop.
@@ -25,7 +26,7 @@ use super::log::Record;
 use super::sessions::{ClientClaim, Sessions};
 use super::startup::Startup;
 use crate::client::{self, ClientError, ClientIo};
-use crate::settings::{RouteTarget, Settings, Target};
+use crate::settings::{Listener, RouteTarget, Settings, Target};
 
 /// Whether the accept loop found room under `listen.max_connections`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,18 +51,20 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    /// The checks before TLS. `Err` ends the connection at once without a word (a PROXY
-    /// header that is malformed or sent from an untrusted address).
+    /// The checks before TLS, for a connection that arrived on `listener` (which says
+    /// whether a PROXY header comes first). `Err` ends the connection at once without a
+    /// word (a PROXY header that is malformed or sent from an untrusted address).
     pub(super) async fn begin<S: ClientIo>(
         io: &mut S,
         sessions: &Arc<Sessions>,
         settings: &Settings,
         record: &mut Record,
         deadline: Instant,
-        limit: Limit,
+        (listener, limit): (Listener, Limit),
     ) -> Result<Admission, ClientError> {
         let listen = &settings.listen;
-        let identified = client::identify(io, record.peer, listen, deadline).await?;
+        let proxy_v2 = listener.proxy_v2(listen);
+        let identified = client::identify(io, record.peer, listen, proxy_v2, deadline).await?;
         record.identified(identified.addresses);
         let client = record.peer.ip();
         let mut refused = identified.admission.err();

@@ -27,7 +27,7 @@ use crate::cancel::{CancelKey, SessionKeys};
 use crate::config::layers::{Overrides, load};
 use crate::protocol::startup::{SSL_REQUEST, encode_cancel_request, encode_startup};
 use crate::running::Running;
-use crate::settings::Settings;
+use crate::settings::{Listener, Settings};
 
 /// A self-signed certificate for "localhost" and its key, written as PEM into `dir`.
 fn certificate(dir: &Path) -> (X509, std::path::PathBuf, std::path::PathBuf) {
@@ -117,7 +117,14 @@ impl World {
         let peer = SocketAddr::new(client, 40000);
         let settings = Arc::clone(&self.settings);
         let sessions = Arc::clone(&self.sessions);
-        let task = tokio::spawn(serve(theirs, peer, settings, sessions, permit, limit));
+        let task = tokio::spawn(serve(
+            theirs,
+            (peer, Listener::Main),
+            settings,
+            sessions,
+            permit,
+            limit,
+        ));
         (ours, task)
     }
 

@@ -61,6 +61,8 @@ async fn forward(
 ) -> Outcome {
     let sender = cancel::Sender {
         addr: record.peer,
+        // Peers are reached at `[listen]`'s addresses (a balancer's PROXY port belongs in
+        // `[[listen.extra]]`): a header goes with the request when those take one.
         proxy_header: settings.listen.proxy_v2,
         via,
     };

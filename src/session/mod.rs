@@ -54,20 +54,21 @@ use crate::client::{self, ClientIo, ClientStream, Opening};
 use crate::framed::FrameReader;
 use crate::relay;
 use crate::running::Running;
-use crate::settings::Settings;
+use crate::settings::{Listener, Settings};
 use crate::upstream::Upstream;
 
 pub(crate) use self::admission::Limit;
 pub(crate) use self::error::SessionError;
 pub(crate) use self::sessions::Sessions;
 
-/// Serves one accepted connection with `settings`, the snapshot taken at accept, among the
-/// process's live `sessions`. `limit`: whether the accept loop found a slot under
+/// Serves one accepted connection, from `peer` to `listener` (whose rule says whether a PROXY
+/// header comes first), with `settings`, the snapshot taken at accept, among the process's
+/// live `sessions`. `limit`: whether the accept loop found a slot under
 /// `listen.max_connections` (held by `permit`); over it, the connection is still admitted
 /// the same way, and only a cancel is served.
 pub(crate) async fn serve<S: ClientIo>(
     io: S,
-    peer: SocketAddr,
+    (peer, listener): (SocketAddr, Listener),
     settings: Arc<Running>,
     sessions: Arc<Sessions>,
     permit: OwnedSemaphorePermit,
@@ -80,7 +81,7 @@ pub(crate) async fn serve<S: ClientIo>(
         crate::metrics::get().sessions_active.inc();
     }
     let mut record = Record::new(peer);
-    let outcome = connection(io, &settings, &sessions, &mut record, limit).await;
+    let outcome = connection(io, listener, &settings, &sessions, &mut record, limit).await;
     log::session_end(&record, &outcome);
     log::count(&record, &outcome);
     if counted {
@@ -94,13 +95,15 @@ pub(crate) async fn serve<S: ClientIo>(
 /// per-address claim) is held until the connection ends.
 async fn connection<S: ClientIo>(
     mut io: S,
+    listener: Listener,
     settings: &Running,
     sessions: &Arc<Sessions>,
     record: &mut Record,
     limit: Limit,
 ) -> Outcome {
     let deadline = Instant::now() + settings.listen.handshake_timeout;
-    let begun = Admission::begin(&mut io, sessions, settings, record, deadline, limit);
+    let arrival = (listener, limit);
+    let begun = Admission::begin(&mut io, sessions, settings, record, deadline, arrival);
     let mut admission = match begun.await {
         Ok(admission) => admission,
         Err(e) => return Outcome::Refused(e.into()),

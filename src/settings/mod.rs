@@ -12,6 +12,7 @@
 mod auth;
 mod cluster;
 mod files;
+mod listeners;
 mod peer_address;
 mod peer_id;
 mod routes;
@@ -23,6 +24,7 @@ mod upstream;
 
 pub(crate) use auth::AuthSettings;
 pub(crate) use cluster::{ClusterSettings, PEER_SNI, Peer};
+pub(crate) use listeners::Listener;
 pub(crate) use routes::{ClientPolicy, RouteTarget};
 pub use start::StartOnly;
 pub(crate) use upstream::Target;
@@ -107,9 +109,10 @@ pub(crate) struct ListenSettings {
     pub allowed_clients: Vec<ipnet::IpNet>,
     /// Most concurrent connections per client address (0: no limit).
     pub max_per_client: usize,
-    /// `listen.proxy_protocol = "v2"`: every connection starts with a PROXY v2 header.
+    /// `listen.proxy_protocol = "v2"`: every connection to `[listen]`'s addresses starts
+    /// with a PROXY v2 header (a `[[listen.extra]]` socket has its own rule: [`Listener`]).
     pub proxy_v2: bool,
-    /// The balancers allowed to send it.
+    /// The balancers allowed to send it, to any listener that takes one.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -134,11 +137,15 @@ impl<'a> Problems<'a> {
         }
     }
 
-    /// Where `key` was set; a route's keys (`routes[N].x`) were set with `routes`.
+    /// Where `key` was set; a route's keys (`routes[N].x`) were set with `routes`, an extra
+    /// listener's (`listen.extra[N].x`) with `listen.extra`.
     fn origin(&self, key: &str) -> Origin {
-        match key.strip_prefix("routes[") {
-            Some(_) => self.loaded.origin("routes"),
-            None => self.loaded.origin(key),
+        if key.starts_with("routes[") {
+            self.loaded.origin("routes")
+        } else if key.starts_with("listen.extra[") {
+            self.loaded.origin("listen.extra")
+        } else {
+            self.loaded.origin(key)
         }
     }
 
@@ -302,12 +309,25 @@ fn listen(raw: &RawConfig, problems: &mut Problems) -> ListenSettings {
     );
     let trusted_proxies = cidrs("listen.trusted_proxies", &l.trusted_proxies, problems);
     let proxy_v2 = l.proxy_protocol == ProxyProtocol::V2;
-    if proxy_v2 && trusted_proxies.is_empty() {
-        problems.key(
-            "listen.trusted_proxies",
-            "is empty while listen.proxy_protocol = \"v2\": every connection would be refused; \
-             list the load balancers' addresses (CIDR)",
-        );
+    let extra_v2 = l
+        .extra
+        .iter()
+        .position(|e| e.proxy_protocol == ProxyProtocol::V2);
+    if trusted_proxies.is_empty() {
+        let which = match (proxy_v2, extra_v2) {
+            (true, _) => Some("listen.proxy_protocol".to_owned()),
+            (false, Some(i)) => Some(format!("listen.extra[{i}].proxy_protocol")),
+            (false, None) => None,
+        };
+        if let Some(which) = which {
+            problems.key(
+                "listen.trusted_proxies",
+                format!(
+                    "is empty while {which} = \"v2\": every connection would be refused; \
+                     list the load balancers' addresses (CIDR)"
+                ),
+            );
+        }
     }
     ListenSettings {
         allowed_clients: cidrs("listen.allowed_clients", &l.allowed_clients, problems),

@@ -1,5 +1,5 @@
-//! What only a restart changes: the addresses bound, the connection limit (fitted to the
-//! open-files limit when not set), and logging. A reload compares the new [`StartOnly`] with
+//! What only a restart changes: the addresses bound (`[listen]`'s and `[[listen.extra]]`),
+//! the connection limit (fitted to the open-files limit when not set), and logging. A reload compares the new [`StartOnly`] with
 //! the running one to say which keys need a restart.
 
 use std::net::SocketAddr;
@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::Problems;
+use super::listeners::{self, ExtraListener, Listener};
 use crate::config::schema::{LogFormat, LogTarget, RawConfig};
 use crate::config::{LoadedConfig, Origin};
 
@@ -18,6 +19,9 @@ pub struct StartOnly {
     /// Addresses to bind.
     #[serde(rename = "listen.addresses")]
     pub addresses: Vec<SocketAddr>,
+    /// `[[listen.extra]]`: more addresses, each entry with its `proxy_protocol`.
+    #[serde(rename = "listen.extra")]
+    pub extra: Vec<ExtraListener>,
     /// Concurrent connection limit.
     #[serde(rename = "listen.max_connections")]
     pub max_connections: usize,
@@ -43,6 +47,11 @@ pub struct StartOnly {
 }
 
 impl StartOnly {
+    /// Every address to bind, with the listener it belongs to.
+    pub(crate) fn listeners(&self) -> Vec<(SocketAddr, Listener)> {
+        listeners::all(&self.addresses, &self.extra)
+    }
+
     /// The keys whose values differ between `self` and `other`.
     pub fn changed_keys(&self, other: &StartOnly) -> Vec<String> {
         let (Ok(a), Ok(b)) = (toml::Table::try_from(self), toml::Table::try_from(other)) else {
@@ -65,21 +74,8 @@ pub(super) fn start_only(
     peer_id: u16,
     problems: &mut Problems,
 ) -> StartOnly {
-    let mut addresses = Vec::new();
-    for text in &raw.listen.addresses {
-        match text.parse::<SocketAddr>() {
-            Ok(a) => addresses.push(a),
-            Err(_) => problems.key(
-                "listen.addresses",
-                format!(
-                    "{text:?} is not an IP socket address such as \"0.0.0.0:5432\" or \"[::]:5432\""
-                ),
-            ),
-        }
-    }
-    if raw.listen.addresses.is_empty() {
-        problems.key("listen.addresses", "at least one address is needed");
-    }
+    let addresses = listeners::addresses("listen.addresses", &raw.listen.addresses, problems);
+    let extra = listeners::extra(raw, &addresses, problems);
     if raw.listen.max_connections == 0 {
         problems.key("listen.max_connections", "must be at least 1");
     }
@@ -112,6 +108,7 @@ pub(super) fn start_only(
         peer_id,
         admin,
         addresses,
+        extra,
         max_connections,
         log_level: raw.log.level.clone(),
         log_format: raw.log.format,
@@ -126,6 +123,7 @@ mod tests {
     fn start(max: usize, level: &str) -> StartOnly {
         StartOnly {
             addresses: vec!["127.0.0.1:5432".parse().unwrap()],
+            extra: Vec::new(),
             max_connections: max,
             log_level: level.into(),
             log_format: LogFormat::Text,
