@@ -11,7 +11,8 @@
 # - the wiring between the rendered objects agrees (ports, probes, Services and listeners,
 #   PROXY v2 and the NLB, the drain timings, NetworkPolicy and trusted_proxies, the peer
 #   certificate and cluster.peer_address, mounts and Secrets).
-# kubectl (its built-in kustomize) or kustomize is required: without one this fails.
+# kubectl (its built-in kustomize) or kustomize renders; without either, Debian 13's kustomize is
+# fetched into target/tools (through scripts/trixie-root); if that fails, so does this.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
@@ -25,9 +26,18 @@ elif command -v kustomize >/dev/null; then
     render() { kustomize build "$1"; }
     renderer="kustomize build ($(kustomize version 2>/dev/null))"
 else
-    echo "tests/kubernetes.sh: neither kubectl nor kustomize is installed; the overlays cannot be rendered." >&2
-    echo "  Debian 13 (trixie): apt-get install kustomize (or kubectl); see the README's Kubernetes section." >&2
-    exit 1
+    # Debian 12 has no kustomize; Debian 13's (a static Go binary) runs here. Fetched once
+    # through the cached Debian 13 root and unpacked under target/tools/kustomize.
+    kz=$PWD/target/tools/kustomize/usr/bin/kustomize
+    if [ ! -x "$kz" ]; then
+        troot=$(scripts/trixie-root) || { echo "tests/kubernetes.sh: no kubectl or kustomize, and the Debian 13 root to fetch kustomize from could not be made" >&2; exit 1; }
+        chroot "$troot" sh -c 'apt-get update -qq && cd /tmp && rm -f kustomize_*.deb && apt-get download -qq kustomize' >&2 &&
+            rm -rf target/tools/kustomize && dpkg-deb -x "$troot"/tmp/kustomize_*.deb target/tools/kustomize &&
+            rm -f "$troot"/tmp/kustomize_*.deb ||
+            { echo "tests/kubernetes.sh: neither kubectl nor kustomize is installed, and fetching Debian 13's kustomize failed" >&2; exit 1; }
+    fi
+    render() { "$kz" build "$1"; }
+    renderer="kustomize build ($("$kz" version 2>/dev/null), Debian 13's)"
 fi
 echo "# rendering with $renderer"
 [ -x target/debug/pgt-proxy ] || { echo "tests/kubernetes.sh: target/debug/pgt-proxy is missing (cargo build)" >&2; exit 1; }
