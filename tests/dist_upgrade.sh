@@ -59,11 +59,13 @@ cp -a "$cached" "$root"
 # What the Debian installer writes and debootstrap does not.
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 mkdir -p "$base/cache/archives/partial" "$base/cache/lists/partial"
+# Only Debian's packages are kept: ours are rebuilt under the same names.
+rm -f "$base"/cache/archives/pgt-proxy_*.deb
 # Debian's sources as a Debian 12 system has them (security updates included).
 cat >"$root/etc/apt/sources.list" <<LIST
 deb $mirror bookworm main
 deb $mirror bookworm-updates main
-deb http://deb.debian.org/debian-security bookworm-security main
+deb ${mirror%/debian}/debian-security bookworm-security main
 LIST
 
 work=$(mktemp -d)
@@ -130,10 +132,9 @@ served() {
     done
     return 1
 }
+serve
+check "the repository served on the container's loopback" served
 
-# --- the upstream: this machine's PostgreSQL, in the container's network namespace ---
-pki=$work/pki
-certs/make-dev-pki.sh "$pki" localhost 127.0.0.1 >/dev/null
 # --- Debian's archive, for apt in the container: a relay whose listening socket is in the
 # container's network namespace (127.0.0.1:3142) and whose outgoing connections are in this
 # machine's; apt uses it as its HTTP proxy for the mirror's host only, so the sources stay
@@ -191,6 +192,9 @@ relayed() {
 relay
 check "Debian's archive reachable from the container through the relay" relayed
 
+# --- the upstream: this machine's PostgreSQL, in the container's network namespace ---
+pki=$work/pki
+certs/make-dev-pki.sh "$pki" localhost 127.0.0.1 >/dev/null
 pg_init() {
     install -d -o postgres -g postgres -m 0700 "$work/pg" "$work/sock" &&
         install -o postgres -g postgres -m 0600 "$pki/db.key" "$work/db.key" &&
@@ -214,8 +218,6 @@ pg_ready() {
     return 1
 }
 alice() { psql -X -q -h "$work/sock" -U postgres -c "create role alice login password 'alice-pw'" postgres; }
-serve
-check "the repository served on the container's loopback" served
 check "initdb" pg_init
 pg_start
 check "PostgreSQL with TLS on the container's 127.0.0.1:5432" pg_ready
