@@ -303,6 +303,7 @@ check "Debian 13: psql through the proxy after the upgrade" through_proxy
 kill "$pg" "$http" "$relay_pid" 2>/dev/null
 stop_container
 wait 2>/dev/null
+printf '# (the container shut down and booted again)\n\n' >>"$transcript"
 start
 check "Debian 13 reboots" booted
 pg_start
