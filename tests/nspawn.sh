@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# End to end under a real systemd: boots Debian 12 in a container (systemd-nspawn, private
-# network), installs the .deb with PostgreSQL beside it, and checks what an administrator
-# does: enable --now, status, psql through the proxy with verify-full, reload with a new
-# certificate, the journal's structured fields, stop, purge. Then the same service from the
-# .rpm's payload. Needs root. The container tree is cached in target/nspawn/root.
+# End to end under a real systemd:
+#
+#   tests/nspawn.sh [bookworm|trixie]
+#
+# boots Debian 12 (bookworm, the default) or Debian 13 (trixie) in a container (systemd-nspawn,
+# private network), installs that release's .deb with its PostgreSQL (15, 17) beside it, and
+# checks what an administrator does: enable --now, status, psql through the proxy with
+# verify-full, reload with a new certificate, the journal's structured fields, stop, purge.
+# Then, on bookworm, the same service from the .rpm's payload; on both, the life cycle from
+# the signed repositories (tests/repos.sh). Needs root. The container trees are cached in
+# target/nspawn/root (debootstrap) and target/nspawn-trixie/root (a copy of scripts/trixie-root
+# with systemd added).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib.sh
+
+suite=${1:-bookworm}
+case $suite in
+bookworm) pgv=15 base=$PWD/target/nspawn sfx= ;;
+trixie) pgv=17 base=$PWD/target/nspawn-trixie sfx=+deb13 ;;
+*) echo "usage: tests/nspawn.sh [bookworm|trixie]" >&2; exit 2 ;;
+esac
 
 [ "$(id -u)" = 0 ] || { echo "tests/nspawn.sh must run as root" >&2; exit 1; }
 need=()
@@ -15,14 +29,35 @@ command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-deb=$(ls target/packages/pgt-proxy_*.deb 2>/dev/null)
+# Both releases' packages: the repositories tests/repos.sh publishes carry both suites.
+bookworm_deb=$(ls target/packages/pgt-proxy_*.deb 2>/dev/null)
+trixie_deb=$(ls target/packages/trixie/pgt-proxy_*.deb 2>/dev/null)
 rpmfile=$(ls target/packages/pgt-proxy-*.rpm 2>/dev/null)
-[ -n "$deb" ] && [ -n "$rpmfile" ] || { echo "run scripts/package first (tests/packages.sh does)" >&2; exit 1; }
+[ -n "$bookworm_deb" ] && [ -n "$rpmfile" ] || { echo "run scripts/package first (tests/packages.sh does)" >&2; exit 1; }
+[ -n "$trixie_deb" ] || { echo "run scripts/package --suite trixie first (tests/packages_trixie.sh does)" >&2; exit 1; }
+if [ "$suite" = bookworm ]; then deb=$bookworm_deb; else deb=$trixie_deb; fi
 
-# --- the cached container tree: Debian 12 minbase with systemd, PostgreSQL, psql, openssl ---
-base=$PWD/target/nspawn
 root=$base/root
-if [ ! -f "$root/.pgt-ready-v4" ]; then
+if [ "$suite" = trixie ] && [ ! -f "$root/.pgt-ready-v1" ]; then
+    # --- the cached container tree: scripts/trixie-root (PostgreSQL 17, psql, openssl) and
+    # systemd, so it boots ---
+    trixie=$(scripts/trixie-root) || { echo "scripts/trixie-root failed" >&2; exit 1; }
+    rm -rf "$root" "$base/root.tmp"
+    mkdir -p "$base"
+    cp -a "$trixie" "$base/root.tmp"
+    mount --bind /proc "$base/root.tmp/proc"
+    DEBIAN_FRONTEND=noninteractive chroot "$base/root.tmp" apt-get install -y -qq --no-install-recommends \
+        systemd systemd-sysv dbus >"$base/apt.log" 2>&1
+    rc=$?
+    umount "$base/root.tmp/proc"
+    chroot "$base/root.tmp" apt-get clean
+    rm -f "$base/root.tmp/usr/sbin/policy-rc.d"
+    [ $rc = 0 ] || { echo "installing systemd in the container failed; see $base/apt.log" >&2; exit 1; }
+    touch "$base/root.tmp/.pgt-ready-v1"
+    mv "$base/root.tmp" "$root"
+fi
+# --- the cached container tree: Debian 12 minbase with systemd, PostgreSQL, psql, openssl ---
+if [ "$suite" = bookworm ] && [ ! -f "$root/.pgt-ready-v4" ]; then
     rm -rf "$root" "$base/root.tmp"
     mkdir -p "$base"
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
@@ -43,7 +78,7 @@ if [ ! -f "$root/.pgt-ready-v4" ]; then
 fi
 # Leftovers of an interrupted run.
 chroot "$root" dpkg --purge pgt-proxy >/dev/null 2>&1 || true
-rpm --root "$root" -e --noscripts pgt-proxy >/dev/null 2>&1 || true
+[ "$suite" != bookworm ] || rpm --root "$root" -e --noscripts pgt-proxy >/dev/null 2>&1 || true
 rm -rf "$root/etc/pgt-proxy" "$root/etc/pgt-test"
 
 # --- certificates, PostgreSQL's TLS, and the proxy's configuration (as an admin would) ---
@@ -57,47 +92,22 @@ openssl x509 -req -in "$pki/renewed.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" 
     -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n') 2>/dev/null
 
 # --- boot ---
-systemd-nspawn -q -D "$root" --boot --register=no --keep-unit --private-network \
-    >"$base/console.log" 2>&1 </dev/null &
-nspawn=$!
-leader=
-# The container's PID 1 is a child of nspawn named "systemd"; nspawn's own short-lived helper
-# child comes first, and entering its namespaces would fail once it has gone.
-for _ in $(seq 200); do
-    leader=$(pgrep -P "$nspawn" -x systemd | head -n 1)
-    [ -n "$leader" ] && break
-    sleep 0.1
-done
-run() { nsenter -t "$leader" -a "$@"; }
-stop_container() {
-    kill -TERM "$nspawn" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$nspawn" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$nspawn" 2>/dev/null
-}
+. tests/container.sh
+: >"$base/console.log"
+boot "$root" "$base/console.log"
 trap stop_container EXIT
-booted() {
-    # The bus appears a moment after PID 1 starts; until then systemctl cannot connect.
-    local state
-    for _ in $(seq 120); do
-        state=$(timeout 60 nsenter -t "$leader" -a systemctl is-system-running --wait 2>/dev/null)
-        case "$state" in running | degraded) return 0 ;; esac
-        sleep 0.5
-    done
-    echo "system state: $state"
-    return 1
-}
 check "systemd boots in the container" booted
 
 pg_setup() {
-    run install -o postgres -g postgres -m 0600 /etc/pgt-test/db.key /etc/postgresql/15/main/db.key &&
-        run install -o postgres -g postgres -m 0644 /etc/pgt-test/db.crt /etc/postgresql/15/main/db.crt &&
-        printf "ssl = on\nssl_cert_file = '/etc/postgresql/15/main/db.crt'\nssl_key_file = '/etc/postgresql/15/main/db.key'\n" \
-            >"$root/etc/postgresql/15/main/conf.d/tls.conf" &&
-        printf 'local all postgres peer\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n' >"$root/etc/postgresql/15/main/pg_hba.conf" &&
-        run systemctl restart postgresql@15-main &&
+    run install -o postgres -g postgres -m 0600 /etc/pgt-test/db.key /etc/postgresql/$pgv/main/db.key &&
+        run install -o postgres -g postgres -m 0644 /etc/pgt-test/db.crt /etc/postgresql/$pgv/main/db.crt &&
+        printf "ssl = on\nssl_cert_file = '/etc/postgresql/$pgv/main/db.crt'\nssl_key_file = '/etc/postgresql/$pgv/main/db.key'\n" \
+            >"$root/etc/postgresql/$pgv/main/conf.d/tls.conf" &&
+        printf 'local all postgres peer\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n' >"$root/etc/postgresql/$pgv/main/pg_hba.conf" &&
+        run systemctl restart postgresql@$pgv-main &&
         run runuser -u postgres -- psql -q -c "drop role if exists alice" -c "create role alice login password 'alice-pw'"
 }
-check "PostgreSQL 15 with TLS in the container" pg_setup
+check "PostgreSQL $pgv with TLS in the container" pg_setup
 
 configure() { # the admin's steps after installing: certificate, key, upstream
     run install -m 0644 /etc/pgt-test/proxy.crt /etc/pgt-proxy/tls/proxy.crt &&
@@ -170,25 +180,27 @@ deb_purge() {
 }
 check "apt-get purge leaves nothing behind" deb_purge
 
-# --- the .rpm's payload, installed with rpm into the same userland ---
-rpm_install() {
-    rpm -i --root "$root" --nodeps "$rpmfile" 2>&1 | grep -v "^warning:" || true
-    [ -x "$root/usr/bin/pgt-proxy" ] && run getent passwd pgt-proxy >/dev/null
-}
-check "rpm -i --root (scriptlets create the user and directories)" rpm_install
-rpm_service() {
-    configure && run systemctl daemon-reload && run systemctl start pgt-proxy && service_state && through_proxy
-}
-check "the rpm's unit runs the service: psql through it with verify-full" rpm_service
-rpm_remove() {
-    run systemctl stop pgt-proxy &&
-        run rm -f /etc/pgt-proxy/tls/proxy.crt /etc/pgt-proxy/tls/proxy.key /etc/pgt-proxy/conf.d/10-site.toml &&
-        rpm --root "$root" -e pgt-proxy && [ ! -e "$root/usr/bin/pgt-proxy" ]
-}
-check "rpm -e removes it" rpm_remove
-run userdel pgt-proxy >/dev/null 2>&1
-run groupdel pgt-proxy >/dev/null 2>&1
-rm -rf "$root/etc/pgt-proxy"
+# --- the .rpm's payload, installed with rpm into the same userland (once: bookworm) ---
+if [ "$suite" = bookworm ]; then
+    rpm_install() {
+        rpm -i --root "$root" --nodeps "$rpmfile" 2>&1 | grep -v "^warning:" || true
+        [ -x "$root/usr/bin/pgt-proxy" ] && run getent passwd pgt-proxy >/dev/null
+    }
+    check "rpm -i --root (scriptlets create the user and directories)" rpm_install
+    rpm_service() {
+        configure && run systemctl daemon-reload && run systemctl start pgt-proxy && service_state && through_proxy
+    }
+    check "the rpm's unit runs the service: psql through it with verify-full" rpm_service
+    rpm_remove() {
+        run systemctl stop pgt-proxy &&
+            run rm -f /etc/pgt-proxy/tls/proxy.crt /etc/pgt-proxy/tls/proxy.key /etc/pgt-proxy/conf.d/10-site.toml &&
+            rpm --root "$root" -e pgt-proxy && [ ! -e "$root/usr/bin/pgt-proxy" ]
+    }
+    check "rpm -e removes it" rpm_remove
+    run userdel pgt-proxy >/dev/null 2>&1
+    run groupdel pgt-proxy >/dev/null 2>&1
+    rm -rf "$root/etc/pgt-proxy"
+fi
 
 # --- the same packages from signed apt and dnf repositories: install, upgrade, remove ---
 . tests/repos.sh

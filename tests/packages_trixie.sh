@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Debian 13 package: scripts/package --suite trixie builds it in the cached trixie build
-# root against trixie's libssl-dev (OpenSSL 3.5); this checks its version orders between the
+# root against trixie's libssl-dev (OpenSSL 3.5), into target/packages/trixie (where
+# tests/nspawn.sh and scripts/repo take it from); this checks its version orders between the
 # bookworm package of the same revision and the next revision, that it declares trixie's
 # libssl3t64, and, installed in a copy of the trixie root (the cached root stays as it is),
 # that `pgt-proxy --version` reports OpenSSL 3.5 and `check-config` refuses the packaged
@@ -19,11 +20,11 @@ trixie=$(scripts/trixie-root) || { echo "tests/packages_trixie.sh: scripts/trixi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 build() {
-    scripts/package --suite trixie --out "$work/trixie" >"$work/package.log" 2>&1 ||
+    scripts/package --suite trixie >"$work/package.log" 2>&1 ||
         { tail -40 "$work/package.log"; return 1; }
 }
 check "scripts/package --suite trixie builds the .deb in the trixie build root" build
-deb=$(ls "$work"/trixie/pgt-proxy_*.deb 2>/dev/null)
+deb=$(ls target/packages/trixie/pgt-proxy_*.deb 2>/dev/null)
 if [ -z "$deb" ]; then finish; exit 1; fi
 v=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
