@@ -3,16 +3,19 @@
 # the image as stored in the OCI archive is checked and run in front of a real PostgreSQL.
 #
 # What is inside: skopeo reads the archive (what `skopeo copy oci-archive:...` pushes); the
-# package database lists the image's packages with the versions this machine's apt offers
-# (dpkg-query, the parser scanners imitate), dpkg --verify finds every packaged file intact,
-# every file is a package's or one of the few the build makes, there is no shell; the SPDX
-# SBOM beside the archive is valid (spdx-tools' own validator) and names the same packages.
+# package database lists the image's Debian 13 packages with the versions the cached trixie
+# root's apt offers (dpkg-query, the parser scanners imitate), dpkg --verify finds every
+# packaged file intact, every file is a package's or one of the few the build makes, there is
+# no shell, the binary runs on trixie's OpenSSL 3.5; the SPDX SBOM beside the archive is valid
+# (spdx-tools' own validator), names the same Debian packages and the Rust crates compiled
+# into the binary (every crate whose sources the binary names, at Cargo.lock's versions).
 #
 # How it runs: podman cannot run containers on this machine (crun refuses its hybrid cgroup
 # hierarchy), so the image's root filesystem (from `buildah from oci-archive:...`) is
 # entered with chroot, with a clean environment (`env -i`: none of this machine's
 # SSL_CERT_FILE/SSL_CERT_DIR), as the image's user, sharing the host's network:
-#   - with PGT-Proxy's flags and the image's environment: psql through it, SIGHUP, SIGTERM;
+#   - with PGT-Proxy's flags and the image's environment: psql through it (trixie's psql 17
+#     too, which gets X25519MLKEM768 on the client leg), SIGHUP, SIGTERM;
 #   - as a pod runs it: in its own mount namespace, the root read-only, /etc/pgt-proxy a
 #     ConfigMap and /etc/pgt-proxy/tls a Secret laid out as the kubelet projects them
 #     (`config.toml -> ..data/config.toml`, `..data -> ..2026_...`), `ca = "system"`:
@@ -28,11 +31,15 @@ repo=$PWD
 . scripts/throwaway.sh
 
 [ "$(id -u)" = 0 ] || { echo "tests/image.sh must run as root" >&2; exit 1; }
-# PGT_PROXY_DEB: an already built .deb to put in the image (else scripts/package builds one).
+# PGT_PROXY_DEB: an already built trixie .deb to put in the image (else scripts/image has
+# scripts/package --suite trixie build one).
+deb=${PGT_PROXY_DEB:-}
 archive=$(scripts/image ${PGT_PROXY_DEB:+--deb "$PGT_PROXY_DEB"} --print-path) ||
     { echo "scripts/image failed" >&2; exit 1; }
 sbom=${archive%.oci.tar}.spdx.json
+deb=${deb:-$(ls target/packages/trixie/pgt-proxy_*+deb13_amd64.deb)}
 b() { buildah --storage-driver vfs "$@"; }
+troot=$(scripts/trixie-root) || { echo "scripts/trixie-root failed" >&2; exit 1; }
 command -v skopeo >/dev/null ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo >/dev/null
 # spdx-tools' validator, once, in its own venv under target/.
@@ -71,20 +78,26 @@ check "the image is under 40 MB uncompressed ($((size_kib / 1024)) MB)" test "$s
 admin=$root/var/lib/dpkg
 packages=$(dpkg-query --admindir="$admin" -W -f '${Package} ${Version} ${Architecture}\n')
 echo "$packages" | sed 's/^/#   /'
-for p in libssl3 libc6 openssl ca-certificates pgt-proxy; do
+# The versions the trixie root's own apt (3.0, in the root) offers; no cache file written, so
+# the root stays as the other tests left it.
+for p in libssl3t64 libc6 openssl ca-certificates base-files pgt-proxy; do
     if [ "$p" = pgt-proxy ]; then
-        want=$(dpkg-deb -f "${PGT_PROXY_DEB:-$(ls target/packages/pgt-proxy_*_amd64.deb)}" Version)
+        want=$(dpkg-deb -f "$deb" Version)
     else
-        want=$(apt-cache policy "$p" | awk '$1 == "Candidate:" {print $2}')
+        want=$(chroot "$troot" apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= \
+            policy "$p" | awk '$1 == "Candidate:" {print $2}')
     fi
-    check "the package database lists $p $want" contains "$packages" "$p $want "
+    check "the package database lists $p ${want:-(no candidate)}" contains "$packages" "$p ${want:-?} "
 done
 check "the package database says which package installed libssl.so.3 (as Trivy maps files)" \
-    bash -c "dpkg-query --admindir='$admin' -S /usr/lib/x86_64-linux-gnu/libssl.so.3 | grep -q '^libssl3:amd64: '"
+    bash -c "dpkg-query --admindir='$admin' -S /usr/lib/x86_64-linux-gnu/libssl.so.3 | grep -q '^libssl3t64:amd64: '"
 check "every packaged file matches the database's hashes (dpkg --verify)" \
     bash -c "out=\$(dpkg --root='$root' --verify 2>&1); [ -z \"\$out\" ] || { echo \"\$out\"; false; }"
-check "/etc/os-release says Debian 12 (scanners pick the advisories by it)" \
-    grep -qx 'VERSION_ID="12"' "$root/usr/lib/os-release"
+check "/etc/os-release says Debian 13 (scanners pick the advisories by it)" \
+    grep -qx 'VERSION_ID="13"' "$root/usr/lib/os-release"
+out=$(env -i "$(command -v chroot)" --userspec=10001:10001 "$root" /usr/bin/pgt-proxy --version 2>&1)
+check "the image's pgt-proxy --version reports OpenSSL 3.5 (${out%%$'\n'*})" \
+    bash -c "grep -qE '^pgt-proxy 0\.1\.0 \(OpenSSL 3\.5\.[0-9]+ ' <<<'$out'"
 # Every file is a package's, or one the build makes in place of the maintainer scripts
 # (ca-certificates' bundle and links, the user) or the package database itself. This
 # replaces the old check that no shared objects but the binary's were copied: the packages'
@@ -100,14 +113,43 @@ check "the SBOM is valid SPDX (spdx-tools' validator)" "$venv/bin/pyspdxtools" -
 sbom_packages=$(python3 -c '
 import json, sys
 for p in json.load(open(sys.argv[1]))["packages"]:
-    if p["SPDXID"] != "SPDXRef-Image":
+    if p["SPDXID"].startswith("SPDXRef-Package-deb-"):
         print(p["name"], p["versionInfo"])' "$sbom" | LC_ALL=C sort)
 check "the SBOM names the database's packages and versions" \
     test "$sbom_packages" = "$(cut -d' ' -f1,2 <<<"$packages" | LC_ALL=C sort)"
-check "the SBOM gives libssl3 the purl scanners match" \
-    grep -q '"pkg:deb/debian/libssl3@[^"]*?arch=amd64&distro=debian-12&upstream=openssl"' "$sbom"
+check "the SBOM gives libssl3t64 the purl scanners match" \
+    grep -q '"pkg:deb/debian/libssl3t64@[^"]*?arch=amd64&distro=debian-13&upstream=openssl"' "$sbom"
 check "the SBOM carries the licenses the packages declare" \
     grep -q '"licenseDeclared": "MIT"' "$sbom"
+# The crates: what pgt-proxy CONTAINS, as pkg:cargo purls, at Cargo.lock's versions.
+sbom_crates=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+refs = {p["SPDXID"]: p for p in d["packages"]}
+for r in d["relationships"]:
+    if r["spdxElementId"] == "SPDXRef-Package-deb-pgt-proxy" and r["relationshipType"] == "CONTAINS":
+        p = refs[r["relatedSpdxElement"]]
+        purl = [e["referenceLocator"] for e in p["externalRefs"] if e["referenceType"] == "purl"]
+        print(p["name"], p["versionInfo"], purl[0], p["licenseDeclared"])' "$sbom" | LC_ALL=C sort)
+lock_version() { awk -v n="$1" '$1 == "name" && $3 == "\"" n "\"" {getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock; }
+for c in tokio openssl openssl-sys tokio-openssl; do
+    v=$(lock_version "$c")
+    check "the SBOM lists the crate $c $v as pkg:cargo/$c@$v, contained in pgt-proxy" \
+        grep -q "^$c $v pkg:cargo/$c@$v " <<<"$sbom_crates"
+done
+check "the SBOM takes a crate's license from Cargo (tokio: MIT)" \
+    grep -q "^tokio [^ ]* [^ ]* MIT$" <<<"$sbom_crates"
+check "the SBOM lists no build-time crate (proc-macros, build scripts' cc, pkg-config)" \
+    bash -c "! grep -E '^(serde_derive|thiserror-impl|tokio-macros|cc|pkg-config) ' <<<'$sbom_crates'"
+# Every crate whose source path the binary carries (panic locations, file!()) was compiled
+# into it: each must be in the SBOM at that version.
+named=$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/pgt-proxy | grep -aoE 'index\.crates\.io-[0-9a-f]+/[A-Za-z0-9_-]+-[0-9][A-Za-z0-9.+-]*/' |
+    sed -E 's,^[^/]+/,,; s,/$,,; s,-([0-9]+\.[0-9]+\.[0-9]+), \1,' | LC_ALL=C sort -u)
+missing=$(comm -23 <(echo "$named") <(cut -d' ' -f1,2 <<<"$sbom_crates" | LC_ALL=C sort -u) | tr '\n' ' ')
+check "every crate the binary names ($(wc -l <<<"$named")) is in the SBOM${missing:+ (missing: $missing)}" \
+    test -z "$missing"
+check "and the binary names tokio's and openssl's sources (the check above has something to check)" \
+    bash -c "grep -q '^tokio ' <<<'$named' && grep -q '^openssl ' <<<'$named'"
 
 # What a container runtime creates in the container's writable layer before it starts.
 : >"$root/etc/hosts"
@@ -136,6 +178,18 @@ conninfo="host=localhost port=$port user=bench dbname=bench sslmode=verify-full 
 check "psql through the image's proxy with verify-full" \
     bash -c "[ \"\$(psql -X -At '$conninfo' -c 'select 40 + 2')\" = 42 ]"
 check "the session is logged on stderr" bash -c "sleep 0.5; grep -q 'session ended' '$log'"
+# Trixie's psql 17 (libpq on OpenSSL 3.5, from the cached trixie root; its CA file in a
+# directory of the root's /tmp, as tests/common/trixie.rs does): with the image's OpenSSL 3.5
+# on the client leg, the post-quantum hybrid is what both offer first. The host's psql (on
+# OpenSSL 3.0) cannot negotiate it, so the line that names it is psql 17's.
+tdir=$(mktemp -d "$troot/tmp/pgt-image-XXXXXX")
+throwaway_cleanups+=("rm -rf '$tdir'")
+cp "$work/pki/ca.crt" "$tdir/ca.crt"
+conninfo17="host=localhost hostaddr=127.0.0.1 port=$port user=bench dbname=bench sslmode=verify-full sslrootcert=${tdir#"$troot"}/ca.crt"
+check "trixie's psql 17 through the image's proxy with verify-full" \
+    bash -c "[ \"\$(chroot '$troot' /usr/bin/psql -X -At '$conninfo17' -c 'select 40 + 2')\" = 42 ]"
+check "and its client leg negotiated X25519MLKEM768 (the session's log line)" \
+    bash -c "for _ in \$(seq 20); do grep 'session ended' '$log' | grep -qF 'client_tls_group=\"X25519MLKEM768\"' && exit 0; sleep 0.1; done; exit 1"
 kill -HUP "$proxy"
 for _ in $(seq 50); do grep -q "configuration reloaded" "$log" && break; sleep 0.1; done
 check "SIGHUP reloads" contains "$(cat "$log")" "configuration reloaded"
