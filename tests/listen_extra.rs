@@ -194,6 +194,32 @@ fn check_config_refuses_an_address_two_listeners_would_judge_differently() {
         out.contains("listen.extra[0].addresses: 0.0.0.0:6432 overlaps 127.0.0.1:6432"),
         "{out}"
     );
+    // An IPv4-mapped IPv6 address is the IPv4 address: with reuse_port both bind, and the
+    // kernel gives 127.0.0.1's connections to one of them whatever the operator meant.
+    let reusing = base.clone().set("listen.reuse_port", "true");
+    let (ok, out) = check_config(
+        &pki,
+        &reusing
+            .clone()
+            .append(&extra(r#"["[::ffff:127.0.0.1]:6432"]"#, "v2")),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("listen.extra[0].addresses: [::ffff:127.0.0.1]:6432 is listed twice"),
+        "{out}"
+    );
+    let (ok, out) = check_config(
+        &pki,
+        &reusing
+            .clone()
+            .set("listen.addresses", r#"["0.0.0.0:6432"]"#)
+            .append(&extra(r#"["[::ffff:127.0.0.1]:6432"]"#, "v2")),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("listen.extra[0].addresses: [::ffff:127.0.0.1]:6432 overlaps 0.0.0.0:6432"),
+        "{out}"
+    );
     // Two extras sharing an address.
     let both = format!(
         "{}\n{}",
