@@ -309,4 +309,29 @@ async fn a_reload_cannot_change_a_bound_listeners_rule() {
             "pgt-proxy: this listener expects connections through its load balancer".into()
         )
     );
+
+    // Still not applied, so the next reload says so again; and once the file is back to
+    // what is bound, a reload has nothing pending to report.
+    let reloads = |log: &str| {
+        log.matches("configuration reloaded; new connections use it")
+            .count()
+    };
+    let pending = |log: &str| log.matches("apply only after a restart").count();
+    let before = reloads(&proxy.log());
+    proxy.signal(libc::SIGHUP);
+    common::wait_for("the second reload", Duration::from_secs(10), || {
+        (reloads(&proxy.log()) > before).then_some(())
+    });
+    assert_eq!(pending(&proxy.log()), 2, "{}", proxy.log());
+    std::fs::write(&proxy.config_path, config.render()).unwrap();
+    proxy.signal(libc::SIGHUP);
+    common::wait_for("the third reload", Duration::from_secs(10), || {
+        (reloads(&proxy.log()) > before + 1).then_some(())
+    });
+    assert_eq!(
+        pending(&proxy.log()),
+        2,
+        "the file is what is bound again: {}",
+        proxy.log()
+    );
 }
