@@ -144,6 +144,38 @@ async fn a_balancer_port_and_a_plain_port_each_judge_the_client_by_their_own_rul
     drop(proxy);
 }
 
+/// A dual-stack balancer port (`[::]`): the balancer's IPv4 address reaches it as
+/// `::ffff:127.0.0.1` and is still the trusted one; the client in its header is judged and
+/// logged as given, and an untrusted IPv4 address is still closed unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_balancer_port_trusts_the_balancers_ipv4_address() {
+    let (pki, _pg, proxy) = tokio::task::spawn_blocking(|| {
+        let pki = TestPki::new();
+        let pg = Postgres::start(&pki.server);
+        let config = ProxyConfig::new(&pki, pg.port)
+            .set("listen.trusted_proxies", r#"["127.0.0.1/32"]"#)
+            .append("[[listen.extra]]\naddresses = [\"[::]:0\"]\nproxy_protocol = \"v2\"");
+        let proxy = Proxy::start(&config);
+        (pki, pg, proxy)
+    })
+    .await
+    .unwrap();
+    let v2 = listening(&proxy)[1].0.port();
+    let to = SocketAddr::from(([127, 0, 0, 1], v2));
+    let header = encode("10.9.9.9:1000".parse().unwrap(), to);
+    let through = session_from(&pki, Ipv4Addr::LOCALHOST, v2, &header)
+        .await
+        .unwrap();
+    through.simple_query("select 1").await.unwrap();
+    drop(through);
+    let line = proxy.wait_log(&["client_addr=10.9.9.9:1000", "session ended"]);
+    assert!(line.contains("proxy_addr=127.0.0.1:"), "{line}");
+    let outsider = Ipv4Addr::new(127, 0, 0, 9);
+    let spoofed = session_from(&pki, outsider, v2, &header).await;
+    assert!(spoofed.is_err(), "a session through an untrusted header");
+    proxy.wait_log(&["sent a PROXY header, but 127.0.0.9 is not in listen.trusted_proxies"]);
+}
+
 /// `pgt-proxy check-config` on `config`: success and the report.
 fn check_config(pki: &TestPki, config: &ProxyConfig) -> (bool, String) {
     let path = pki.dir.path().join("extra.toml");
