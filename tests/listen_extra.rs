@@ -146,7 +146,8 @@ async fn a_balancer_port_and_a_plain_port_each_judge_the_client_by_their_own_rul
 
 /// A dual-stack balancer port (`[::]`): the balancer's IPv4 address reaches it as
 /// `::ffff:127.0.0.1` and is still the trusted one; the client in its header is judged and
-/// logged as given, and an untrusted IPv4 address is still closed unread.
+/// logged as given (an IPv4-mapped one as IPv4), and an untrusted IPv4 address is still
+/// closed unread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dual_stack_balancer_port_trusts_the_balancers_ipv4_address() {
     let (pki, _pg, proxy) = tokio::task::spawn_blocking(|| {
@@ -170,6 +171,15 @@ async fn a_dual_stack_balancer_port_trusts_the_balancers_ipv4_address() {
     drop(through);
     let line = proxy.wait_log(&["client_addr=10.9.9.9:1000", "session ended"]);
     assert!(line.contains("proxy_addr=127.0.0.1:"), "{line}");
+    // An IPv4 client in an IPv6 header (what a replica forwarding a cancel to an IPv6 peer
+    // address sends, or a dual-stack balancer): the IPv4 client.
+    let mapped = encode("[::ffff:10.8.7.6]:1000".parse().unwrap(), to);
+    let through = session_from(&pki, Ipv4Addr::LOCALHOST, v2, &mapped)
+        .await
+        .unwrap();
+    through.simple_query("select 1").await.unwrap();
+    drop(through);
+    proxy.wait_log(&["client_addr=10.8.7.6:1000", "session ended"]);
     let outsider = Ipv4Addr::new(127, 0, 0, 9);
     let spoofed = session_from(&pki, outsider, v2, &header).await;
     assert!(spoofed.is_err(), "a session through an untrusted header");
