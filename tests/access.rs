@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::clients::{conninfo, psql, psql_ok, rust_connect};
+use common::clients::{conninfo, psql, psql_err, psql_ok, rust_connect};
 use common::postgres::{ALICE_PASSWORD, Postgres, free_port};
 use common::proxy::{Proxy, ProxyConfig, TestPki};
 
@@ -50,6 +50,40 @@ fn a_client_outside_allowed_clients_gets_28000_after_its_handshake() {
             "select 1"
         ),
         "1"
+    );
+}
+
+/// A dual-stack listener (`[::]`) receives an IPv4 client as `::ffff:127.0.0.1`: it is judged,
+/// counted and logged as the IPv4 address it is, so the IPv4 ranges of `allowed_clients`
+/// admit it, and `::/0` alone (IPv6 clients) does not.
+#[test]
+fn an_ipv4_client_of_a_dual_stack_listener_is_judged_by_its_ipv4_address() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let dual = |allowed: &str| {
+        ProxyConfig::new(&pki, pg.port)
+            .set("listen.addresses", r#"["[::]:0"]"#)
+            .set("listen.allowed_clients", allowed)
+    };
+    let proxy = Proxy::start(&dual(r#"["127.0.0.1/32"]"#));
+    assert_eq!(
+        psql_ok(
+            &conninfo(&proxy, &pki, "alice", ALICE_PASSWORD),
+            "select 'v4 ' || 1"
+        ),
+        "v4 1"
+    );
+    let line = proxy.wait_log(&["session ended", "application_name=\"psql\""]);
+    assert!(line.contains("client_addr=127.0.0.1:"), "{line}");
+
+    let v6_only = Proxy::start(&dual(r#"["::/0"]"#));
+    let err = psql_err(
+        &conninfo(&v6_only, &pki, "alice", ALICE_PASSWORD),
+        "select 1",
+    );
+    assert!(
+        err.contains("FATAL:  pgt-proxy: no access from 127.0.0.1\n"),
+        "{err}"
     );
 }
 

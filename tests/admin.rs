@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::clients::{conninfo, psql, psql_ok};
@@ -217,17 +217,61 @@ fn read_response(s: &mut TcpStream) -> u16 {
         .unwrap_or(0)
 }
 
+/// A TCP connection to `addr` from the loopback address `source`.
+fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// One address cannot hold the endpoint's slots against the others: a client that opens
+/// many idle connections keeps only a few, and a probe from another address (the kubelet's
+/// node, Prometheus) is answered within the kubelet's default probe timeout of 1 s, so a
+/// pod that can reach the port cannot fail the others' liveness probes into restarts.
+#[test]
+fn one_address_cannot_hold_every_admin_slot() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let (_proxy, admin) = admin_proxy(&pki, &pg);
+    let hog = Ipv4Addr::new(127, 0, 0, 2);
+    let idle: Vec<TcpStream> = (0..32).map(|_| connect_from(hog, admin)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (status, _, _) = get(admin, "/healthz", None);
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_secs(1),
+        "the probe waited {waited:?} behind one address's idle connections"
+    );
+    // The hog's own connections beyond its share were closed at once.
+    let closed = idle
+        .into_iter()
+        .filter(|mut s| {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            match s.read(&mut [0u8; 1]) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .count();
+    assert!(closed >= 16, "only {closed} of 32 closed");
+}
+
 #[test]
 fn idle_keep_alive_connections_cannot_hold_the_admin_slots() {
     let pki = TestPki::new();
     let pg = Postgres::start(&pki.server);
     let (_proxy, admin) = admin_proxy(&pki, &pg);
     // As many idle clients as the endpoint has slots: half asked once and kept the
-    // connection open, half never sent a byte.
+    // connection open, half never sent a byte. Each from an address of its own, since one
+    // address gets only a few of the slots (one_address_cannot_hold_every_admin_slot).
     let opened = std::time::Instant::now();
     let mut idle = Vec::new();
     for i in 0..16 {
-        let mut s = TcpStream::connect(admin).unwrap();
+        let mut s = connect_from(Ipv4Addr::new(127, 0, 1, 10 + i), admin);
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         if i % 2 == 0 {
             write!(s, "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();

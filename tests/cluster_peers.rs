@@ -174,6 +174,46 @@ fn a_forwarded_cancel_is_acted_on_only_from_a_peer() {
     }
 }
 
+/// The forwarding replica checks the owner's certificate against the address it dialled, as
+/// for an upstream: a certificate from `cluster.ca` that names another host (another fleet's
+/// replica, or a peer answering at an address not its own) is not sent the key.
+#[test]
+fn a_peer_whose_certificate_names_another_host_is_not_sent_the_cancel() {
+    let rt = runtime();
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let (p1, p2) = (free_port(), free_port());
+    let elsewhere = pki.proxy_ca.issue(
+        "pgt-proxy-0.elsewhere",
+        &["DNS:pgt-proxy-0.elsewhere.svc.cluster.local"],
+        Validity::Current,
+    );
+    let (cert, key_path) = elsewhere.write(pki.dir.path(), "elsewhere");
+    let owner = Proxy::start(
+        &replica(&pki, pg.port, 1, p1, &[(2, p2)])
+            .set("cluster.certificate", &toml_path(&cert))
+            .set("cluster.private_key", &toml_path(&key_path)),
+    );
+    let forwarder = Proxy::start(&replica(&pki, pg.port, 2, p2, &[(1, p1)]));
+
+    let mut session = rt.block_on(KeyedSession::open(owner.addr, &pki));
+    let (pid, key) = (session.pid, session.key.clone());
+    rt.block_on(session.start_sleep(60));
+    wait_for_sleeper(&pg);
+    rt.block_on(plaintext_cancel(Ipv4Addr::LOCALHOST, p2, pid, &key));
+    let line = forwarder.wait_log(&[
+        "cancel request dropped",
+        &format!("peer 1 (127.0.0.1:{p1}) could not be reached"),
+    ]);
+    assert!(
+        line.contains("pgt-proxy-0.elsewhere.svc.cluster.local"),
+        "the name check refused it: {line}"
+    );
+    let ended = rt.block_on(session.ended_within(Duration::from_secs(1)));
+    assert_eq!(ended, None, "the query was cancelled");
+    assert!(!owner.log().contains("cancel request forwarded"));
+}
+
 #[test]
 fn a_burst_of_cancels_for_a_peer_is_cut_at_the_rate() {
     let rt = runtime();

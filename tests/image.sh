@@ -66,6 +66,11 @@ check "OCI label: source" contains "$image_config" '"org.opencontainers.image.so
 check "OCI label: version" contains "$image_config" '"org.opencontainers.image.version":"0.1.0"'
 check "OCI label: licenses" contains "$image_config" '"org.opencontainers.image.licenses":"MIT"'
 check "the image's stop signal is SIGTERM (drain)" contains "$image_config" '"StopSignal":"SIGTERM"'
+# A PGT_PROXY__ variable outranks the configuration file: one for listen.addresses would
+# put a sidecar's 127.0.0.1 (or any port the file names) on 0.0.0.0:5432 without a word.
+# The built-in default is 0.0.0.0:5432 already.
+check "the image sets no PGT_PROXY__LISTEN__ variable (it would override config.toml)" \
+    bash -c '! grep -q "PGT_PROXY__LISTEN__" <<<"$1"' _ "$image_config"
 check "skopeo reads the archive (as skopeo copy oci-archive:... does)" \
     bash -c "skopeo inspect --config 'oci-archive:$archive' | grep -q '\"User\": \"10001:10001\"'"
 check "skopeo copies it to another transport" \
@@ -164,8 +169,7 @@ chmod 0600 "$tls/proxy.key"
 cp /etc/hosts "$root/etc/hosts"
 [ -f /etc/resolv.conf ] && cp /etc/resolv.conf "$root/etc/resolv.conf"
 log=$work/container.log
-env -i PGT_PROXY__LOG__TARGET=stderr PGT_PROXY__LISTEN__ADDRESSES=0.0.0.0:5432 \
-    PGT_PROXY__UPSTREAM__HOST=localhost \
+env -i PGT_PROXY__LOG__TARGET=stderr PGT_PROXY__UPSTREAM__HOST=localhost \
     "$(command -v chroot)" --userspec=10001:10001 "$root" /usr/bin/pgt-proxy --server-port "$port" \
     --server-certificate-path /etc/pgt-proxy/tls/proxy.crt \
     --server-private-key-path /etc/pgt-proxy/tls/proxy.key \
@@ -270,6 +274,8 @@ in_pod() {
         exec env -i "${envs[@]}" /usr/sbin/chroot --userspec=10001:10001 "$ro" "$@"
     ' in_pod "$root" "$pod" "$@"
 }
+# The image's environment, and a pod spec's env moving the ConfigMap's 0.0.0.0:5432 to a
+# free local port.
 image_env=(PGT_PROXY__LOG__TARGET=stderr "PGT_PROXY__LISTEN__ADDRESSES=127.0.0.1:$port")
 
 out=$(in_pod - -- /usr/bin/openssl rand -out /etc/written 1 2>&1)

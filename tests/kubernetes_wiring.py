@@ -62,6 +62,10 @@ def target(svc_port):
 assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
 assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
 assert pod["automountServiceAccountToken"] is False
+# No Service links: the kubelet would give the container NAME_SERVICE_HOST, NAME_PORT, ...
+# for every Service in the namespace, and one named pgt-proxy--anything makes PGT_PROXY__
+# variables, unknown keys that stop every pod at its next start.
+assert pod.get("enableServiceLinks") is False, "enableServiceLinks must be false"
 psc = pod["securityContext"]
 assert psc["runAsUser"] == 10001 and psc["runAsNonRoot"] and psc["fsGroup"] == 10001
 sc = c["securityContext"]

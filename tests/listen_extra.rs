@@ -144,6 +144,48 @@ async fn a_balancer_port_and_a_plain_port_each_judge_the_client_by_their_own_rul
     drop(proxy);
 }
 
+/// A dual-stack balancer port (`[::]`): the balancer's IPv4 address reaches it as
+/// `::ffff:127.0.0.1` and is still the trusted one; the client in its header is judged and
+/// logged as given (an IPv4-mapped one as IPv4), and an untrusted IPv4 address is still
+/// closed unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_balancer_port_trusts_the_balancers_ipv4_address() {
+    let (pki, _pg, proxy) = tokio::task::spawn_blocking(|| {
+        let pki = TestPki::new();
+        let pg = Postgres::start(&pki.server);
+        let config = ProxyConfig::new(&pki, pg.port)
+            .set("listen.trusted_proxies", r#"["127.0.0.1/32"]"#)
+            .append("[[listen.extra]]\naddresses = [\"[::]:0\"]\nproxy_protocol = \"v2\"");
+        let proxy = Proxy::start(&config);
+        (pki, pg, proxy)
+    })
+    .await
+    .unwrap();
+    let v2 = listening(&proxy)[1].0.port();
+    let to = SocketAddr::from(([127, 0, 0, 1], v2));
+    let header = encode("10.9.9.9:1000".parse().unwrap(), to);
+    let through = session_from(&pki, Ipv4Addr::LOCALHOST, v2, &header)
+        .await
+        .unwrap();
+    through.simple_query("select 1").await.unwrap();
+    drop(through);
+    let line = proxy.wait_log(&["client_addr=10.9.9.9:1000", "session ended"]);
+    assert!(line.contains("proxy_addr=127.0.0.1:"), "{line}");
+    // An IPv4 client in an IPv6 header (what a replica forwarding a cancel to an IPv6 peer
+    // address sends, or a dual-stack balancer): the IPv4 client.
+    let mapped = encode("[::ffff:10.8.7.6]:1000".parse().unwrap(), to);
+    let through = session_from(&pki, Ipv4Addr::LOCALHOST, v2, &mapped)
+        .await
+        .unwrap();
+    through.simple_query("select 1").await.unwrap();
+    drop(through);
+    proxy.wait_log(&["client_addr=10.8.7.6:1000", "session ended"]);
+    let outsider = Ipv4Addr::new(127, 0, 0, 9);
+    let spoofed = session_from(&pki, outsider, v2, &header).await;
+    assert!(spoofed.is_err(), "a session through an untrusted header");
+    proxy.wait_log(&["sent a PROXY header, but 127.0.0.9 is not in listen.trusted_proxies"]);
+}
+
 /// `pgt-proxy check-config` on `config`: success and the report.
 fn check_config(pki: &TestPki, config: &ProxyConfig) -> (bool, String) {
     let path = pki.dir.path().join("extra.toml");
@@ -192,6 +234,32 @@ fn check_config_refuses_an_address_two_listeners_would_judge_differently() {
     assert!(!ok, "{out}");
     assert!(
         out.contains("listen.extra[0].addresses: 0.0.0.0:6432 overlaps 127.0.0.1:6432"),
+        "{out}"
+    );
+    // An IPv4-mapped IPv6 address is the IPv4 address: with reuse_port both bind, and the
+    // kernel gives 127.0.0.1's connections to one of them whatever the operator meant.
+    let reusing = base.clone().set("listen.reuse_port", "true");
+    let (ok, out) = check_config(
+        &pki,
+        &reusing
+            .clone()
+            .append(&extra(r#"["[::ffff:127.0.0.1]:6432"]"#, "v2")),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("listen.extra[0].addresses: [::ffff:127.0.0.1]:6432 is listed twice"),
+        "{out}"
+    );
+    let (ok, out) = check_config(
+        &pki,
+        &reusing
+            .clone()
+            .set("listen.addresses", r#"["0.0.0.0:6432"]"#)
+            .append(&extra(r#"["[::ffff:127.0.0.1]:6432"]"#, "v2")),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("listen.extra[0].addresses: [::ffff:127.0.0.1]:6432 overlaps 0.0.0.0:6432"),
         "{out}"
     );
     // Two extras sharing an address.
@@ -282,5 +350,30 @@ async fn a_reload_cannot_change_a_bound_listeners_rule() {
             "08P01".into(),
             "pgt-proxy: this listener expects connections through its load balancer".into()
         )
+    );
+
+    // Still not applied, so the next reload says so again; and once the file is back to
+    // what is bound, a reload has nothing pending to report.
+    let reloads = |log: &str| {
+        log.matches("configuration reloaded; new connections use it")
+            .count()
+    };
+    let pending = |log: &str| log.matches("apply only after a restart").count();
+    let before = reloads(&proxy.log());
+    proxy.signal(libc::SIGHUP);
+    common::wait_for("the second reload", Duration::from_secs(10), || {
+        (reloads(&proxy.log()) > before).then_some(())
+    });
+    assert_eq!(pending(&proxy.log()), 2, "{}", proxy.log());
+    std::fs::write(&proxy.config_path, config.render()).unwrap();
+    proxy.signal(libc::SIGHUP);
+    common::wait_for("the third reload", Duration::from_secs(10), || {
+        (reloads(&proxy.log()) > before + 1).then_some(())
+    });
+    assert_eq!(
+        pending(&proxy.log()),
+        2,
+        "the file is what is bound again: {}",
+        proxy.log()
     );
 }

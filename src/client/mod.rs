@@ -12,7 +12,7 @@ mod socket;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use proxied::{Addresses, identify};
+pub(crate) use proxied::{Addresses, canonical, identify};
 pub(crate) use socket::ClientIo;
 
 use std::io;

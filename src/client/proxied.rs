@@ -18,6 +18,14 @@ use super::socket::ClientIo;
 use crate::protocol::proxy::{self, MAX_HEADER, Parsed, ProxyHeaderError};
 use crate::settings::ListenSettings;
 
+/// `addr` as the client it is: an IPv4 client of a dual-stack (`[::]`) socket, or one a
+/// balancer names in an IPv6 header, arrives as `::ffff:a.b.c.d`, and is judged
+/// (`trusted_proxies`, `allowed_clients`, the per-client limits) and logged as `a.b.c.d`, as
+/// on an IPv4 socket; `::/0` alone never admits it.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// The addresses a connection is judged and logged by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Addresses {
@@ -102,7 +110,7 @@ async fn read_header<S: ClientIo>(tcp: &mut S) -> Result<Option<SocketAddr>, Cli
     let mut buf = Vec::with_capacity(64);
     loop {
         match proxy::parse(&buf).map_err(ClientError::ProxyHeader)? {
-            Parsed::Header { source, .. } => return Ok(source),
+            Parsed::Header { source, .. } => return Ok(source.map(canonical)),
             Parsed::Incomplete { total } => {
                 debug_assert!(total <= MAX_HEADER);
                 let have = buf.len();

@@ -5,13 +5,14 @@
 //! (200 once every listener's accept loop runs; 503 once SIGTERM has begun the drain, so a
 //! balancer stops sending connections before the listeners close, and while the proxy is at
 //! `listen.max_connections` unless `admin.ready_at_max_connections`). Bounded: at most
-//! [`MAX_CONNECTIONS`] at once, each with a header deadline (which also closes a kept-alive
-//! connection that sends no next request) and a lifetime limit, so idle clients cannot
-//! hold the slots.
+//! [`MAX_CONNECTIONS`] at once and [`MAX_PER_ADDRESS`] of them from one address, each with a
+//! header deadline (which also closes a kept-alive connection that sends no next request)
+//! and a lifetime limit, so idle clients cannot hold the slots.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -30,6 +31,11 @@ use super::shared::Shared;
 
 /// Scrapers and probes at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 16;
+/// Of those, from one address: the kubelet's probes (from the node), the scrapers and a
+/// balancer's health checks each keep their own, so one client that can reach the port
+/// cannot hold every slot until the probes time out and the pod is restarted. Beyond it a
+/// connection is closed at once.
+const MAX_PER_ADDRESS: usize = 4;
 /// A request's headers must arrive within this, counted from the connection's start or the
 /// previous response: hyper's header timer runs while it waits for the next request head,
 /// so an idle keep-alive connection is closed after this too.
@@ -48,6 +54,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(Mutex::new(HashMap::new()));
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => return,
@@ -58,8 +65,12 @@ pub(crate) async fn serve(
             _ = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((tcp, _)) = accepted else {
+        let Ok((tcp, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(share) = Share::take(&per_address, peer.ip().to_canonical()) else {
+            tracing::debug!(client_addr = %peer, "admin connection closed: {MAX_PER_ADDRESS} from this address already");
             continue;
         };
         let (shared, threads) = (Arc::clone(&shared), Arc::clone(&threads));
@@ -73,8 +84,47 @@ pub(crate) async fn serve(
                 .header_read_timeout(HEADER_LIMIT)
                 .serve_connection(TokioIo::new(tcp), service);
             let _ = tokio::time::timeout(CONNECTION_LIMIT, connection).await;
+            drop(share);
             drop(permit);
         });
+    }
+}
+
+/// Connections open per client address (only those holding a slot, so at most
+/// [`MAX_CONNECTIONS`] entries).
+type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection's place in its address's share; given back when dropped.
+struct Share {
+    counts: PerAddress,
+    address: IpAddr,
+}
+
+impl Share {
+    /// A place for a connection from `address`, unless it has [`MAX_PER_ADDRESS`] already.
+    fn take(counts: &PerAddress, address: IpAddr) -> Option<Share> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let open = map.entry(address).or_insert(0);
+        if *open >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *open += 1;
+        Some(Share {
+            counts: Arc::clone(counts),
+            address,
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = map.get_mut(&self.address) {
+            *open -= 1;
+            if *open == 0 {
+                map.remove(&self.address);
+            }
+        }
     }
 }
 

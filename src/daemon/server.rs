@@ -249,6 +249,7 @@ impl Acceptor {
     /// Starts a session (or, over the limit, its refusal) for an accepted connection.
     fn start(&self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         crate::socket::tune(&tcp);
+        let peer = crate::client::canonical(peer);
         let settings = self.shared.settings.load_full();
         let sessions = Arc::clone(&self.shared.sessions);
         let listener = self.kind;

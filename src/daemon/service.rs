@@ -159,8 +159,13 @@ impl Service {
         }
         notify(&states);
         let outcome = match (self.load)() {
-            Ok(new) => {
-                let restart = self.shared.settings.load().start.changed_keys(&new.start);
+            Ok(mut new) => {
+                let running = self.shared.settings.load();
+                let restart = running.start.changed_keys(&new.start);
+                // What is bound and set up stays the process's own: the next reload still
+                // names what is pending, and an edit put back is no longer a change.
+                new.start = running.start.clone();
+                drop(running);
                 for warning in &new.warnings {
                     tracing::warn!("{warning}");
                 }

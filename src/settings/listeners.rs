@@ -6,7 +6,8 @@
 //! header: the accept loop tags each socket with its [`Listener`], and the session asks it,
 //! never `[listen]` alone. An address listed in two listeners, or a wildcard that overlaps a
 //! specific address on the same port, would let the kernel choose which rule applies (with
-//! `reuse_port`, per connection): check-config refuses it.
+//! `reuse_port`, per connection): check-config refuses it, an IPv4-mapped IPv6 address
+//! (`[::ffff:10.0.0.5]`) counting as the IPv4 address whose connections it takes.
 
 use std::net::SocketAddr;
 
@@ -105,6 +106,7 @@ fn conflict(a: SocketAddr, pa: ProxyProtocol, b: SocketAddr, pb: ProxyProtocol) 
         return None;
     }
     let text = |p: ProxyProtocol| String::from(p);
+    let (shown_b, a, b) = (b, canonical(a), canonical(b));
     if a == b {
         return Some(if pa == pb {
             "is listed twice: it is".into()
@@ -123,13 +125,19 @@ fn conflict(a: SocketAddr, pa: ProxyProtocol, b: SocketAddr, pb: ProxyProtocol) 
     };
     (pa != pb && (covers(a, b) || covers(b, a))).then(|| {
         format!(
-            "overlaps {b} (same port, one a wildcard) with proxy_protocol = {:?} here and {:?} \
-             there: the kernel would choose which rule a connection gets; use another port; \
-             {b} is",
+            "overlaps {shown_b} (same port, one a wildcard) with proxy_protocol = {:?} here and \
+             {:?} there: the kernel would choose which rule a connection gets; use another \
+             port; {shown_b} is",
             text(pa),
             text(pb)
         )
     })
+}
+
+/// `a` as the kernel matches connections to it: an IPv4-mapped IPv6 address
+/// (`[::ffff:10.0.0.5]`) takes that IPv4 address's connections, so it is that address.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// Every address to bind with its listener, `[listen]`'s first.
@@ -172,6 +180,17 @@ mod tests {
         assert!(conflict(a("0.0.0.0:5432"), V2, a("[::1]:5432"), OFF).is_none());
         assert!(conflict(a("0.0.0.0:5433"), V2, a("0.0.0.0:5432"), OFF).is_none());
         assert!(conflict(a("127.0.0.1:0"), V2, a("127.0.0.1:0"), OFF).is_none());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_address() {
+        let mapped = a("[::ffff:10.0.0.5]:5432");
+        assert!(conflict(mapped, V2, a("10.0.0.5:5432"), OFF).is_some());
+        assert!(conflict(mapped, V2, a("10.0.0.5:5432"), V2).is_some());
+        let over = conflict(mapped, V2, a("0.0.0.0:5432"), OFF).unwrap();
+        assert!(over.contains("overlaps 0.0.0.0:5432"), "{over}");
+        assert!(conflict(a("0.0.0.0:5432"), OFF, mapped, V2).is_some());
+        assert!(conflict(mapped, V2, a("10.0.0.6:5432"), OFF).is_none());
     }
 
     #[test]
