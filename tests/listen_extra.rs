@@ -377,3 +377,65 @@ async fn a_reload_cannot_change_a_bound_listeners_rule() {
         proxy.log()
     );
 }
+
+/// With `reuse_port`, `[listen]` on `0.0.0.0:P` and an extra on `127.0.0.5:P` share a port,
+/// which check-config allows only while both have the same rule. A reload that turns both
+/// "off" would change `[listen]`'s rule (a reload applies it) but not the bound extra's (a
+/// restart does): the pair check-config refuses. The reload is refused, naming both, and
+/// `[listen]` still requires its header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_would_split_a_shared_ports_rules_is_refused() {
+    let (pki, _pg, proxy, config, port) = tokio::task::spawn_blocking(|| {
+        let pki = TestPki::new();
+        let pg = Postgres::start(&pki.server);
+        let port = common::postgres::free_port();
+        let config = ProxyConfig::new(&pki, pg.port)
+            .set("listen.addresses", &format!("[\"0.0.0.0:{port}\"]"))
+            .set("listen.proxy_protocol", "\"v2\"")
+            .set("listen.reuse_port", "true")
+            .set("listen.trusted_proxies", r#"["127.0.0.1/32"]"#)
+            .append(&format!(
+                "[[listen.extra]]\naddresses = [\"127.0.0.5:{port}\"]\nproxy_protocol = \"v2\""
+            ));
+        let proxy = Proxy::start(&config);
+        (pki, pg, proxy, config, port)
+    })
+    .await
+    .unwrap();
+    assert_eq!(listening(&proxy).len(), 2);
+    let text = config
+        .render()
+        .replace("proxy_protocol = \"v2\"", "proxy_protocol = \"off\"");
+    assert_eq!(
+        text.matches("proxy_protocol = \"off\"").count(),
+        2,
+        "{text}"
+    );
+    std::fs::write(&proxy.config_path, text).unwrap();
+    wait_for_sighup_handler(proxy.pid());
+    proxy.signal(libc::SIGHUP);
+    let line = proxy.wait_log(&["reload failed:", "listen.proxy_protocol"]);
+    assert!(
+        line.contains(&format!("0.0.0.0:{port}"))
+            && line.contains(&format!("overlaps 127.0.0.5:{port}"))
+            && line.contains("listen.extra[0].addresses"),
+        "{line}"
+    );
+    proxy.wait_log(&["still serving with the previous configuration"]);
+    assert!(
+        !proxy.log().contains("configuration reloaded"),
+        "{}",
+        proxy.log()
+    );
+    // `[listen]` (127.0.0.1 reaches 0.0.0.0) still wants the balancer's header.
+    let err = session_from(&pki, Ipv4Addr::LOCALHOST, port, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(err),
+        (
+            "08P01".into(),
+            "pgt-proxy: this listener expects connections through its load balancer".into()
+        )
+    );
+}

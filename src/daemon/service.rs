@@ -17,7 +17,9 @@ use sd_notify::NotifyState;
 use super::runtimes::SessionThreads;
 use super::shared::Shared;
 use crate::config::ConfigError;
+use crate::config::schema::ProxyProtocol;
 use crate::running::Running;
+use crate::settings::listeners;
 
 use crate::settings::Settings;
 
@@ -151,6 +153,24 @@ impl Service {
         }
     }
 
+    /// `new`, unless its `[listen]` rule would leave a bound socket beside another with
+    /// a rule check-config refuses (the extras' rules change only with a restart).
+    fn fits_bound_listeners(&self, new: Settings) -> Result<Settings, Vec<String>> {
+        let running = self.shared.settings.load();
+        let protocol = if new.listen.proxy_v2 {
+            ProxyProtocol::V2
+        } else {
+            ProxyProtocol::Off
+        };
+        let start = &running.start;
+        let refused = listeners::reload_conflicts(&start.addresses, protocol, &start.extra);
+        if refused.is_empty() {
+            Ok(new)
+        } else {
+            Err(refused)
+        }
+    }
+
     /// One reload: RELOADING=1, load and validate everything, swap or keep, READY=1.
     pub(crate) fn reload(&self) {
         let mut states = vec![NotifyState::Reloading];
@@ -158,7 +178,11 @@ impl Service {
             states.push(now);
         }
         notify(&states);
-        let outcome = match (self.load)() {
+        let loaded = (self.load)().map_err(|errors| {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            errors
+        });
+        let outcome = match loaded.and_then(|new| self.fits_bound_listeners(new)) {
             Ok(mut new) => {
                 let running = self.shared.settings.load();
                 let restart = running.start.changed_keys(&new.start);

@@ -99,6 +99,34 @@ pub(super) fn extra(
     entries
 }
 
+/// Why `[listen]`'s rule `main_protocol`, as a reload would set it, may not apply to the
+/// bound `main` addresses beside the bound `extra` entries (whose rule a reload does not
+/// change): the pairs check-config would refuse, e.g. a `0.0.0.0:P` turned "off" over an
+/// extra `10.0.0.5:P` that stays "v2" under `reuse_port`.
+pub(crate) fn reload_conflicts(
+    main: &[SocketAddr],
+    main_protocol: ProxyProtocol,
+    extra: &[ExtraListener],
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for &addr in main {
+        for (i, entry) in extra.iter().enumerate() {
+            for &other in &entry.addresses {
+                if let Some(message) = conflict(addr, main_protocol, other, entry.proxy_protocol) {
+                    found.push(format!(
+                        "listen.proxy_protocol: {:?} would leave listen.addresses' {addr} \
+                         beside a bound extra listener: {addr} {message} in \
+                         listen.extra[{i}].addresses, whose proxy_protocol changes only with a \
+                         restart; put listen.proxy_protocol back, or restart",
+                        String::from(main_protocol)
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Why `a` (with `pa`) may not be bound beside `b` (with `pb`), if it may not.
 fn conflict(a: SocketAddr, pa: ProxyProtocol, b: SocketAddr, pb: ProxyProtocol) -> Option<String> {
     // Port 0 binds a fresh port each time: never the same socket.
@@ -191,6 +219,23 @@ mod tests {
         assert!(over.contains("overlaps 0.0.0.0:5432"), "{over}");
         assert!(conflict(a("0.0.0.0:5432"), OFF, mapped, V2).is_some());
         assert!(conflict(mapped, V2, a("10.0.0.6:5432"), OFF).is_none());
+    }
+
+    #[test]
+    fn a_reloaded_main_rule_is_judged_against_the_bound_extras() {
+        let extra = [ExtraListener {
+            addresses: vec![a("127.0.0.5:5432")],
+            proxy_protocol: V2,
+        }];
+        let main = [a("0.0.0.0:5432")];
+        assert!(reload_conflicts(&main, V2, &extra).is_empty());
+        let refused = reload_conflicts(&main, OFF, &extra);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains("overlaps 127.0.0.5:5432"),
+            "{refused:?}"
+        );
+        assert!(reload_conflicts(&[a("0.0.0.0:5433")], OFF, &extra).is_empty());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 mod auth;
 mod cluster;
 mod files;
-mod listeners;
+pub(crate) mod listeners;
 mod peer_address;
 mod peer_id;
 mod routes;
