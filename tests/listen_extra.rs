@@ -439,3 +439,37 @@ async fn a_reload_that_would_split_a_shared_ports_rules_is_refused() {
         )
     );
 }
+
+/// The README's `PGT_PROXY__LISTEN__ADDRESSES="0.0.0.0:5432,[::]:5432"`: both bind (the
+/// `[::]` socket takes IPv6 only, as PostgreSQL's `listen_addresses = '*'` does, where
+/// Linux's default would make it dual-stack and refuse the port 0.0.0.0 holds), and an IPv4
+/// and an IPv6 psql each connect. `[::]` alone stays dual-stack: an IPv4 psql still connects.
+#[test]
+fn ipv4_and_ipv6_wildcards_on_one_port_both_bind_and_ipv6_alone_takes_ipv4() {
+    let pki = TestPki::new();
+    let pg = Postgres::start(&pki.server);
+    let config = ProxyConfig::new(&pki, pg.port);
+    let port = common::postgres::free_port();
+    let both = format!("0.0.0.0:{port},[::]:{port}");
+    let proxy = Proxy::try_start_env(&config, &[("PGT_PROXY__LISTEN__ADDRESSES", &both)])
+        .unwrap_or_else(|log| panic!("both wildcards did not bind:\n{log}"));
+    let sockets: Vec<SocketAddr> = listening(&proxy).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        sockets,
+        [
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))
+        ]
+    );
+    let v4 = conninfo_at(port, &pki, "alice", ALICE_PASSWORD);
+    let v6 = v4.replace("hostaddr=127.0.0.1", "hostaddr=::1");
+    assert_eq!(psql_ok(&v4, "select 'v4 ' || 1"), "v4 1");
+    assert_eq!(psql_ok(&v6, "select 'v6 ' || 1"), "v6 1");
+    proxy.wait_log(&["session ended", "client_addr=127.0.0.1:"]);
+    proxy.wait_log(&["session ended", "client_addr=[::1]:"]);
+    drop(proxy);
+
+    let proxy = Proxy::start(&config.set("listen.addresses", &format!("[\"[::]:{port}\"]")));
+    assert_eq!(psql_ok(&v4, "select 'dual ' || 1"), "dual 1");
+    proxy.wait_log(&["session ended", "client_addr=127.0.0.1:"]);
+}

@@ -45,7 +45,9 @@ pub(crate) struct BindError {
 
 /// Binds every configured address, each tagged with the listener it belongs to, with
 /// SO_REUSEPORT when `reuse_port` (so several processes can share them); any failure is
-/// fatal at start.
+/// fatal at start. An IPv6 wildcard takes IPv6 only (IPV6_V6ONLY) when an IPv4 address is
+/// bound on its port too, as PostgreSQL's `listen_addresses = '*'` does: dual-stack, it
+/// would claim the IPv4 port (EADDRINUSE beside `0.0.0.0`). Alone it stays dual-stack.
 pub(crate) async fn bind(
     addresses: &[(SocketAddr, Listener)],
     reuse_port: bool,
@@ -58,6 +60,9 @@ pub(crate) async fn bind(
             } else {
                 tokio::net::TcpSocket::new_v6()?
             };
+            if ipv6_only(addr, addresses) {
+                socket2::SockRef::from(&socket).set_only_v6(true)?;
+            }
             socket.set_reuseaddr(true)?;
             if reuse_port {
                 socket.set_reuseport(true)?;
@@ -71,6 +76,17 @@ pub(crate) async fn bind(
         ));
     }
     Ok(listeners)
+}
+
+/// Whether `addr` is an IPv6 wildcard whose port an IPv4 address of `all` is bound on too
+/// (an IPv4-mapped one counts: it is an IPv4 address to the kernel).
+fn ipv6_only(addr: SocketAddr, all: &[(SocketAddr, Listener)]) -> bool {
+    addr.is_ipv6()
+        && addr.ip().is_unspecified()
+        && addr.port() != 0
+        && all
+            .iter()
+            .any(|(a, _)| a.port() == addr.port() && a.ip().to_canonical().is_ipv4())
 }
 
 /// Serves until `shutdown` resolves, keeps accepting for `listen.drain_delay` (while
