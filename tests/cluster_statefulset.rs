@@ -21,6 +21,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::clients::rust_tls;
@@ -29,7 +30,7 @@ use common::netns;
 use common::pki::Issued;
 use common::postgres::Postgres;
 use common::proxy::{ProxyConfig, binary, toml_path};
-use common::statefulset::{Fleet, PEERS_DOMAIN, Shared, pod_ip};
+use common::statefulset::{Fleet, PEERS_DOMAIN, POD_LISTEN, Shared, pod_ip};
 use openssl::ssl::{Ssl, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -357,4 +358,200 @@ fn check_config_judges_the_peer_address_template() {
             && out.contains("any other peer id N at \"proxy-{id}.internal:5432\""),
         "{out}"
     );
+}
+
+/// The names with `needle` asked of a DNS server inside `ns` at the address of the
+/// machine's first nameserver (the pod's /etc/resolv.conf is the machine's), one per query;
+/// it answers NXDOMAIN when `answer`, else never (a DNS that stalls).
+fn dns_server(ns: &netns::Netns, needle: &'static str, answer: bool) -> Arc<Mutex<Vec<String>>> {
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let server: std::net::IpAddr = resolv
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .find_map(|a| a.trim().parse().ok())
+        .unwrap_or(Ipv4Addr::LOCALHOST.into());
+    let socket = ns.within(move || {
+        // The pod has its own loopback only: the nameserver's address is put on it.
+        if !server.is_loopback() {
+            let prefix = if server.is_ipv4() { 32 } else { 128 };
+            let status = std::process::Command::new("ip")
+                .args(["addr", "add", &format!("{server}/{prefix}"), "dev", "lo"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip addr add {server}");
+        }
+        std::net::UdpSocket::bind((server, 53)).unwrap()
+    });
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let names = Arc::clone(&asked);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            // Header, then the question's labels up to the root, then type and class.
+            let mut end = 12;
+            let mut name = Vec::new();
+            while end < n && buf[end] != 0 {
+                let len = usize::from(buf[end]);
+                name.extend_from_slice(&buf[(end + 1).min(n)..(end + 1 + len).min(n)]);
+                name.push(b'.');
+                end += 1 + len;
+            }
+            let end = (end + 5).min(n);
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name.contains(needle) {
+                names.lock().unwrap().push(name);
+            }
+            if !answer {
+                continue;
+            }
+            let mut reply = buf[..end].to_vec();
+            reply[2] |= 0x80; // a response
+            reply[3] = 0x80 | 3; // recursion available, NXDOMAIN
+            reply[6..12].fill(0); // no answers, authority or additional records
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    asked
+}
+
+#[test]
+fn a_forged_cancel_for_a_peer_that_does_not_resolve_costs_one_lookup_per_interval() {
+    let rt = runtime();
+    let shared = Shared::new();
+    let _guard = rt.enter();
+    let pod = shared.start_pod("pgt-proxy-0").unwrap();
+    let ns = netns::Netns::of(pod.pid());
+    // Peer 10 is pgt-proxy-9, which the hosts file does not name: the pod asks DNS.
+    let asked = dns_server(&ns, "pgt-proxy-9.", true);
+    let queries = || asked.lock().unwrap().len();
+    let forged = |n: usize| {
+        rt.block_on(async {
+            for _ in 0..n {
+                let target = (Some(Arc::clone(&ns)), POD_LISTEN);
+                let tcp = netns::dial(&target).await.unwrap();
+                cancel_on(tcp, None, (10 << 16) | 0x1234, &[0; 4])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let dropped = |n: usize| {
+        common::wait_for("the dropped cancels", Duration::from_secs(20), || {
+            let log = pod.log();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("cancel request dropped") && l.contains("peer 10"))
+                .map(str::to_owned)
+                .collect();
+            (lines.len() >= n).then_some(lines)
+        })
+    };
+    forged(1);
+    let first = dropped(1);
+    assert!(
+        first[0].contains(&format!("pgt-proxy-9.{PEERS_DOMAIN}:5432"))
+            && first[0].contains("could not be reached"),
+        "{first:?}"
+    );
+    let once = queries();
+    assert!(once > 0, "the pod's lookup reached the test's DNS server");
+    // Nine more within the interval: each is dropped and logged, none is looked up.
+    forged(9);
+    let lines = dropped(10);
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    assert_eq!(queries(), once, "queries for 10 forged cancels");
+    for line in &lines[1..] {
+        assert!(
+            line.contains("its name did not resolve ")
+                && line.contains("s ago (")
+                && line.contains("a failed name is looked up again after 10s"),
+            "{line}"
+        );
+    }
+    // After the interval the name is looked up again.
+    std::thread::sleep(Duration::from_secs(11));
+    forged(1);
+    let lines = dropped(11);
+    assert!(
+        lines[10].contains("could not be reached: its name did not resolve:"),
+        "{lines:?}"
+    );
+    assert_eq!(queries(), 2 * once);
+}
+
+/// Forged cancels while DNS stalls: 20 for 20 peers that do not resolve, 10 a second (the
+/// default `cluster.forward_rate`). One name is looked up, its lookup holding its place until
+/// the resolver returns (well after the 5 s the forward waits); the others wait their turn
+/// for those 5 s and are dropped and logged as such. Meanwhile a session whose upstream is
+/// a name (`localhost`, from the pod's hosts file) resolves it at once: the stalled lookups
+/// do not hold the blocking threads it needs.
+#[test]
+fn forged_cancels_while_dns_stalls_hold_one_lookup_and_sessions_still_resolve() {
+    let rt = runtime();
+    let shared = Shared::new();
+    let config = std::fs::read_to_string(&shared.config).unwrap();
+    let by_name = config.replace("host = \"127.0.0.1\"", "host = \"localhost\"");
+    assert_ne!(config, by_name);
+    std::fs::write(&shared.config, by_name).unwrap();
+    let _guard = rt.enter();
+    let pod = shared.start_pod("pgt-proxy-0").unwrap();
+    let ns = netns::Netns::of(pod.pid());
+    let pg = SocketAddr::from((Ipv4Addr::LOCALHOST, shared.pg.port));
+    netns::relay(ns.listen(pg), vec![(None, pg)]);
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    netns::relay(front, vec![(Some(Arc::clone(&ns)), POD_LISTEN)]);
+    let asked = dns_server(&ns, "pgt-proxy-", false);
+    let mut sent = Vec::new();
+    for batch in [10..20, 20..30] {
+        for id in batch {
+            let target = (Some(Arc::clone(&ns)), POD_LISTEN);
+            sent.push(rt.spawn(async move {
+                let tcp = netns::dial(&target).await.unwrap();
+                cancel_on(tcp, None, (id << 16) | 0x1234, &[0; 4]).await
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // The first lookup is stalled, 19 cancels wait: a session now.
+    let started = Instant::now();
+    let session = rt.block_on(common::cluster::session_from(
+        &shared.pki,
+        Ipv4Addr::LOCALHOST,
+        front_port,
+        &[],
+    ));
+    let took = started.elapsed();
+    let session = session.unwrap_or_else(|e| panic!("{e}:\n{}", pod.log()));
+    rt.block_on(session.simple_query("select 1")).unwrap();
+    assert!(took < Duration::from_secs(2), "the session took {took:?}");
+    for cancel in sent {
+        rt.block_on(cancel).unwrap().unwrap();
+    }
+    let lines = common::wait_for("20 dropped cancels", Duration::from_secs(20), || {
+        let log = pod.log();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("cancel request dropped: peer "))
+            .map(str::to_owned)
+            .collect();
+        (lines.len() >= 20).then_some(lines)
+    });
+    // The peers whose names reached DNS ("pgt-proxy-N." for peer N + 1).
+    let looked_up: std::collections::BTreeSet<String> = asked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|name| name.split('.').next().map(str::to_owned))
+        .collect();
+    assert_eq!(looked_up.len(), 1, "{looked_up:?}");
+    let waited = lines
+        .iter()
+        .filter(|l| l.contains("another lookup of a peer's name held the resolver for 5s"))
+        .count();
+    let timed_out = lines
+        .iter()
+        .filter(|l| l.contains("its name did not resolve: timed out after 5s"))
+        .count();
+    assert_eq!((waited, timed_out), (19, 1), "{lines:#?}");
 }

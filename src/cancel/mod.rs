@@ -6,11 +6,13 @@
 //! and always to the address that session reached (a DNS failover must not send it elsewhere).
 //! One marked as forwarded by a replica is acted on only when it comes from a peer that
 //! proved it is one ([`proof`]); one for a peer is forwarded within per-client and global
-//! bounds ([`limit`]). Anything else is dropped without a word: answering differently for a
-//! wrong key would make the proxy an oracle for guessing keys.
+//! bounds ([`limit`]), its name looked up within bounds of its own ([`lookup`]). Anything else
+//! is dropped without a word: answering differently for a wrong key would make the proxy an
+//! oracle for guessing keys.
 
 pub(crate) mod key;
 mod limit;
+mod lookup;
 mod outcome;
 mod peer;
 mod proof;
@@ -29,6 +31,7 @@ use zeroize::Zeroizing;
 
 use self::key::Owner;
 use self::limit::{ForwardLimiter, ForwardLimits};
+use self::lookup::PeerLookups;
 use crate::protocol::startup::encode_cancel_request;
 use crate::settings::{ClusterSettings, Target};
 use crate::upstream::{self, UpstreamError};
@@ -84,6 +87,7 @@ pub(crate) struct CancelRegistry {
     sessions: Mutex<HashMap<i32, Vec<Entry>>>,
     next_id: AtomicU64,
     forwards: ForwardLimiter,
+    lookups: PeerLookups,
 }
 
 struct Entry {
@@ -230,7 +234,16 @@ pub(crate) async fn dispatch(
                 }
             };
             let client = (sender.addr, sender.proxy_header);
-            let sent = peer::forward(&peer, connector, client, key::mark_forwarded(pid), key);
+            let to = (id, &peer);
+            let lookups = &registry.lookups;
+            let sent = peer::forward(
+                to,
+                lookups,
+                connector,
+                client,
+                key::mark_forwarded(pid),
+                key,
+            );
             Ok(match sent.await {
                 Ok(addr) => CancelOutcome::ToPeer { id, addr },
                 Err(e) => Dropped::outcome("dropped", format!("peer {id} ({}) {e}", peer.address)),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use zeroize::Zeroizing;
 
+use super::lookup::{LookupError, PeerLookups};
 use super::{CancelKey, Ended};
 use crate::protocol::proxy;
 use crate::settings::Peer;
@@ -22,6 +23,9 @@ pub(super) enum PeerError {
     /// No verified TLS connection to it.
     #[error("could not be reached: {0}")]
     Unreachable(#[from] UpstreamError),
+    /// Its name gave no address, or was not looked up ([`super::lookup`]).
+    #[error("could not be reached: {0}")]
+    Unresolved(#[from] LookupError),
     /// It broke the connection off instead of closing it after the request: it refused our
     /// certificate (its log says why).
     #[error(
@@ -30,10 +34,12 @@ pub(super) enum PeerError {
     Refused(std::io::Error),
 }
 
-/// Sends `pid` and `key` (the hop bit already set) to `peer`, for a request from `client`
-/// (its address, and whether to send it in a PROXY header); the peer's address on success.
+/// Sends `pid` and `key` (the hop bit already set) to peer `id`, for a request from `client`
+/// (its address, and whether to send it in a PROXY header), its name resolved within
+/// `lookups`' bounds; the peer's address on success.
 pub(super) async fn forward(
-    peer: &Peer,
+    (id, peer): (u16, &Peer),
+    lookups: &PeerLookups,
     connector: &Connector,
     client: (SocketAddr, bool),
     pid: i32,
@@ -47,7 +53,11 @@ pub(super) async fn forward(
             Vec::new()
         }
     };
-    let mut reached = upstream::connect_with(&peer.endpoint, connector, preface).await?;
+    let endpoint = &peer.endpoint;
+    let addrs = lookups
+        .resolve(id, &endpoint.host, endpoint.port, endpoint.connect_timeout)
+        .await?;
+    let mut reached = upstream::connect_addrs_with(addrs, endpoint, connector, preface).await?;
     let request = CancelKey {
         pid,
         key: Zeroizing::new(key.to_vec()),

@@ -87,6 +87,17 @@ pub(crate) async fn connect_with(
     if addrs.is_empty() {
         return Err(resolve_error("no address found".into()));
     }
+    connect_addrs_with(addrs, endpoint, connector, preface).await
+}
+
+/// [`connect_with`] to addresses resolved already (a peer's, within the cancel module's
+/// bounds on lookups).
+pub(crate) async fn connect_addrs_with(
+    addrs: Vec<SocketAddr>,
+    endpoint: &Endpoint,
+    connector: &Connector,
+    preface: impl Fn(SocketAddr) -> Vec<u8>,
+) -> Result<Upstream, UpstreamError> {
     let mut errors = Vec::new();
     for addr in addrs {
         match connect_addr_prefaced(addr, endpoint, connector, &preface(addr)).await {
