@@ -81,6 +81,10 @@ impl PeerLookups {
         port: u16,
         limit: Duration,
     ) -> Result<Vec<SocketAddr>, LookupError> {
+        // An address needs no resolver (a `cluster.peers` entry such as "10.0.0.7:5432").
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
         let name = (host.to_owned(), port);
         self.resolve_with(id, limit, move || {
             name.to_socket_addrs().map(Iterator::collect)
