@@ -12,7 +12,10 @@
 //! Also: a host name without an ordinal is refused at start and by check-config, naming the
 //! host name; a cancel marked as forwarded that comes without a certificate from the cluster
 //! CA is not acted on (a pod that can reach port 5432 is no peer); and one for a peer whose
-//! name does not resolve is dropped and logged, the replica serving on.
+//! name does not resolve is dropped and logged, the replica serving on. Against a DNS server
+//! of the test's inside the pod (tests/common/pod_dns.rs): forged cancels for a name that
+//! does not resolve cost one lookup per interval, and while DNS stalls they hold one lookup,
+//! so a session's own upstream name still resolves at once.
 //!
 //! Processes are started from the test's own thread: they die with the thread that started
 //! them (PR_SET_PDEATHSIG).
@@ -21,13 +24,14 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::clients::rust_tls;
 use common::cluster::{HOP, KeyedSession, PEER_SNI, session_from};
 use common::netns;
 use common::pki::Issued;
+use common::pod_dns;
 use common::postgres::Postgres;
 use common::proxy::{ProxyConfig, binary, toml_path};
 use common::statefulset::{Fleet, PEERS_DOMAIN, POD_LISTEN, Shared, pod_ip};
@@ -360,60 +364,6 @@ fn check_config_judges_the_peer_address_template() {
     );
 }
 
-/// The names with `needle` asked of a DNS server inside `ns` at the address of the
-/// machine's first nameserver (the pod's /etc/resolv.conf is the machine's), one per query;
-/// it answers NXDOMAIN when `answer`, else never (a DNS that stalls).
-fn dns_server(ns: &netns::Netns, needle: &'static str, answer: bool) -> Arc<Mutex<Vec<String>>> {
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let server: std::net::IpAddr = resolv
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .find_map(|a| a.trim().parse().ok())
-        .unwrap_or(Ipv4Addr::LOCALHOST.into());
-    let socket = ns.within(move || {
-        // The pod has its own loopback only: the nameserver's address is put on it.
-        if !server.is_loopback() {
-            let prefix = if server.is_ipv4() { 32 } else { 128 };
-            let status = std::process::Command::new("ip")
-                .args(["addr", "add", &format!("{server}/{prefix}"), "dev", "lo"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "ip addr add {server}");
-        }
-        std::net::UdpSocket::bind((server, 53)).unwrap()
-    });
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let names = Arc::clone(&asked);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            // Header, then the question's labels up to the root, then type and class.
-            let mut end = 12;
-            let mut name = Vec::new();
-            while end < n && buf[end] != 0 {
-                let len = usize::from(buf[end]);
-                name.extend_from_slice(&buf[(end + 1).min(n)..(end + 1 + len).min(n)]);
-                name.push(b'.');
-                end += 1 + len;
-            }
-            let end = (end + 5).min(n);
-            let name = String::from_utf8_lossy(&name).into_owned();
-            if name.contains(needle) {
-                names.lock().unwrap().push(name);
-            }
-            if !answer {
-                continue;
-            }
-            let mut reply = buf[..end].to_vec();
-            reply[2] |= 0x80; // a response
-            reply[3] = 0x80 | 3; // recursion available, NXDOMAIN
-            reply[6..12].fill(0); // no answers, authority or additional records
-            let _ = socket.send_to(&reply, from);
-        }
-    });
-    asked
-}
-
 #[test]
 fn a_forged_cancel_for_a_peer_that_does_not_resolve_costs_one_lookup_per_interval() {
     let rt = runtime();
@@ -422,7 +372,7 @@ fn a_forged_cancel_for_a_peer_that_does_not_resolve_costs_one_lookup_per_interva
     let pod = shared.start_pod("pgt-proxy-0").unwrap();
     let ns = netns::Netns::of(pod.pid());
     // Peer 10 is pgt-proxy-9, which the hosts file does not name: the pod asks DNS.
-    let asked = dns_server(&ns, "pgt-proxy-9.", true);
+    let asked = pod_dns::serve(&ns, "pgt-proxy-9.", true);
     let queries = || asked.lock().unwrap().len();
     let forged = |n: usize| {
         rt.block_on(async {
@@ -501,7 +451,7 @@ fn forged_cancels_while_dns_stalls_hold_one_lookup_and_sessions_still_resolve() 
     let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let front_port = front.local_addr().unwrap().port();
     netns::relay(front, vec![(Some(Arc::clone(&ns)), POD_LISTEN)]);
-    let asked = dns_server(&ns, "pgt-proxy-", false);
+    let asked = pod_dns::serve(&ns, "pgt-proxy-", false);
     let mut sent = Vec::new();
     for batch in [10..20, 20..30] {
         for id in batch {

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod openssl_ca;
 pub mod openssl_certs;
 pub mod pki;
+pub mod pod_dns;
 pub mod postgres;
 pub mod pq;
 pub mod proxy;
