@@ -178,10 +178,8 @@ impl Service {
             states.push(now);
         }
         notify(&states);
-        let loaded = (self.load)().map_err(|errors| {
-            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            errors
-        });
+        let loaded = (self.load)()
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>());
         let outcome = match loaded.and_then(|new| self.fits_bound_listeners(new)) {
             Ok(mut new) => {
                 let running = self.shared.settings.load();
