@@ -111,7 +111,8 @@ instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops
     proxy35 | pgbouncer35) peer35_start "$name" "$pg_port" "$port" "$wrap"; pid=$peer_pid ;;
     *) peer_start "$name" "$pg_port" "$port" "$wrap"; pid=$peer_pid ;;
     esac
-    PGPORT=$port pgbench -n -S -c 2 -j 2 -t 50 >/dev/null 2>&1
+    PGPORT=$port pgbench -n -S -c 2 -j 2 -t 50 >"$work/$BENCH_CG.warm" 2>&1 ||
+        { echo "bench: $name: the warm-up failed: $(tail -n 2 "$work/$BENCH_CG.warm")" >&2; exit 1; }
     case $job in
     select) PGPORT=$port pgbench -n -S -c 2 -j 2 -t $((txns / 2)) >/dev/null 2>&1 ;;
     connect) PGPORT=$port pgbench -n -S -C -c 2 -j 2 -t $((conns / 2)) >/dev/null 2>&1 ;;
@@ -156,7 +157,8 @@ measure_instructions() {
     if ((${trixie:-0})); then names+=" proxy35 pgbouncer35"; fi
     for name in ${BENCH_INSTR_NAMES:-$names}; do
         for job in none select connect copyout copyin; do
-            read -r "total[$job]" "openssl[$job]" < <(instr_run "$name" "$job")
+            read -r "total[$job]" "openssl[$job]" < <(instr_run "$name" "$job") ||
+                { echo "bench: counting $name ($job) failed" >&2; exit 1; }
         done
         instr_figures "$name" "" "${total[none]}" "${total[select]}" "${total[connect]}" "${total[copyout]}" "${total[copyin]}"
         # PGT-Proxy links aws-lc statically: its crypto cannot be told apart this way.
