@@ -63,7 +63,9 @@ impl Pipe {
             eof: false,
             need_flush: false,
             total: 0,
-            active: false,
+            // The relay's start counts: buffers the handshake and the login left behind go
+            // back once the session is quiet, even if it never reads again.
+            active: true,
             tracker: None,
         }
     }
