@@ -12,7 +12,8 @@
 # PostgreSQL here trusts every path: authentication then costs no path anything, and the
 # benchmark client (trust only) can measure its connect times and idle memory too.
 
-peers_src=$repo/../shared/peers
+# Beside the main checkout (a worktree's common git directory is the main checkout's .git).
+peers_src=${BENCH_PEERS_SRC:-$(cd "$(git rev-parse --path-format=absolute --git-common-dir)/../.." && pwd)/shared/peers}
 
 peers_prepare() {
     [ -d "$peers_src/pgt-proxy-ambar" ] || { echo "bench: $peers_src/pgt-proxy-ambar is missing" >&2; exit 1; }
@@ -107,9 +108,11 @@ instr_run() { # NAME JOB: starts NAME under callgrind, warms up, runs JOB, stops
         pid=$proxy_pid
         unset PGT_PROXY__ADMIN__LISTEN
         ;;
+    proxy35 | pgbouncer35) peer35_start "$name" "$pg_port" "$port" "$wrap"; pid=$peer_pid ;;
     *) peer_start "$name" "$pg_port" "$port" "$wrap"; pid=$peer_pid ;;
     esac
-    PGPORT=$port pgbench -n -S -c 2 -j 2 -t 50 >/dev/null 2>&1
+    PGPORT=$port pgbench -n -S -c 2 -j 2 -t 50 >"$work/$BENCH_CG.warm" 2>&1 ||
+        { echo "bench: $name: the warm-up failed: $(tail -n 2 "$work/$BENCH_CG.warm")" >&2; exit 1; }
     case $job in
     select) PGPORT=$port pgbench -n -S -c 2 -j 2 -t $((txns / 2)) >/dev/null 2>&1 ;;
     connect) PGPORT=$port pgbench -n -S -C -c 2 -j 2 -t $((conns / 2)) >/dev/null 2>&1 ;;
@@ -150,9 +153,12 @@ measure_instructions() {
     mkdir -m 1777 "$work/cg"
     wrap="valgrind -q --tool=callgrind --callgrind-out-file=$work/cg/%q{BENCH_CG}.%p"
     # BENCH_INSTR_NAMES="proxy" counts pgt-proxy alone (a quicker loop while trying a change).
-    for name in ${BENCH_INSTR_NAMES:-proxy ambar pgbouncer}; do
+    local names="proxy ambar pgbouncer"
+    if ((${trixie:-0})); then names+=" proxy35 pgbouncer35"; fi
+    for name in ${BENCH_INSTR_NAMES:-$names}; do
         for job in none select connect copyout copyin; do
-            read -r "total[$job]" "openssl[$job]" < <(instr_run "$name" "$job")
+            read -r "total[$job]" "openssl[$job]" < <(instr_run "$name" "$job") ||
+                { echo "bench: counting $name ($job) failed" >&2; exit 1; }
         done
         instr_figures "$name" "" "${total[none]}" "${total[select]}" "${total[connect]}" "${total[copyout]}" "${total[copyin]}"
         # PGT-Proxy links aws-lc statically: its crypto cannot be told apart this way.

@@ -47,8 +47,9 @@ pub(super) struct Pipe {
     pub(super) eof: bool,
     pub(super) need_flush: bool,
     pub(super) total: u64,
-    /// The reader's buffers were given back and nothing has been read since.
-    released: bool,
+    /// Bytes were read since the relay last looked (it gives the legs' buffers back once
+    /// neither direction has moved for a while).
+    pub(super) active: bool,
     /// Message boundaries of what was written, for the direction toward the client.
     pub(super) tracker: Option<MessageTracker>,
 }
@@ -62,7 +63,9 @@ impl Pipe {
             eof: false,
             need_flush: false,
             total: 0,
-            released: false,
+            // The relay's start counts: buffers the handshake and the login left behind go
+            // back once the session is quiet, even if it never reads again.
+            active: true,
             tracker: None,
         }
     }
@@ -110,12 +113,8 @@ impl Pipe {
             };
             if dry {
                 if self.stash.is_empty() {
-                    // Idle: give the buffers back and push out what was written.
+                    // Idle: give the stash back and push out what was written.
                     self.stash = Vec::new();
-                    if !self.released {
-                        reader.as_mut().get_mut().release_idle();
-                        self.released = true;
-                    }
                     if self.need_flush {
                         ready!(writer.as_mut().poll_flush(cx)).map_err(PipeError::Write)?;
                         self.need_flush = false;
@@ -158,7 +157,7 @@ impl Pipe {
                 }
                 Poll::Ready(Ok(())) => {
                     filled += read_buf.filled().len();
-                    self.released = false;
+                    self.active = true;
                 }
                 // Deliver what came before the error; the next read reports it.
                 Poll::Ready(Err(_)) if filled > 0 => break,

@@ -178,3 +178,87 @@ async fn a_peer_that_never_takes_the_close_cannot_hold_the_session() {
     );
     assert_eq!(started.elapsed(), CLOSE_LIMIT);
 }
+
+/// An in-memory leg that counts how often the relay gives its buffers back.
+struct Counted {
+    inner: tokio::io::DuplexStream,
+    released: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LegIo for Counted {
+    fn release_idle(&mut self) {
+        self.released
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn peer_error(&self) -> Option<io::Error> {
+        None
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Buffers go back once a session is quiet, also when it never relays a byte after the
+/// login (what the login left behind), and not while messages keep coming.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_session_gives_its_buffers_back_and_a_busy_one_keeps_them() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let released = Arc::new(AtomicUsize::new(0));
+    let (client_side, mut client_peer) = duplex(1024);
+    let (upstream_side, mut upstream_peer) = duplex(1024);
+    let leg = |inner| Counted {
+        inner,
+        released: Arc::clone(&released),
+    };
+    let task = spawn_relay(
+        leg(client_side),
+        leg(upstream_side),
+        Vec::new(),
+        b"Z\0\0\0\x05I".to_vec(),
+        CancellationToken::new(),
+    );
+    let mut ready = [0u8; 6];
+    client_peer.read_exact(&mut ready).await.unwrap();
+    tokio::time::sleep(IDLE_RELEASE * 2 + Duration::from_millis(10)).await;
+    assert_eq!(released.load(Ordering::Relaxed), 2, "both legs, once");
+    // Busy: a query every 100 ms for 3 s, and nothing is given back meanwhile.
+    let mut query = [0u8; 5];
+    for _ in 0..30 {
+        client_peer.write_all(b"S\0\0\0\x04").await.unwrap();
+        upstream_peer.read_exact(&mut query).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(released.load(Ordering::Relaxed), 2, "released while busy");
+    tokio::time::sleep(IDLE_RELEASE * 2 + Duration::from_millis(10)).await;
+    assert_eq!(
+        released.load(Ordering::Relaxed),
+        4,
+        "not released once quiet again"
+    );
+    drop(client_peer);
+    assert!(matches!(task.await.unwrap().ended, Ended::ByClient));
+}

@@ -29,6 +29,27 @@ pub(crate) fn has_pending(ssl: &SslRef) -> bool {
     unsafe { ffi::SSL_has_pending(ssl.as_ptr()) != 0 }
 }
 
+/// Keeps `ssl`'s record buffers between records (RELEASE_BUFFERS off): for the relay, which
+/// frees them itself with [`release_idle_buffers`] once the session goes quiet. Reallocating
+/// both buffers for every record costs more than the record's own encryption.
+pub(crate) fn keep_buffers(ssl: &SslRef) {
+    const SSL_CTRL_CLEAR_MODE: std::os::raw::c_int = 78;
+    const SSL_CTRL_MODE: std::os::raw::c_int = 33;
+    // SAFETY: `ssl` is a live SSL object borrowed for the call, used by this task alone;
+    // clearing a mode bit only changes when OpenSSL frees the buffers it owns.
+    unsafe {
+        openssl_sys::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_CLEAR_MODE,
+            openssl_sys::SSL_MODE_RELEASE_BUFFERS,
+            std::ptr::null_mut(),
+        );
+        // OpenSSL 3.2 and later hand the mode to their record layers only when a mode is
+        // set, not when one is cleared: setting none passes the cleared mode on.
+        openssl_sys::SSL_ctrl(ssl.as_ptr(), SSL_CTRL_MODE, 0, std::ptr::null_mut());
+    };
+}
+
 /// Frees a connection's record buffers while it is idle. RELEASE_BUFFERS alone does not
 /// keep an idle session free of them: every read that finds the socket empty sets up a
 /// fresh 16 KiB read buffer first, and it stays until data arrives. Only when nothing is
