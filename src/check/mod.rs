@@ -3,7 +3,12 @@
 
 use std::fmt::Write;
 
-use crate::config::schema::ProxyProtocol;
+mod connect;
+mod fleet;
+
+pub(crate) use connect::connect_all;
+use fleet::{describe_fleet, list};
+
 use crate::config::{ConfigError, LoadedConfig};
 use crate::fips::ProviderInfo;
 use std::sync::Arc;
@@ -211,164 +216,6 @@ routes (exact server names, then wildcards, then databases):"
 }
 
 /// Comma-separated ranges.
-fn list(nets: &[ipnet::IpNet]) -> String {
-    let texts: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    texts.join(", ")
-}
-
-/// Where client addresses come from, who may connect, and the cluster table.
-fn describe_fleet(out: &mut String, settings: &Settings, ca: &str) {
-    let listen = &settings.listen;
-    let _ = writeln!(
-        out,
-        "
-client addresses:"
-    );
-    let lead = match settings.start.extra.is_empty() {
-        true => String::new(),
-        false => {
-            let main: Vec<String> = settings
-                .start
-                .addresses
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            format!("on {} (listen.addresses): ", main.join(", "))
-        }
-    };
-    if listen.proxy_v2 {
-        let _ = writeln!(
-            out,
-            "  {lead}from a PROXY v2 header, required from {} (listen.trusted_proxies); others refused",
-            list(&listen.trusted_proxies)
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "  {lead}the socket's peer (listen.proxy_protocol = \"off\")"
-        );
-    }
-    for (i, extra) in settings.start.extra.iter().enumerate() {
-        let addresses: Vec<String> = extra.addresses.iter().map(ToString::to_string).collect();
-        let rule = match extra.proxy_protocol {
-            ProxyProtocol::V2 => "from a PROXY v2 header, required from listen.trusted_proxies",
-            ProxyProtocol::Off => "the socket's peer; a PROXY header there is refused as malformed",
-        };
-        let _ = writeln!(
-            out,
-            "  on {} (listen.extra[{i}], proxy_protocol = {:?}): {rule}",
-            addresses.join(", "),
-            String::from(extra.proxy_protocol)
-        );
-    }
-    let _ = writeln!(out, "  allowed: {}", list(&listen.allowed_clients));
-    if listen.max_per_client > 0 {
-        let _ = writeln!(out, "  at most {} connections each", listen.max_per_client);
-    }
-    let cluster = &settings.cluster;
-    if cluster.peer_id == 0 {
-        return;
-    }
-    if let Some(template) = &cluster.peer_address {
-        let _ = writeln!(
-            out,
-            "\ncluster: this replica is peer {}; cancel keys name it, peers verified against cluster.ca = {ca:?}",
-            cluster.peer_id
-        );
-        let _ = writeln!(
-            out,
-            "  any other peer id N at {:?} ({{ordinal}} = N - 1), resolved when a cancel is forwarded; its certificate must match the host",
-            template.template()
-        );
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "\ncluster: this replica is peer {} of {}; cancel keys name it, peers verified against cluster.ca = {ca:?}",
-        cluster.peer_id,
-        cluster.peers.len() + 1
-    );
-    let _ = writeln!(out, "  {:<8} this replica", cluster.peer_id);
-    for (id, peer) in &cluster.peers {
-        let _ = writeln!(
-            out,
-            "  {id:<8} {} (certificate must match {:?})",
-            peer.address, peer.endpoint.server_name
-        );
-    }
-}
-
-/// Connects to every upstream as a session would: one line each. Returns the lines and
-/// whether all succeeded.
-pub(crate) fn connect_all(settings: &Settings) -> (String, bool) {
-    let mut out = String::from(
-        "
-connecting to every upstream (as a session would):
-",
-    );
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return (
-            out + "  cannot start a runtime
-",
-            false,
-        );
-    };
-    let mut ok = true;
-    for (prefix, target) in targets(settings) {
-        let u = &target.upstream;
-        let result = rt.block_on(crate::upstream::connect(u, &target.connector));
-        let reached = result.is_ok();
-        let _ = match result {
-            Ok(up) => writeln!(
-                out,
-                "  {prefix} ({}:{}): ok, {} at {}, certificate verified for \"{}\"",
-                u.host,
-                u.port,
-                crate::tls::describe::describe_tls(up.stream.ssl()),
-                up.addr,
-                u.server_name
-            ),
-            Err(e) => {
-                ok = false;
-                let hint = e
-                    .refusal()
-                    .hint
-                    .map(|h| format!(" HINT: {h}"))
-                    .unwrap_or_default();
-                writeln!(out, "  {prefix} ({}:{}): FAILED: {e}{hint}", u.host, u.port)
-            }
-        };
-        if reached {
-            let answer = rt.block_on(crate::trust_probe::probe(u, &target.connector));
-            let (line, fine) = crate::trust_probe::describe(&prefix, &target.auth, &answer);
-            ok &= fine;
-            let _ = writeln!(out, "{line}");
-        }
-        if let Some(query) = auth_query(target) {
-            let checked = rt.block_on(query.check());
-            let _ = match checked {
-                Ok(()) => writeln!(
-                    out,
-                    "  {prefix} auth.query_user \"{}\": logs in",
-                    query.user()
-                ),
-                Err(e) => {
-                    ok = false;
-                    writeln!(
-                        out,
-                        "  {prefix} auth.query_user \"{}\": FAILED: {e}",
-                        query.user()
-                    )
-                }
-            };
-        }
-    }
-    (out, ok)
-}
-
 /// The auth mode, the userlist's size, and whether the auth query's user can log in.
 fn describe_auth(out: &mut String, settings: &Settings) {
     for (prefix, target) in targets(settings) {
