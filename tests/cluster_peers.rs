@@ -24,6 +24,7 @@ use common::cluster::{
 use common::pki::{Ca, Validity};
 use common::postgres::{Postgres, free_port};
 use common::proxy::{Proxy, ProxyConfig, TestPki, toml_path};
+use common::{runtime, wait_for_sleeper};
 use tokio::io::AsyncReadExt;
 
 /// Replica `id` listening on `port`, with `peers` (id, port) on 127.0.0.1, trusting the
@@ -38,25 +39,6 @@ fn replica(pki: &TestPki, pg: u16, id: u16, port: u16, peers: &[(u16, u16)]) -> 
         .set("cluster.peer_id", &id.to_string())
         .set("cluster.ca", &toml_path(&pki.proxy_ca_path))
         .set("cluster.peers", &format!("{{ {} }}", peers.join(", ")))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Waits until the server runs a `pg_sleep`: a cancel that came earlier would find no query
-/// to cancel, and a test of "not cancelled" would prove nothing.
-fn wait_for_sleeper(pg: &Postgres) {
-    common::wait_for("pg_sleep to run", Duration::from_secs(10), || {
-        let count = pg.admin(
-            "select count(*) from pg_stat_activity where state = 'active' and query like 'select pg_sleep%'",
-        );
-        (count.trim() == "1").then_some(())
-    });
 }
 
 /// How many lines of `proxy`'s log contain `needle`.

@@ -32,32 +32,14 @@ use common::cluster::{HOP, KeyedSession, PEER_SNI, session_from};
 use common::netns;
 use common::pki::Issued;
 use common::pod_dns;
-use common::postgres::Postgres;
 use common::proxy::{ProxyConfig, binary, toml_path};
 use common::statefulset::{Fleet, PEERS_DOMAIN, POD_LISTEN, Shared, pod_ip};
+use common::{runtime, wait_for_sleeper};
 use openssl::ssl::{Ssl, SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 use tokio_postgres::tls::MakeTlsConnect;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Waits until the server runs a `pg_sleep`: a cancel that came earlier would find no query.
-fn wait_for_sleeper(pg: &Postgres) {
-    common::wait_for("pg_sleep to run", Duration::from_secs(10), || {
-        let count = pg.admin(
-            "select count(*) from pg_stat_activity where state = 'active' and query like 'select pg_sleep%'",
-        );
-        (count.trim() == "1").then_some(())
-    });
-}
 
 /// The replica id a cluster cancel key's pid names (src/cancel/key.rs).
 fn owner_id(pid: i32) -> u16 {
@@ -289,17 +271,7 @@ fn a_cancel_marked_as_forwarded_needs_a_cluster_certificate() {
 /// check-config on `config` (written into `shared`'s directory) in the test's own
 /// namespaces; (success, all output).
 fn check_config(shared: &Shared, config: &ProxyConfig) -> (bool, String) {
-    let path = shared.pki.dir.path().join("check.toml");
-    std::fs::write(&path, config.render()).unwrap();
-    let out = std::process::Command::new(binary())
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::proxy::check_config(shared.pki.dir.path(), "check.toml", config)
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::clients::{conninfo_at, psql_err, psql_ok};
 use common::cluster::{admin_addr, refusal, session_from};
 use common::postgres::{ALICE_PASSWORD, Postgres};
-use common::proxy::{Proxy, ProxyConfig, TestPki, binary};
+use common::proxy::{Proxy, ProxyConfig, TestPki};
 use pgt_proxy::protocol::proxy::encode;
 
 /// `[listen]` plain on a free port, one extra v2 listener on another, 127.0.0.1 trusted.
@@ -188,15 +188,7 @@ async fn a_dual_stack_balancer_port_trusts_the_balancers_ipv4_address() {
 
 /// `pgt-proxy check-config` on `config`: success and the report.
 fn check_config(pki: &TestPki, config: &ProxyConfig) -> (bool, String) {
-    let path = pki.dir.path().join("extra.toml");
-    std::fs::write(&path, config.render()).unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["--config", path.to_str().unwrap(), "check-config"])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::proxy::check_config(pki.dir.path(), "extra.toml", config)
 }
 
 #[test]

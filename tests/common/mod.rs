@@ -45,6 +45,26 @@ pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
     }
 }
 
+/// The multi-threaded runtime the async parts of a test run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits until the server runs one `pg_sleep`: a cancel that came earlier would find no query
+/// to cancel, and a test of "not cancelled" would prove nothing.
+pub fn wait_for_sleeper(pg: &postgres::Postgres) {
+    wait_for("pg_sleep to run", Duration::from_secs(10), || {
+        let count = pg.admin(
+            "select count(*) from pg_stat_activity where state = 'active' and query like 'select pg_sleep%'",
+        );
+        (count.trim() == "1").then_some(())
+    });
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `limit`.
 pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -157,6 +157,23 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pgt-proxy"))
 }
 
+/// Runs `check-config` on `config`, written as `dir/name`, as a user would (without the
+/// machine's SSL_CERT_FILE/SSL_CERT_DIR, like every proxy the tests start): whether it
+/// accepted the file, and everything it printed.
+pub fn check_config(dir: &std::path::Path, name: &str, config: &ProxyConfig) -> (bool, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, config.render()).unwrap();
+    let out = Command::new(binary())
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 impl Proxy {
     /// Starts the proxy and waits until it logs that it is ready.
     pub fn start(config: &ProxyConfig) -> Proxy {
