@@ -88,6 +88,14 @@ fn fips_mode_on_openssl_3_5_without_ml_kem_in_the_provider_offers_nist_curves() 
                     stderr.contains("TLS handshake with upstream server"),
                     "{stderr}"
                 );
+                // The DBA is told what the alert means and which key sets it.
+                assert!(
+                    stderr.contains(
+                        "accepts none of the key-exchange groups offered, P-256:P-384:P-521"
+                    ),
+                    "{stderr}"
+                );
+                assert!(line.contains("upstream.groups sets the groups"), "{line}");
                 assert!(line.contains("sqlstate=\"08001\""), "{line}");
             }
         }

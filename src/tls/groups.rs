@@ -156,6 +156,23 @@ pub(crate) fn remember(b: &mut SslContextBuilder, list: &str) {
     }
 }
 
+/// For an upstream handshake that failed with `detail`: when the server answered the
+/// ClientHello itself with a handshake-failure alert, what that almost always means and
+/// which key sets it (a DBA sees "alert handshake failure" and nothing else otherwise).
+/// Empty in every other case.
+pub(crate) fn refused_hello_hint(ssl: &SslRef, detail: &str) -> String {
+    // No cipher yet: the alert came before any ServerHello, i.e. in answer to our hello.
+    if !detail.contains("handshake failure") || ssl.current_cipher().is_some() {
+        return String::new();
+    }
+    let offered = configured(ssl.ssl_context())
+        .map(|list| list.replace('*', "").replace('/', ":"))
+        .unwrap_or_else(|| "the library's defaults".to_owned());
+    format!(
+        " (the server refused the proxy's ClientHello: it accepts none of the key-exchange groups offered, {offered}, or none of the cipher suites; upstream.groups sets the groups, and PostgreSQL up to 17 accepts only its ssl_ecdh_curve)"
+    )
+}
+
 /// The list [`remember`] kept on `ctx`.
 pub(crate) fn configured(ctx: &SslContextRef) -> Option<&str> {
     list_index()

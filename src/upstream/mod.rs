@@ -248,10 +248,14 @@ async fn handshake(
                 reason: f.error.error_string().to_owned(),
                 subject: f.cert.subject,
             },
-            None => UpstreamError::Handshake {
-                addr,
-                detail: describe_ssl_error(&e),
-            },
+            None => {
+                let detail = describe_ssl_error(&e);
+                let hint = crate::tls::groups::refused_hello_hint(stream.ssl(), &detail);
+                UpstreamError::Handshake {
+                    addr,
+                    detail: detail + &hint,
+                }
+            }
         }),
     }
 }
