@@ -35,19 +35,7 @@ fn fips_config(pki: &TestPki, upstream_port: u16) -> ProxyConfig {
 
 fn check_config(config: &ProxyConfig, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config.render()).unwrap();
-    let out = Command::new(binary())
-        .args(["--config", path.to_str().unwrap(), "check-config"])
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::proxy::check_config_env(dir.path(), "config.toml", config, env)
 }
 
 /// A TLS handshake with the proxy from a client limited to `groups` and ciphers.

@@ -3,7 +3,7 @@
 //! library.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use super::pki::Issued;
@@ -94,24 +94,20 @@ impl Drop for SServer {
 /// `pgt-proxy check-config` of `config`, on the host (`in_trixie` false) or in the root.
 pub fn check_config(config: &ProxyConfig, in_trixie: bool) -> (bool, String) {
     let dir = trixie::tempdir("pgt-check-");
+    if !in_trixie {
+        return super::proxy::check_config(dir.path(), "config.toml", config);
+    }
     let path = dir.path().join("config.toml");
     let root = trixie::root().display().to_string();
-    let out = if in_trixie {
-        std::fs::write(&path, config.render().replace(&root, "")).unwrap();
-        let exe = dir.path().join("pgt-proxy");
-        if std::fs::hard_link(binary(), &exe).is_err() {
-            std::fs::copy(binary(), &exe).unwrap();
-        }
-        trixie::command(&inside(&exe))
-            .args(["--config", &inside(&path), "check-config"])
-            .output()
-    } else {
-        std::fs::write(&path, config.render()).unwrap();
-        Command::new(binary())
-            .args(["--config", path.to_str().unwrap(), "check-config"])
-            .output()
+    std::fs::write(&path, config.render().replace(&root, "")).unwrap();
+    let exe = dir.path().join("pgt-proxy");
+    if std::fs::hard_link(binary(), &exe).is_err() {
+        std::fs::copy(binary(), &exe).unwrap();
     }
-    .unwrap();
+    let out = trixie::command(&inside(&exe))
+        .args(["--config", &inside(&path), "check-config"])
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -161,12 +161,23 @@ pub fn binary() -> PathBuf {
 /// machine's SSL_CERT_FILE/SSL_CERT_DIR, like every proxy the tests start): whether it
 /// accepted the file, and everything it printed.
 pub fn check_config(dir: &std::path::Path, name: &str, config: &ProxyConfig) -> (bool, String) {
+    check_config_env(dir, name, config, &[])
+}
+
+/// [`check_config`] with `env` added to its environment.
+pub fn check_config_env(
+    dir: &std::path::Path,
+    name: &str,
+    config: &ProxyConfig,
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let path = dir.join(name);
     std::fs::write(&path, config.render()).unwrap();
     let out = Command::new(binary())
         .args(["--config", path.to_str().unwrap(), "check-config"])
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text =
