@@ -2,8 +2,9 @@
 //! send a key naming any peer id, and with `cluster.peer_address` every id has a name, so
 //! a lookup must not be bought for free: a failed one is remembered per peer id for
 //! [`FAILURE_TTL`] (a forged id costs one lookup per interval), and at most
-//! [`MAX_IN_FLIGHT`] run at once in the process, others waiting for their turn within the
-//! same time limit. The permit is held by the blocking task itself until getaddrinfo
+//! [`MAX_IN_FLIGHT`] run at once in the process, others waiting for their turn up to the
+//! same time limit (a lookup then has the whole limit, so a wait is never remembered as the
+//! name's failure). The permit is held by the blocking task itself until getaddrinfo
 //! returns, also after the forward gave up waiting, so slow DNS can never take more than
 //! that many of the blocking threads that upstream connects resolve their servers on (a
 //! runtime has at least two, `daemon::runtimes`).
@@ -109,8 +110,7 @@ impl PeerLookups {
                 });
             }
         }
-        let deadline = tokio::time::Instant::now() + limit;
-        let turn = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned());
+        let turn = tokio::time::timeout(limit, Arc::clone(&self.permits).acquire_owned());
         let Ok(Ok(permit)) = turn.await else {
             return Err(LookupError::Busy { limit });
         };
@@ -118,7 +118,9 @@ impl PeerLookups {
             let _held_until_the_resolver_returns = permit;
             lookup()
         });
-        let reason = match tokio::time::timeout_at(deadline, task).await {
+        // The lookup gets its whole limit from its turn: time spent waiting for another
+        // lookup is not this name's failure, and must not be remembered against its id.
+        let reason = match tokio::time::timeout(limit, task).await {
             Ok(Ok(Ok(addrs))) if !addrs.is_empty() => {
                 self.lock().remove(&id);
                 return Ok(addrs);
@@ -175,6 +177,41 @@ mod tests {
         let later = lookups.resolve_with(10, LIMIT, move || Ok(vec![addr]));
         assert_eq!(later.await, Ok(vec![addr]));
         assert!(lookups.lock().is_empty());
+    }
+
+    /// A lookup that got its turn late (another held the resolver) still gets its whole
+    /// limit: the time spent waiting is not the name's failure, and must not be remembered
+    /// against it (forged cancels that keep the resolver busy would otherwise mark a real
+    /// peer's name as failed for the interval).
+    #[tokio::test]
+    async fn a_lookup_that_waited_for_its_turn_gets_its_whole_limit() {
+        const LIMIT: Duration = Duration::from_millis(1000);
+        let lookups = PeerLookups::default();
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let first = lookups.resolve_with(1, LIMIT, move || {
+            let _ = stalled.recv();
+            refused()
+        });
+        let addr: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let late = async {
+            // Queued behind the first, which holds the permit until it is released.
+            while lookups.permits.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+            lookups
+                .resolve_with(2, LIMIT, move || {
+                    std::thread::sleep(LIMIT * 6 / 10);
+                    Ok(vec![addr])
+                })
+                .await
+        };
+        let releaser = async {
+            tokio::time::sleep(LIMIT * 7 / 10).await;
+            release.send(()).unwrap();
+        };
+        let (_, late, ()) = tokio::join!(first, late, releaser);
+        assert_eq!(late, Ok(vec![addr]));
+        assert!(!lookups.lock().contains_key(&2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
