@@ -362,7 +362,7 @@ pub(super) fn cidrs(key: &str, list: &[String], problems: &mut Problems) -> Vec<
             .parse::<ipnet::IpNet>()
             .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
-            Ok(net) => nets.push(net),
+            Ok(net) => nets.push(ipv4_mapped_as_ipv4(net)),
             Err(_) => problems.key(
                 key,
                 format!("{text:?} is not a CIDR range such as \"10.0.0.0/8\" or \"::/0\""),
@@ -370,6 +370,20 @@ pub(super) fn cidrs(key: &str, list: &[String], problems: &mut Problems) -> Vec<
         }
     }
     nets
+}
+
+/// `::ffff:a.b.c.d/(96+n)` as `a.b.c.d/n`: clients are judged by their IPv4 address even when
+/// they arrive on a dual-stack socket (see `client::canonical`), so a range written in the
+/// mapped form, as older logs showed such clients, would otherwise never match.
+fn ipv4_mapped_as_ipv4(net: ipnet::IpNet) -> ipnet::IpNet {
+    if let ipnet::IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && let Ok(v4net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return ipnet::IpNet::V4(v4net);
+    }
+    net
 }
 
 /// OCSP responses are signed; a responder is reached over plain HTTP.
@@ -381,5 +395,24 @@ pub(super) fn check_responder(problems: &mut Problems, key: &str, url: &Option<S
             key,
             format!("{url:?} must be an http:// URL (OCSP responses are signed; TLS is not used)"),
         );
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::*;
+
+    #[test]
+    fn ranges_in_the_ipv4_mapped_form_are_judged_as_ipv4() {
+        for (written, judged) in [
+            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+            ("::ffff:192.0.2.7/128", "192.0.2.7/32"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("::/0", "::/0"),
+            ("2001:db8::/32", "2001:db8::/32"),
+        ] {
+            let net = ipv4_mapped_as_ipv4(written.parse().unwrap());
+            assert_eq!(net.to_string(), judged, "{written}");
+        }
     }
 }
